@@ -1,0 +1,157 @@
+//! Authorisation: what a caller (a [`Principal`]) may do, decided from its key's policy.
+//! Checks run before any lookup, so a denial never reveals whether something exists.
+
+use crate::error::{Result, ServiceError};
+use crate::store::codec::StoredPolicy;
+use memd_proto::v1::api_key_policy::Action;
+use wildmatch::WildMatch;
+
+/// The resolved identity of a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// `None` for the bootstrap admin key and for development mode.
+    pub key_id: Option<String>,
+    /// `None` grants everything.
+    policy: Option<Policy>,
+}
+
+#[derive(Debug, Clone)]
+struct Policy {
+    memory_ids: Vec<String>,
+    actor_patterns: Vec<WildMatch>,
+    /// The patterns include "*" itself: the key is not limited to some actors.
+    all_actors: bool,
+    actions: Vec<Action>,
+}
+
+impl Policy {
+    fn allows_memory(&self, memory_id: &str) -> bool {
+        self.memory_ids.iter().any(|id| id == "*" || id == memory_id)
+    }
+
+    fn allows_actor(&self, actor_id: &str) -> bool {
+        self.actor_patterns.iter().any(|pattern| pattern.matches(actor_id))
+    }
+
+    /// ADMIN includes READ and WRITE within the key's scope.
+    fn allows_action(&self, action: Action) -> bool {
+        self.actions.iter().any(|&a| a == action || a == Action::Admin)
+    }
+
+    fn is_global(&self) -> bool {
+        self.memory_ids.iter().any(|id| id == "*") && self.all_actors
+    }
+}
+
+fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Read => "read",
+        Action::Write => "write",
+        Action::Admin => "admin",
+        Action::Unspecified => "unspecified",
+    }
+}
+
+impl Principal {
+    /// A caller with every right (bootstrap admin key, development mode).
+    pub fn superuser() -> Self {
+        Self { key_id: None, policy: None }
+    }
+
+    /// A caller limited by a stored policy.
+    pub fn with_policy(key_id: String, policy: &StoredPolicy) -> Self {
+        let policy = Policy {
+            memory_ids: policy.memory_ids.clone(),
+            actor_patterns: policy.actor_patterns.iter().map(|p| WildMatch::new(p)).collect(),
+            all_actors: policy.actor_patterns.iter().any(|p| p == "*"),
+            actions: policy.actions.iter().filter_map(|&a| Action::try_from(a).ok()).collect(),
+        };
+        Self { key_id: Some(key_id), policy: Some(policy) }
+    }
+
+    fn denied(&self, what: String) -> ServiceError {
+        let key = self.key_id.as_deref().unwrap_or("?");
+        ServiceError::PermissionDenied(format!("api key {key} may not {what}"))
+    }
+
+    /// Requires `action` on the memory as a whole.
+    pub fn require_memory(&self, action: Action, memory_id: &str) -> Result<()> {
+        match &self.policy {
+            Some(p) if !(p.allows_action(action) && p.allows_memory(memory_id)) => {
+                Err(self.denied(format!("{} memory {memory_id}", action_name(action))))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Requires `action` on one actor of a memory.
+    pub fn require_actor(&self, action: Action, memory_id: &str, actor_id: &str) -> Result<()> {
+        self.require_memory(action, memory_id)?;
+        match &self.policy {
+            Some(p) if !p.allows_actor(actor_id) => {
+                Err(self.denied(format!("{} actor {actor_id}", action_name(action))))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Requires an unrestricted admin key (memory creation, key management).
+    pub fn require_global_admin(&self) -> Result<()> {
+        match &self.policy {
+            Some(p) if !(p.allows_action(Action::Admin) && p.is_global()) => {
+                Err(self.denied("manage memories and keys (needs admin on memory_ids [\"*\"] and actor_patterns [\"*\"])".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether listings show this memory to the caller (any action on it).
+    pub fn sees_memory(&self, memory_id: &str) -> bool {
+        self.policy.as_ref().is_none_or(|p| p.allows_memory(memory_id) && !p.actions.is_empty())
+    }
+
+    /// Whether listings show this actor to the caller (read access to it).
+    pub fn sees_actor(&self, actor_id: &str) -> bool {
+        self.policy.as_ref().is_none_or(|p| p.allows_actor(actor_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(memories: &[&str], actors: &[&str], actions: &[Action]) -> Principal {
+        let policy = StoredPolicy {
+            memory_ids: memories.iter().map(|s| s.to_string()).collect(),
+            actor_patterns: actors.iter().map(|s| s.to_string()).collect(),
+            namespace_prefixes: vec![],
+            actions: actions.iter().map(|&a| a as i32).collect(),
+        };
+        Principal::with_policy("k1".into(), &policy)
+    }
+
+    #[test]
+    fn globs_and_actions() {
+        let p = key(&["m1"], &["acme/*"], &[Action::Read]);
+        assert!(p.require_actor(Action::Read, "m1", "acme/alice").is_ok());
+        assert!(p.require_actor(Action::Read, "m1", "globex/bob").is_err());
+        assert!(p.require_actor(Action::Write, "m1", "acme/alice").is_err());
+        assert!(p.require_actor(Action::Read, "m2", "acme/alice").is_err());
+        assert!(p.require_global_admin().is_err());
+        assert!(!p.sees_actor("acmex"));
+    }
+
+    #[test]
+    fn empty_lists_deny_everything() {
+        let p = key(&[], &[], &[Action::Admin]);
+        assert!(p.require_memory(Action::Read, "m1").is_err());
+        assert!(!p.sees_memory("m1"));
+    }
+
+    #[test]
+    fn global_admin() {
+        assert!(key(&["*"], &["*"], &[Action::Admin]).require_global_admin().is_ok());
+        assert!(key(&["*"], &["acme/*"], &[Action::Admin]).require_global_admin().is_err());
+        assert!(Principal::superuser().require_global_admin().is_ok());
+    }
+}

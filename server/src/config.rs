@@ -1,0 +1,205 @@
+//! Server configuration: built-in defaults, then a TOML file, then `MEMD_*` environment
+//! variables, then command-line flags. Unknown keys and invalid values are start-up errors.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Every setting of the `memd` server. See `deploy/memd.example.toml` for a commented copy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Where RocksDB keeps its files.
+    pub data_dir: PathBuf,
+    /// Prometheus `/metrics` listen address; "off" disables the endpoint.
+    pub metrics_listen: String,
+    /// fsync the write-ahead log before acknowledging writes.
+    pub sync_writes: bool,
+    /// Bootstrap admin secret. When unset, memd runs in development mode (no auth).
+    pub admin_key: Option<String>,
+    /// Allow development mode (no auth) on a non-loopback address.
+    pub allow_unauthenticated_remote: bool,
+    /// PEM certificate chain and private key for TLS; both or neither.
+    pub tls_cert_path: Option<PathBuf>,
+    pub tls_key_path: Option<PathBuf>,
+    /// How often due session transitions are announced.
+    pub session_sweep_interval_ms: u64,
+    /// RocksDB block cache size.
+    pub block_cache_mb: usize,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// A tracing filter, e.g. `info` or `memd_server=debug,info`.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("memd-data"),
+            metrics_listen: "127.0.0.1:9464".into(),
+            sync_writes: true,
+            admin_key: None,
+            allow_unauthenticated_remote: false,
+            tls_cert_path: None,
+            tls_key_path: None,
+            session_sweep_interval_ms: 1000,
+            block_cache_mb: 128,
+            log_format: "text".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Settings given on the command line; `None` leaves lower layers in charge.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_writes: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_unauthenticated_remote: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+const ENV_KEYS: [&str; 12] = [
+    "listen",
+    "data_dir",
+    "metrics_listen",
+    "sync_writes",
+    "admin_key",
+    "allow_unauthenticated_remote",
+    "tls_cert_path",
+    "tls_key_path",
+    "session_sweep_interval_ms",
+    "block_cache_mb",
+    "log_format",
+    "log_level",
+];
+
+impl Config {
+    /// Layers defaults, `file`, `MEMD_*` variables and `overrides`, then validates.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError(format!("config file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        // Only server keys: MEMD_ENDPOINT / MEMD_API_KEY belong to the clients.
+        figment = figment.merge(Env::prefixed("MEMD_").only(&ENV_KEYS)).merge(Serialized::defaults(overrides));
+        let config: Config = figment.extract().map_err(|err| ConfigError(err.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks combinations the types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.metrics_addr()?;
+        if self.dev_mode() && !self.listen.ip().is_loopback() && !self.allow_unauthenticated_remote {
+            return Err(ConfigError(format!(
+                "no admin_key (MEMD_ADMIN_KEY) is set, so memd would serve {} without authentication; \
+                 set an admin key, listen on 127.0.0.1, or pass --allow-unauthenticated-remote",
+                self.listen
+            )));
+        }
+        match (&self.tls_cert_path, &self.tls_key_path) {
+            (Some(cert), Some(key)) => {
+                for path in [cert, key] {
+                    if !path.is_file() {
+                        return Err(ConfigError(format!("TLS file {} does not exist", path.display())));
+                    }
+                }
+            }
+            (None, None) => {}
+            _ => return Err(ConfigError("tls_cert_path and tls_key_path must be set together".into())),
+        }
+        if self.session_sweep_interval_ms == 0 {
+            return Err(ConfigError("session_sweep_interval_ms must be positive".into()));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError(format!("log_format must be text or json, not {:?}", self.log_format)));
+        }
+        Ok(())
+    }
+
+    /// Whether no admin key is configured (anonymous callers act as admin).
+    pub fn dev_mode(&self) -> bool {
+        self.admin_key.as_deref().is_none_or(str::is_empty)
+    }
+
+    /// The metrics address, `None` when disabled.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.metrics_listen.as_str() {
+            "" | "off" => Ok(None),
+            addr => addr
+                .parse()
+                .map(Some)
+                .map_err(|_| ConfigError(format!("metrics_listen {addr:?} is not HOST:PORT or \"off\""))),
+        }
+    }
+
+    /// A configuration for tests: data in `dir`, no metrics endpoint, fast sweeps.
+    pub fn for_test(dir: &Path) -> Self {
+        Self {
+            data_dir: dir.to_path_buf(),
+            metrics_listen: "off".into(),
+            session_sweep_interval_ms: 100,
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("memd.toml", "listen = \"127.0.0.1:6000\"\nsync_writes = false\nblock_cache_mb = 64")?;
+            jail.set_env("MEMD_LISTEN", "127.0.0.1:7000");
+            jail.set_env("MEMD_API_KEY", "client-side-only");
+            let overrides = Overrides { data_dir: Some("/tmp/x".into()), ..Default::default() };
+            let config = Config::load(Some(Path::new("memd.toml")), &overrides).expect("valid");
+            assert_eq!(config.listen.port(), 7000);
+            assert!(!config.sync_writes);
+            assert_eq!(config.block_cache_mb, 64);
+            assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_open_dev_mode_are_rejected() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "listne = \"127.0.0.1:6000\"")?;
+            let err = Config::load(Some(Path::new("bad.toml")), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("listne"), "{err}");
+            let open = Overrides { listen: Some("0.0.0.0:50051".parse().unwrap()), ..Default::default() };
+            let err = Config::load(None, &open).unwrap_err();
+            assert!(err.to_string().contains("without authentication"), "{err}");
+            jail.set_env("MEMD_ADMIN_KEY", "s3cret");
+            assert!(Config::load(None, &open).is_ok());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,91 @@
+//! The service's error type and its one mapping to gRPC status codes.
+
+use tonic::{Code, Status};
+
+/// Everything a request can fail with. Each variant maps to exactly one gRPC code in
+/// [`From<ServiceError> for Status`]; messages name the offending field where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A request field is malformed or out of bounds.
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    /// The named resource does not exist (or has expired).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// An idempotency token was reused with a different request, or a resource already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is valid but the resource is in the wrong state (e.g. terminated session).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// No or unknown credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's key does not allow this action on this resource.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The server is shutting down.
+    #[error("server is shutting down")]
+    Unavailable,
+    /// A stored value could not be decoded: corruption or a format from a newer memd.
+    #[error("stored data is unreadable: {0}")]
+    DataLoss(String),
+    /// A storage or runtime failure; the detail is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// Shorthand for [`ServiceError::InvalidArgument`].
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument { field: field.into(), reason: reason.into() }
+    }
+
+    /// Shorthand for [`ServiceError::NotFound`].
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::NotFound(what.into())
+    }
+}
+
+impl From<rocksdb::Error> for ServiceError {
+    fn from(err: rocksdb::Error) -> Self {
+        Self::Internal(format!("rocksdb: {err}"))
+    }
+}
+
+impl From<tokio::task::JoinError> for ServiceError {
+    fn from(err: tokio::task::JoinError) -> Self {
+        Self::Internal(format!("blocking task failed: {err}"))
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(err: ServiceError) -> Self {
+        let code = match &err {
+            ServiceError::InvalidArgument { .. } => Code::InvalidArgument,
+            ServiceError::NotFound(_) => Code::NotFound,
+            ServiceError::AlreadyExists(_) => Code::AlreadyExists,
+            ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ServiceError::Unauthenticated(_) => Code::Unauthenticated,
+            ServiceError::PermissionDenied(_) => Code::PermissionDenied,
+            ServiceError::Unavailable => Code::Unavailable,
+            ServiceError::DataLoss(_) => Code::DataLoss,
+            ServiceError::Internal(_) => Code::Internal,
+        };
+        match err {
+            // Storage details stay in the log; clients get a stable message.
+            ServiceError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                Status::new(code, "internal error")
+            }
+            ServiceError::DataLoss(detail) => {
+                tracing::error!(%detail, "undecodable stored value");
+                Status::new(code, "stored data is unreadable")
+            }
+            other => Status::new(code, other.to_string()),
+        }
+    }
+}
+
+/// Result alias for service code.
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;

@@ -1,0 +1,198 @@
+//! memd: a self-hosted memory service for AI agents.
+//!
+//! [`Server::open`] opens the store and the authenticator from a [`Config`];
+//! [`Server::serve`] runs the gRPC services (control, memory, health, reflection), the
+//! Prometheus endpoint and the session sweeper until the shutdown future resolves, then
+//! drains in-flight calls and flushes RocksDB. Tests bind `127.0.0.1:0`, hand the listener
+//! in and connect a real client.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod ids;
+pub mod lifecycle;
+pub mod metrics;
+pub mod store;
+pub mod time;
+
+pub use config::{Config, ConfigError, Overrides};
+
+use auth::{AuthInterceptor, AuthMode, Authenticator};
+use futures::StreamExt;
+use grpc::{control::ControlApi, memory::MemoryApi};
+use memd_proto::v1::control_service_server::ControlServiceServer;
+use memd_proto::v1::memory_service_server::MemoryServiceServer;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{SessionTransition, Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tonic::service::interceptor::InterceptedService;
+
+/// Largest gRPC message accepted: an event may be 10 MiB, plus framing.
+pub const MAX_MESSAGE_BYTES: usize = 12 * 1024 * 1024;
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Store(#[from] error::ServiceError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// An opened memd instance, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    store: Arc<Store>,
+    auth: Arc<Authenticator>,
+}
+
+impl Server {
+    /// Opens the store in `config.data_dir` and loads API keys.
+    pub fn open(config: Config) -> Result<Self, ServeError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::Io {
+            context: format!("creating data dir {}", config.data_dir.display()),
+            source,
+        })?;
+        let options = StoreOptions { sync_writes: config.sync_writes, block_cache_bytes: config.block_cache_mb << 20 };
+        let store = Arc::new(Store::open(&config.data_dir, &options)?);
+        let auth = Arc::new(Authenticator::load(&store, config.admin_key.as_deref())?);
+        Ok(Self { config, store, auth })
+    }
+
+    /// The store (for in-process tools such as the benchmark's floor).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Session state transitions, for in-process subscribers (extraction triggers).
+    pub fn subscribe_transitions(&self) -> broadcast::Receiver<SessionTransition> {
+        self.store.subscribe_transitions()
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains and flushes.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let Self { config, store, auth } = self;
+        let local = listener.local_addr().map_err(|source| ServeError::Io { context: "listener address".into(), source })?;
+        if auth.mode() == AuthMode::Development {
+            tracing::warn!(
+                listen = %local,
+                "no admin key configured (admin_key / MEMD_ADMIN_KEY): development mode, requests without a key have full access"
+            );
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+
+        let metrics = metrics::Metrics::new();
+        let mut background = Vec::new();
+        if let Some(addr) = config.metrics_addr()? {
+            let metrics_listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Io { context: format!("binding metrics address {addr}"), source })?;
+            tracing::info!(%addr, "metrics on http://{addr}/metrics");
+            let task = metrics::serve_http(metrics_listener, metrics.clone(), store.clone(), stopped());
+            background.push(tokio::spawn(async move {
+                if let Err(err) = task.await {
+                    tracing::error!(%err, "metrics endpoint failed");
+                }
+            }));
+        }
+        let sweep = Duration::from_millis(config.session_sweep_interval_ms);
+        background.push(tokio::spawn(lifecycle::run_sweeper(store.clone(), sweep, stopped())));
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<ControlServiceServer<ControlApi>>().await;
+        health.set_serving::<MemoryServiceServer<MemoryApi>>().await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(memd_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(memd_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let interceptor = AuthInterceptor(auth.clone());
+        let control = InterceptedService::new(
+            ControlServiceServer::new(ControlApi::new(store.clone(), auth.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            interceptor.clone(),
+        );
+        let memory = InterceptedService::new(
+            MemoryServiceServer::new(MemoryApi::new(store.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            interceptor,
+        );
+
+        let mut builder = tonic::transport::Server::builder();
+        if let (Some(cert), Some(key)) = (&config.tls_cert_path, &config.tls_key_path) {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).map_err(|source| ServeError::Io { context: format!("reading {}", path.display()), source })
+            };
+            let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+            builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+        }
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(|conn| async move {
+            match conn {
+                Ok(stream) => {
+                    // Small unary calls: Nagle's algorithm would add tens of milliseconds.
+                    let _ = stream.set_nodelay(true);
+                    Some(Ok::<_, std::io::Error>(stream))
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    None
+                }
+            }
+        });
+        tracing::info!(listen = %local, tls = config.tls_cert_path.is_some(), data_dir = %config.data_dir.display(), "memd serving");
+        let drain_health = health.clone();
+        let result = builder
+            .layer(metrics::MetricsLayer(metrics))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(control)
+            .add_service(memory)
+            .serve_with_incoming_shutdown(incoming, async move {
+                shutdown.await;
+                tracing::info!("shutting down: draining in-flight requests");
+                drain_health.set_not_serving::<ControlServiceServer<ControlApi>>().await;
+                drain_health.set_not_serving::<MemoryServiceServer<MemoryApi>>().await;
+            })
+            .await;
+
+        let _ = stop_tx.send(true);
+        for task in background {
+            let _ = task.await;
+        }
+        let flush_store = store.clone();
+        match tokio::task::spawn_blocking(move || flush_store.flush()).await {
+            Ok(Ok(())) => tracing::info!("store flushed; bye"),
+            Ok(Err(err)) => tracing::error!(%err, "flush at shutdown failed (the WAL still has every write)"),
+            Err(err) => tracing::error!(%err, "flush task failed"),
+        }
+        result.map_err(ServeError::from)
+    }
+}
+
+/// Opens and serves in one call (see [`Server`]).
+pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    Server::open(config)?.serve(listener, shutdown).await
+}

@@ -1,0 +1,93 @@
+//! `memd`: the memory service binary. `memd` with no arguments serves on 127.0.0.1:50051
+//! with data in ./memd-data.
+
+use anyhow::Context;
+use clap::Parser;
+use memd_server::{Config, Overrides, Server};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tracing_subscriber::EnvFilter;
+
+/// memd: self-hosted short- and long-term memory for AI agents.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file (also MEMD_CONFIG).
+    #[arg(long, env = "MEMD_CONFIG")]
+    config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Data directory [default: ./memd-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Prometheus endpoint address, or "off" [default: 127.0.0.1:9464].
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// fsync before acknowledging writes [default: true].
+    #[arg(long)]
+    sync_writes: Option<bool>,
+    /// Serve without authentication on a non-loopback address (development mode only).
+    #[arg(long)]
+    allow_unauthenticated_remote: bool,
+    /// Log format: text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Log filter, e.g. info or memd_server=debug.
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+fn init_tracing(config: &Config) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&config.log_level).with_context(|| format!("log_level {:?}", config.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let overrides = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        metrics_listen: args.metrics_listen,
+        sync_writes: args.sync_writes,
+        allow_unauthenticated_remote: args.allow_unauthenticated_remote.then_some(true),
+        log_format: args.log_format,
+        log_level: args.log_level,
+    };
+    let config = Config::load(args.config.as_deref(), &overrides)?;
+    init_tracing(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let server = Server::open(config)?;
+    server.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! Prometheus metrics: a tower layer that counts every gRPC call by method and status code
+//! and times it, RocksDB properties read at scrape time, and the `/metrics` HTTP endpoint.
+
+use crate::store::Store;
+use futures::future::BoxFuture;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tonic::codegen::http;
+
+/// RocksDB integer properties exported per column family.
+const ROCKSDB_PROPERTIES: [&str; 6] = [
+    "rocksdb.estimate-num-keys",
+    "rocksdb.total-sst-files-size",
+    "rocksdb.cur-size-all-mem-tables",
+    "rocksdb.estimate-pending-compaction-bytes",
+    "rocksdb.num-running-compactions",
+    "rocksdb.block-cache-usage",
+];
+
+/// The server's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    rocksdb: IntGaugeVec,
+    /// Known gRPC paths; anything else is labelled "other" so labels stay bounded.
+    known_methods: HashSet<String>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn known_methods() -> HashSet<String> {
+    use prost::Message;
+    let mut methods: HashSet<String> = [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let descriptors = prost_types::FileDescriptorSet::decode(memd_proto::FILE_DESCRIPTOR_SET)
+        .expect("the descriptor set is generated at build time");
+    for file in descriptors.file {
+        for service in &file.service {
+            for method in &service.method {
+                methods.insert(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
+            }
+        }
+    }
+    methods
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("memd_grpc_requests_total", "gRPC requests by method and status code"),
+            &["method", "code"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("memd_grpc_request_duration_seconds", "gRPC request latency by method").buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+            &["method"],
+        )
+        .expect("valid metric");
+        let rocksdb = IntGaugeVec::new(
+            Opts::new("memd_rocksdb_property", "RocksDB integer properties by column family"),
+            &["cf", "property"],
+        )
+        .expect("valid metric");
+        for collector in [Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>, Box::new(latency.clone()), Box::new(rocksdb.clone())] {
+            registry.register(collector).expect("metric names are unique");
+        }
+        Arc::new(Self { registry, requests, latency, rocksdb, known_methods: known_methods() })
+    }
+
+    fn observe(&self, path: &str, code: &str, seconds: f64) {
+        let method = if self.known_methods.contains(path) { path } else { "other" };
+        self.requests.with_label_values(&[method, code]).inc();
+        self.latency.with_label_values(&[method]).observe(seconds);
+    }
+
+    /// Renders the text exposition format, refreshing RocksDB gauges first.
+    pub fn render(&self, store: &Store) -> String {
+        for (cf, property, value) in store.int_properties(&ROCKSDB_PROPERTIES) {
+            self.rocksdb.with_label_values(&[cf, &property]).set(value as i64);
+        }
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encoding to a Vec cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// Tower layer recording [`Metrics`] for every request.
+#[derive(Debug, Clone)]
+pub struct MetricsLayer(pub Arc<Metrics>);
+
+impl<S> tower::Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService { inner, metrics: self.0.clone() }
+    }
+}
+
+/// See [`MetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for MetricsService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            // Errors travel in headers (trailers-only responses); OK arrives in trailers.
+            let code = match &response {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or_else(|| "Ok".to_string(), |code| format!("{:?}", tonic::Code::from_i32(code))),
+                Err(_) => "TransportError".to_string(),
+            };
+            metrics.observe(&path, &code, started.elapsed().as_secs_f64());
+            response
+        })
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    store: Arc<Store>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let (metrics, store) = (metrics.clone(), store.clone());
+            async move {
+                let body = tokio::task::spawn_blocking(move || metrics.render(&store)).await.unwrap_or_default();
+                ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+            }
+        }),
+    );
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,68 @@
+//! Actors: listing and erasure. An actor exists from its first event until `DeleteActor`.
+
+use super::codec::{self, StoredActor};
+use super::keys::{self, cf};
+use super::{Store, page, read, write};
+use crate::error::{Result, ServiceError};
+use rocksdb::WriteBatch;
+
+/// An actor as listings return it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActorView {
+    pub actor_id: String,
+    pub create_us: u64,
+}
+
+impl Store {
+    /// One page of a memory's actors that `visible` admits, in actor id order. The policy
+    /// filter runs inside the scan, so a page is never short because of hidden actors.
+    pub fn list_actors(
+        &self,
+        memory_id: &str,
+        page_size: usize,
+        page_token: &str,
+        visible: impl Fn(&str) -> bool,
+    ) -> Result<(Vec<ActorView>, String)> {
+        self.memory(memory_id)?;
+        let prefix = keys::memory_prefix(memory_id);
+        let scope = [b"actors\0".as_slice(), &prefix].concat();
+        let start = match page::decode("page_token", page_token, &scope)? {
+            Some(cursor) => [prefix.as_slice(), &cursor, &[0, 0]].concat(),
+            None => prefix.clone(),
+        };
+        let mut actors: Vec<ActorView> = Vec::new();
+        for item in self.range(cf::ACTORS, &start, &keys::prefix_end(&prefix), false) {
+            let (key, value) = item?;
+            let (_, actor_id) = keys::decode_actor_key(&key)?;
+            if !visible(actor_id) {
+                continue;
+            }
+            if actors.len() == page_size {
+                let last = &actors[page_size - 1].actor_id;
+                let token = page::encode(&scope, last.as_bytes());
+                return Ok((actors, token));
+            }
+            let stored: StoredActor = codec::decode(&value)?;
+            actors.push(ActorView { actor_id: actor_id.to_string(), create_us: stored.create_us });
+        }
+        Ok((actors, String::new()))
+    }
+
+    /// Erases everything stored for an actor: events, sessions, branches, tokens.
+    pub fn delete_actor(&self, memory_id: &str, actor_id: &str) -> Result<()> {
+        self.memory(memory_id)?;
+        let _memory_gate = read(&self.memory_gate);
+        let _actor_gate = write(self.actor_gate(memory_id, actor_id));
+        let prefix = keys::actor_prefix(memory_id, actor_id);
+        if self.get(cf::ACTORS, &prefix)?.is_none() {
+            return Err(ServiceError::not_found(format!("actor {actor_id}")));
+        }
+        let end = keys::prefix_end(&prefix);
+        let mut batch = WriteBatch::default();
+        for name in cf::ACTOR_SCOPED {
+            batch.delete_range_cf(self.cf(name), &prefix, &end);
+        }
+        // Session timers are keyed by deadline; they find their session gone and drop out.
+        self.commit(batch)
+    }
+}

@@ -1,0 +1,228 @@
+//! The private storage format of values. Stored values are never the public API messages:
+//! the API can evolve without a migration. Each value is one format byte followed by a
+//! protobuf encoding of the structs below (protobuf so that fields can be added compatibly).
+//! A value with an unknown format byte or a broken body is `DataLoss`, never a panic.
+
+use crate::error::{Result, ServiceError};
+use prost::Message;
+use std::collections::BTreeMap;
+
+/// Current storage format version, the first byte of every value.
+pub const FORMAT_V1: u8 = 1;
+
+/// Encodes a stored value.
+pub fn encode<M: Message>(value: &M) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + value.encoded_len());
+    out.push(FORMAT_V1);
+    value.encode(&mut out).expect("Vec<u8> grows as needed");
+    out
+}
+
+/// Decodes a stored value written by [`encode`].
+pub fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M> {
+    match bytes.split_first() {
+        Some((&FORMAT_V1, body)) => M::decode(body)
+            .map_err(|err| ServiceError::DataLoss(format!("undecodable value: {err}"))),
+        Some((version, _)) => {
+            Err(ServiceError::DataLoss(format!("unknown storage format version {version}")))
+        }
+        None => Err(ServiceError::DataLoss("empty value".into())),
+    }
+}
+
+/// A memory's configuration.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredMemory {
+    #[prost(string, tag = "1")]
+    pub memory_id: String,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(string, tag = "3")]
+    pub description: String,
+    #[prost(uint32, tag = "4")]
+    pub event_expiry_days: u32,
+    #[prost(message, repeated, tag = "5")]
+    pub strategies: Vec<StoredStrategy>,
+    #[prost(message, optional, tag = "6")]
+    pub session_policy: Option<StoredSessionPolicy>,
+    #[prost(uint64, tag = "7")]
+    pub create_us: u64,
+    #[prost(uint64, tag = "8")]
+    pub update_us: u64,
+}
+
+/// A long-term strategy, stored now and executed by the extraction pipeline.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredStrategy {
+    #[prost(string, tag = "1")]
+    pub strategy_id: String,
+    /// `memd.v1.StrategyType` number.
+    #[prost(int32, tag = "2")]
+    pub strategy_type: i32,
+    #[prost(string, tag = "3")]
+    pub namespace_template: String,
+    #[prost(string, tag = "4")]
+    pub name: String,
+    #[prost(string, tag = "5")]
+    pub description: String,
+}
+
+/// Session ageing, with defaults already applied.
+#[derive(Clone, Copy, PartialEq, Message)]
+pub struct StoredSessionPolicy {
+    #[prost(uint32, tag = "1")]
+    pub idle_timeout_seconds: u32,
+    #[prost(uint32, tag = "2")]
+    pub max_duration_seconds: u32,
+    #[prost(uint32, tag = "3")]
+    pub idle_after_seconds: u32,
+}
+
+/// An idempotency token: which request it was first used with and what it produced.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredToken {
+    /// SHA-256 of the request's canonical encoding without the token.
+    #[prost(bytes = "vec", tag = "1")]
+    pub request_hash: Vec<u8>,
+    /// For events: the event key; for memories: the memory id.
+    #[prost(bytes = "vec", tag = "2")]
+    pub target: Vec<u8>,
+    #[prost(uint64, tag = "3")]
+    pub create_us: u64,
+}
+
+/// An API key; the secret is kept only as a hash.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredApiKey {
+    #[prost(string, tag = "1")]
+    pub key_id: String,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(bytes = "vec", tag = "3")]
+    pub secret_sha256: Vec<u8>,
+    #[prost(message, optional, tag = "4")]
+    pub policy: Option<StoredPolicy>,
+    #[prost(uint64, tag = "5")]
+    pub create_us: u64,
+    /// Zero while the key is valid.
+    #[prost(uint64, tag = "6")]
+    pub revoke_us: u64,
+}
+
+/// An API key policy (see `memd.v1.ApiKeyPolicy`).
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredPolicy {
+    #[prost(string, repeated, tag = "1")]
+    pub memory_ids: Vec<String>,
+    #[prost(string, repeated, tag = "2")]
+    pub actor_patterns: Vec<String>,
+    #[prost(string, repeated, tag = "3")]
+    pub namespace_prefixes: Vec<String>,
+    /// `memd.v1.ApiKeyPolicy.Action` numbers.
+    #[prost(int32, repeated, tag = "4")]
+    pub actions: Vec<i32>,
+}
+
+/// An actor of a memory.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredActor {
+    #[prost(uint64, tag = "1")]
+    pub create_us: u64,
+}
+
+/// A session's bookkeeping; its state is derived from these times and the memory's policy.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredSession {
+    /// Server time of the first event.
+    #[prost(uint64, tag = "1")]
+    pub create_us: u64,
+    /// Server time of the latest event.
+    #[prost(uint64, tag = "2")]
+    pub last_event_us: u64,
+    #[prost(uint64, tag = "3")]
+    pub event_count: u64,
+    /// The last state announced to transition subscribers (`memd.v1.SessionState` number).
+    /// TERMINATED here is final, whatever later policy changes say.
+    #[prost(int32, tag = "4")]
+    pub announced_state: i32,
+    /// When the sweeper announced termination (zero before).
+    #[prost(uint64, tag = "5")]
+    pub terminated_us: u64,
+}
+
+/// A conversation branch of a session.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredBranch {
+    /// The event the branch forks off (16-byte `EventSeq`).
+    #[prost(bytes = "vec", tag = "1")]
+    pub root_seq: Vec<u8>,
+    /// The branch the root event belongs to ("" = main).
+    #[prost(string, tag = "2")]
+    pub parent: String,
+    #[prost(uint64, tag = "3")]
+    pub create_us: u64,
+}
+
+/// An immutable event.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredEvent {
+    /// Server time the event was stored; drives expiry.
+    #[prost(uint64, tag = "1")]
+    pub create_us: u64,
+    #[prost(message, repeated, tag = "2")]
+    pub payload: Vec<StoredPayload>,
+    /// "" = main branch.
+    #[prost(string, tag = "3")]
+    pub branch: String,
+    #[prost(btree_map = "string, string", tag = "4")]
+    pub metadata: BTreeMap<String, String>,
+    /// The idempotency token it was created with, so deleting the event deletes the token.
+    #[prost(string, tag = "5")]
+    pub client_token: String,
+    /// The branch's root event id when `branch` is set (echoed back in `Event.branch`).
+    #[prost(bytes = "vec", tag = "6")]
+    pub branch_root_seq: Vec<u8>,
+}
+
+/// One payload item of an event.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredPayload {
+    #[prost(oneof = "StoredContent", tags = "1, 2, 3")]
+    pub content: Option<StoredContent>,
+}
+
+/// The content of a payload item.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum StoredContent {
+    #[prost(message, tag = "1")]
+    Conversational(StoredTurn),
+    #[prost(bytes = "vec", tag = "2")]
+    Blob(Vec<u8>),
+    #[prost(string, tag = "3")]
+    Json(String),
+}
+
+/// A conversation turn.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredTurn {
+    /// `memd.v1.Role` number.
+    #[prost(int32, tag = "1")]
+    pub role: i32,
+    #[prost(string, tag = "2")]
+    pub text: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_corruption() {
+        let actor = StoredActor { create_us: 42 };
+        let bytes = encode(&actor);
+        assert_eq!(decode::<StoredActor>(&bytes).unwrap(), actor);
+        assert!(matches!(decode::<StoredActor>(&[]), Err(ServiceError::DataLoss(_))));
+        assert!(matches!(decode::<StoredActor>(&[9, 1]), Err(ServiceError::DataLoss(_))));
+        assert!(matches!(decode::<StoredActor>(&[FORMAT_V1, 0xff]), Err(ServiceError::DataLoss(_))));
+    }
+}

@@ -1,0 +1,264 @@
+//! The only code that talks to RocksDB: the source of truth for everything memd holds.
+//! The key layout is documented in [`keys`]; values use the private format in [`codec`].
+//!
+//! Concurrency: every request's changes are one atomic `WriteBatch`. Read-modify-write
+//! sequences (a session's counters, its timers) run under a striped per-session mutex;
+//! `DeleteActor` and `DeleteMemory` take exclusive gates that appends hold shared, so an
+//! append can never resurrect data inside a range that is being erased. Durable writes are
+//! group-committed by RocksDB's write path: concurrent synced writers share one WAL fsync.
+
+pub mod codec;
+pub mod keys;
+pub mod page;
+
+mod actors;
+mod apikeys;
+mod events;
+mod expiry;
+mod memories;
+mod sessions;
+
+pub use events::{EventFilterSpec, EventListing, EventView, MetadataCondition, NewEvent};
+pub use sessions::{SessionTransition, SessionView};
+
+use crate::error::{Result, ServiceError};
+use crate::time::now_us;
+use codec::StoredMemory;
+use keys::cf;
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, DB, Options, ReadOptions, SliceTransform,
+    WriteBatch, WriteOptions,
+};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::broadcast;
+
+const LOCK_STRIPES: usize = 4096;
+
+/// Options for [`Store::open`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// fsync the WAL before acknowledging a write (survives power loss).
+    pub sync_writes: bool,
+    /// Block cache size in bytes.
+    pub block_cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { sync_writes: true, block_cache_bytes: 128 << 20 }
+    }
+}
+
+/// The RocksDB-backed store.
+pub struct Store {
+    db: DB,
+    write_opts: WriteOptions,
+    /// Memory configurations by id, loaded at open and kept in step with every change.
+    memories: RwLock<HashMap<String, Arc<StoredMemory>>>,
+    /// Expiry horizon per memory, shared with the compaction filter.
+    expiry: Arc<expiry::ExpiryTable>,
+    /// Per-session mutexes for read-modify-write of session bookkeeping.
+    session_locks: Box<[Mutex<()>]>,
+    /// Shared by appends, exclusive for `DeleteActor` of an actor hashing here.
+    actor_gates: Box<[RwLock<()>]>,
+    /// Shared by appends, exclusive for `DeleteMemory`.
+    memory_gate: RwLock<()>,
+    /// Arrival counter for event ids; starts at the wall clock in ns so ids stay unique
+    /// across restarts.
+    next_seq: AtomicU64,
+    transitions: broadcast::Sender<SessionTransition>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.db.path()).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a stripe cannot leave RocksDB half-written (batches are atomic),
+    // so a poisoned lock is safe to reuse.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn stripe(parts: &[&str]) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut hasher);
+    (hasher.finish() as usize) % LOCK_STRIPES
+}
+
+fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    let mut opts = Options::default();
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    if matches!(name, cf::SESSIONS | cf::BRANCHES | cf::EVENTS) {
+        // One actor's data is one prefix: bloom filters skip files without it.
+        opts.set_prefix_extractor(SliceTransform::create(
+            "memd.actor_prefix.v1",
+            keys::actor_prefix_of,
+            Some(keys::has_actor_prefix),
+        ));
+        opts.set_memtable_prefix_bloom_ratio(0.1);
+    }
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `path`.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Self> {
+        let cache = rocksdb::Cache::new_lru_cache(options.block_cache_bytes);
+        let expiry = Arc::new(expiry::ExpiryTable::default());
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.increase_parallelism(std::thread::available_parallelism().map_or(2, |n| n.get() as i32));
+        db_opts.set_keep_log_file_num(10);
+        let descriptors = cf::ALL.iter().map(|&name| {
+            let mut opts = cf_options(name, &cache);
+            let expiring = match name {
+                cf::EVENTS => Some(expiry::ExpiringKind::Events),
+                cf::TOKENS => Some(expiry::ExpiringKind::Tokens),
+                _ => None,
+            };
+            if let Some(kind) = expiring {
+                // Expired events and their tokens are dropped by compaction; periodic
+                // compaction makes sure that happens even on files nothing writes over.
+                opts.set_compaction_filter_factory(expiry::ExpiryFilterFactory::new(expiry.clone(), kind));
+                opts.set_periodic_compaction_seconds(24 * 3600);
+            }
+            ColumnFamilyDescriptor::new(name, opts)
+        });
+        let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(options.sync_writes);
+        let (transitions, _) = broadcast::channel(4096);
+        let store = Self {
+            db,
+            write_opts,
+            memories: RwLock::default(),
+            expiry,
+            session_locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            actor_gates: (0..LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
+            memory_gate: RwLock::new(()),
+            next_seq: AtomicU64::new(now_us().saturating_mul(1000)),
+            transitions,
+        };
+        store.load_memories()?;
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("every column family is created at open")
+    }
+
+    /// Commits one request's changes atomically, with the configured durability.
+    fn commit(&self, batch: WriteBatch) -> Result<()> {
+        self.db.write_opt(batch, &self.write_opts)?;
+        Ok(())
+    }
+
+    fn get(&self, cf_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(cf_name), key)?)
+    }
+
+    fn get_decoded<M: prost::Message + Default>(&self, cf_name: &str, key: &[u8]) -> Result<Option<M>> {
+        self.get(cf_name, key)?.map(|bytes| codec::decode(&bytes)).transpose()
+    }
+
+    /// An iterator over `[start, end)` of a column family, forward or backward.
+    fn range(
+        &self,
+        cf_name: &str,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + '_ {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(start.to_vec());
+        opts.set_iterate_upper_bound(end.to_vec());
+        // Bounds may cross prefixes (e.g. a memory's actors); don't let the prefix
+        // extractor cut the scan short.
+        opts.set_total_order_seek(true);
+        let mode = if reverse { rocksdb::IteratorMode::End } else { rocksdb::IteratorMode::Start };
+        self.db
+            .iterator_cf_opt(self.cf(cf_name), opts, mode)
+            .map(|item| item.map_err(ServiceError::from))
+    }
+
+    fn next_event_seq(&self, ts_us: u64) -> keys::EventSeq {
+        keys::EventSeq { ts_us, seq: self.next_seq.fetch_add(1, Ordering::Relaxed) }
+    }
+
+    fn session_lock(&self, memory_id: &str, actor_id: &str, session_id: &str) -> MutexGuard<'_, ()> {
+        lock(&self.session_locks[stripe(&[memory_id, actor_id, session_id])])
+    }
+
+    fn actor_gate(&self, memory_id: &str, actor_id: &str) -> &RwLock<()> {
+        &self.actor_gates[stripe(&[memory_id, actor_id])]
+    }
+
+    /// Subscribes to session state transitions (see [`SessionTransition`]).
+    pub fn subscribe_transitions(&self) -> broadcast::Receiver<SessionTransition> {
+        self.transitions.subscribe()
+    }
+
+    /// Flushes memtables to disk (used at shutdown so restarts replay little WAL).
+    pub fn flush(&self) -> Result<()> {
+        let cfs: Vec<_> = cf::ALL.iter().map(|name| self.cf(name)).collect();
+        self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    /// Integer RocksDB properties per column family, for metrics.
+    pub fn int_properties(&self, names: &[&str]) -> Vec<(&'static str, String, u64)> {
+        let mut out = Vec::new();
+        for &cf_name in cf::ALL.iter() {
+            for &prop in names {
+                if let Ok(Some(value)) = self.db.property_int_value_cf(self.cf(cf_name), prop) {
+                    out.push((cf_name, prop.to_string(), value));
+                }
+            }
+        }
+        out
+    }
+
+    /// Raw put of `value` under a scratch key with the store's durability: the floor the
+    /// write benchmark compares CreateEvent with.
+    pub fn raw_put_batch(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (key, value) in entries {
+            batch.put_cf(self.cf(cf::META), key, value);
+        }
+        self.commit(batch)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// A store in a fresh temp dir (kept alive by the returned guard).
+    pub fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), &StoreOptions { sync_writes: false, ..Default::default() })
+            .expect("open store");
+        (dir, store)
+    }
+}

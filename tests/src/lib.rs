@@ -1,0 +1,147 @@
+//! Test harness: a real memd server on an ephemeral loopback port with a temp data dir.
+//! The listener is bound before the server task starts, so clients can connect at once.
+
+use memd_client::{MemdClient, pb};
+use memd_server::store::SessionTransition;
+use memd_server::{Config, Server};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::{broadcast, oneshot};
+use tokio::task::JoinHandle;
+
+/// The admin secret every [`TestServer`] is configured with.
+pub const ADMIN_KEY: &str = "test-admin-secret";
+
+/// An in-process memd server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    dir: Arc<tempfile::TempDir>,
+    config: Config,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    transitions: broadcast::Receiver<SessionTransition>,
+}
+
+impl TestServer {
+    /// A server with auth enforced (admin key [`ADMIN_KEY`]) and non-synced writes.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`start`](Self::start) with configuration changes.
+    pub async fn start_with(change: impl FnOnce(&mut Config)) -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let mut config = Config::for_test(dir.path());
+        config.admin_key = Some(ADMIN_KEY.into());
+        config.sync_writes = false;
+        change(&mut config);
+        Self::launch(dir, config).await
+    }
+
+    async fn launch(dir: Arc<tempfile::TempDir>, config: Config) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let server = Server::open(config.clone()).expect("server opens");
+        let transitions = server.subscribe_transitions();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            server
+                .serve(listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("server runs");
+        });
+        Self { addr, dir, config, shutdown: Some(tx), task: Some(task), transitions }
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A client with the admin key.
+    pub async fn admin(&self) -> MemdClient {
+        self.client(Some(ADMIN_KEY)).await
+    }
+
+    /// A client with `key` (or none).
+    pub async fn client(&self, key: Option<&str>) -> MemdClient {
+        MemdClient::connect(self.endpoint(), key.map(String::from)).await.expect("client connects")
+    }
+
+    /// Session transitions announced since start.
+    pub fn transitions(&mut self) -> &mut broadcast::Receiver<SessionTransition> {
+        &mut self.transitions
+    }
+
+    /// Graceful stop (drain + flush), keeping the data directory.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task ends cleanly");
+        }
+    }
+
+    /// Stops and starts again on the same data directory (new port).
+    pub async fn restart(mut self) -> Self {
+        self.stop().await;
+        let (dir, config) = (self.dir.clone(), self.config.clone());
+        Self::launch(dir, config).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A memory with the given session policy (defaults where zero).
+pub async fn create_memory(client: &MemdClient, name: &str, policy: Option<pb::SessionPolicy>) -> pb::Memory {
+    client
+        .create_memory(pb::CreateMemoryRequest { name: name.into(), session_policy: policy, ..Default::default() })
+        .await
+        .expect("create memory")
+}
+
+/// A CreateEvent request with one user turn.
+pub fn text_event(memory_id: &str, actor_id: &str, session_id: &str, text: &str) -> pb::CreateEventRequest {
+    pb::CreateEventRequest {
+        memory_id: memory_id.into(),
+        actor_id: actor_id.into(),
+        session_id: session_id.into(),
+        payload: vec![memd_client::turn(pb::Role::User, text)],
+        ..Default::default()
+    }
+}
+
+/// The text of an event's first conversational item.
+pub fn text_of(event: &pb::Event) -> &str {
+    match event.payload.first().and_then(|item| item.content.as_ref()) {
+        Some(pb::payload_item::Content::Conversational(turn)) => &turn.text,
+        _ => "",
+    }
+}
+
+/// The `memd` binary next to the test executable (built by `cargo build --bins`), or `MEMD_BIN`.
+pub fn memd_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MEMD_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("memd");
+    assert!(binary.is_file(), "{} is missing: run `cargo build --bins` first (or set MEMD_BIN)", binary.display());
+    binary
+}
