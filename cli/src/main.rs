@@ -1,0 +1,90 @@
+//! `memctl`: administer a memd server and benchmark it.
+
+mod bench;
+mod control;
+mod memory;
+mod output;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use memd_client::MemdClient;
+
+/// memctl: manage memories, events, sessions and API keys of a memd server.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Server address.
+    #[arg(long, global = true, env = "MEMD_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    endpoint: String,
+    /// API key (sent as `authorization: Bearer <key>`).
+    #[arg(long, global = true, env = "MEMD_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, inspect, update and delete memories.
+    #[command(subcommand)]
+    Memories(control::MemoriesCommand),
+    /// Manage API keys (needs an admin key).
+    #[command(subcommand)]
+    Keys(control::KeysCommand),
+    /// List or erase actors.
+    #[command(subcommand)]
+    Actors(memory::ActorsCommand),
+    /// Inspect sessions.
+    #[command(subcommand)]
+    Sessions(memory::SessionsCommand),
+    /// Append, list, read and delete events.
+    #[command(subcommand)]
+    Events(memory::EventsCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Global options every command gets.
+pub struct Globals {
+    pub endpoint: String,
+    /// Whether --endpoint / MEMD_ENDPOINT was given (the benchmark starts its own server if not).
+    pub endpoint_explicit: bool,
+    pub api_key: Option<String>,
+    pub json: bool,
+}
+
+impl Globals {
+    pub async fn client(&self) -> anyhow::Result<MemdClient> {
+        MemdClient::connect(self.endpoint.clone(), self.api_key.clone())
+            .await
+            .with_context(|| format!("is memd running at {}? (set --endpoint or MEMD_ENDPOINT)", self.endpoint))
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+    let matches = Cli::command().get_matches();
+    let endpoint_explicit = matches.value_source("endpoint").is_some_and(|source| source != ValueSource::DefaultValue);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    let ctx = Globals { endpoint: cli.endpoint, endpoint_explicit, api_key: cli.api_key, json: cli.json };
+    let result = match cli.command {
+        Command::Memories(cmd) => control::memories(&ctx, cmd).await,
+        Command::Keys(cmd) => control::keys(&ctx, cmd).await,
+        Command::Actors(cmd) => memory::actors(&ctx, cmd).await,
+        Command::Sessions(cmd) => memory::sessions(&ctx, cmd).await,
+        Command::Events(cmd) => memory::events(&ctx, cmd).await,
+        Command::Bench(cmd) => bench::run(&ctx, cmd).await,
+    };
+    if let Err(err) = result {
+        match err.downcast_ref::<tonic::Status>() {
+            Some(status) => eprintln!("error: {:?}: {}", status.code(), status.message()),
+            None => eprintln!("error: {err:#}"),
+        }
+        std::process::exit(1);
+    }
+}
