@@ -43,6 +43,8 @@ enum Command {
     /// Append, list, read and delete events.
     #[command(subcommand)]
     Events(memory::EventsCommand),
+    /// Check that the server is up and serving (gRPC health); exit 1 if not.
+    Health,
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -65,6 +67,16 @@ impl Globals {
     }
 }
 
+async fn health(ctx: &Globals) -> anyhow::Result<()> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let client = ctx.client().await?;
+    let response = HealthClient::new(client.channel()).check(HealthCheckRequest { service: String::new() }).await?;
+    let status = ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown);
+    println!("{}", status.as_str_name());
+    anyhow::ensure!(status == ServingStatus::Serving, "{} is not serving", ctx.endpoint);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
@@ -78,6 +90,7 @@ async fn main() {
         Command::Actors(cmd) => memory::actors(&ctx, cmd).await,
         Command::Sessions(cmd) => memory::sessions(&ctx, cmd).await,
         Command::Events(cmd) => memory::events(&ctx, cmd).await,
+        Command::Health => health(&ctx).await,
         Command::Bench(cmd) => bench::run(&ctx, cmd).await,
     };
     if let Err(err) = result {
