@@ -55,7 +55,12 @@ impl Stats {
             let rank = ((p / 100.0) * latencies_us.len() as f64).ceil() as usize;
             f64::from(latencies_us[rank.clamp(1, latencies_us.len()) - 1])
         };
-        Self { per_second: latencies_us.len() as f64 / measured.as_secs_f64(), p50_us: pct(50.0), p95_us: pct(95.0), p99_us: pct(99.0) }
+        Self {
+            per_second: latencies_us.len() as f64 / measured.as_secs_f64(),
+            p50_us: pct(50.0),
+            p95_us: pct(95.0),
+            p99_us: pct(99.0),
+        }
     }
 
     fn json(&self) -> serde_json::Value {
@@ -100,9 +105,20 @@ where
 }
 
 /// Raw RocksDB floor: `concurrency` threads each committing one-put WriteBatches.
-fn rocksdb_floor(sync: bool, payload_bytes: usize, concurrency: usize, measure: Duration) -> anyhow::Result<Stats> {
+fn rocksdb_floor(
+    sync: bool,
+    payload_bytes: usize,
+    concurrency: usize,
+    measure: Duration,
+) -> anyhow::Result<Stats> {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path(), &StoreOptions { sync_writes: sync, ..Default::default() })?;
+    let store = Store::open(
+        dir.path(),
+        &StoreOptions {
+            sync_writes: sync,
+            ..Default::default()
+        },
+    )?;
     let value = vec![b'x'; payload_bytes];
     let measure_from = Instant::now() + WARMUP;
     let end = measure_from + measure;
@@ -129,7 +145,11 @@ fn rocksdb_floor(sync: bool, payload_bytes: usize, concurrency: usize, measure: 
             })
             .collect();
         for handle in handles {
-            all.extend(handle.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??);
+            all.extend(
+                handle
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("bench thread panicked"))??,
+            );
         }
         Ok(())
     })?;
@@ -154,11 +174,21 @@ impl LocalServer {
         let server = Server::open(config)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
-            if let Err(err) = server.serve(listener, async { let _ = rx.await; }).await {
+            if let Err(err) = server
+                .serve(listener, async {
+                    let _ = rx.await;
+                })
+                .await
+            {
                 eprintln!("bench server failed: {err}");
             }
         });
-        Ok(Self { endpoint, _dir: dir, stop: Some(tx), task })
+        Ok(Self {
+            endpoint,
+            _dir: dir,
+            stop: Some(tx),
+            task,
+        })
     }
 
     async fn stop(mut self) {
@@ -170,7 +200,11 @@ impl LocalServer {
 }
 
 /// One connection per worker up to 16, then shared round-robin (as many agents would).
-async fn connections(endpoint: &str, key: Option<String>, concurrency: usize) -> anyhow::Result<Arc<Vec<MemdClient>>> {
+async fn connections(
+    endpoint: &str,
+    key: Option<String>,
+    concurrency: usize,
+) -> anyhow::Result<Arc<Vec<MemdClient>>> {
     let mut clients = Vec::new();
     for _ in 0..concurrency.min(16) {
         clients.push(MemdClient::connect(endpoint.to_string(), key.clone()).await?);
@@ -179,7 +213,8 @@ async fn connections(endpoint: &str, key: Option<String>, concurrency: usize) ->
 }
 
 fn sentence_bytes(bytes: usize) -> String {
-    const TEXT: &str = "The customer asked to move the delivery to Tuesday and mentioned a prior refund. ";
+    const TEXT: &str =
+        "The customer asked to move the delivery to Tuesday and mentioned a prior refund. ";
     TEXT.repeat(bytes / TEXT.len() + 1)[..bytes].to_string()
 }
 
@@ -202,15 +237,24 @@ async fn measure_server(
     let measure = Duration::from_secs_f64(args.seconds);
     let admin = MemdClient::connect(endpoint.to_string(), key.clone()).await?;
     let memory = admin
-        .create_memory(pb::CreateMemoryRequest { name: "bench".into(), description: "memctl bench write".into(), ..Default::default() })
+        .create_memory(pb::CreateMemoryRequest {
+            name: "bench".into(),
+            description: "memctl bench write".into(),
+            ..Default::default()
+        })
         .await?;
     for &concurrency in &args.concurrency {
         let clients = connections(endpoint, key.clone(), concurrency).await?;
         let health_clients = clients.clone();
         let noop = drive(concurrency, measure, move |worker| {
-            let mut health = HealthClient::new(health_clients[worker % health_clients.len()].channel());
+            let mut health =
+                HealthClient::new(health_clients[worker % health_clients.len()].channel());
             async move {
-                health.check(HealthCheckRequest { service: String::new() }).await?;
+                health
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await?;
                 Ok(())
             }
         })
@@ -235,7 +279,10 @@ async fn measure_server(
             })
             .await?;
             let sync_for_floor = sync.unwrap_or(true);
-            let rocksdb = tokio::task::spawn_blocking(move || rocksdb_floor(sync_for_floor, payload, concurrency, measure)).await??;
+            let rocksdb = tokio::task::spawn_blocking(move || {
+                rocksdb_floor(sync_for_floor, payload, concurrency, measure)
+            })
+            .await??;
             eprintln!(
                 "sync={:<5} payload={payload:>5}B c={concurrency:>2}: {:>7.0} ev/s p50 {:>6.0}µs | noop {:>7.0}/s | rocksdb {:>8.0}/s",
                 sync.map_or("server".to_string(), |s| s.to_string()),
@@ -244,7 +291,14 @@ async fn measure_server(
                 noop.per_second,
                 rocksdb.per_second
             );
-            cells.push(Cell { sync, payload, concurrency, create, noop, rocksdb });
+            cells.push(Cell {
+                sync,
+                payload,
+                concurrency,
+                create,
+                noop,
+                rocksdb,
+            });
         }
     }
     Ok(())
@@ -252,15 +306,24 @@ async fn measure_server(
 
 pub async fn run(ctx: &Globals, command: BenchCommand) -> anyhow::Result<()> {
     let BenchCommand::Write(args) = command;
-    anyhow::ensure!(args.concurrency.iter().all(|&c| c > 0), "--concurrency values must be positive");
+    anyhow::ensure!(
+        args.concurrency.iter().all(|&c| c > 0),
+        "--concurrency values must be positive"
+    );
     let mut cells = Vec::new();
     if ctx.endpoint_explicit {
-        eprintln!("benchmarking {} (its own sync_writes setting; the RocksDB floor uses sync=true)", ctx.endpoint);
+        eprintln!(
+            "benchmarking {} (its own sync_writes setting; the RocksDB floor uses sync=true)",
+            ctx.endpoint
+        );
         measure_server(&ctx.endpoint, ctx.api_key.clone(), None, &args, &mut cells).await?;
     } else {
         for &sync in &args.sync_writes {
             let server = LocalServer::start(sync).await?;
-            eprintln!("in-process server at {} (sync_writes={sync})", server.endpoint);
+            eprintln!(
+                "in-process server at {} (sync_writes={sync})",
+                server.endpoint
+            );
             measure_server(&server.endpoint, None, Some(sync), &args, &mut cells).await?;
             server.stop().await;
         }
@@ -294,11 +357,17 @@ fn report(ctx: &Globals, cells: &[Cell]) {
         .iter()
         .map(|c| {
             vec![
-                c.sync.map_or("server".into(), |s| if s { "on".into() } else { "off".into() }),
+                c.sync.map_or(
+                    "server".into(),
+                    |s| if s { "on".into() } else { "off".into() },
+                ),
                 c.payload.to_string(),
                 c.concurrency.to_string(),
                 format!("{:.0}", c.create.per_second),
-                format!("{:.0} / {:.0} / {:.0}", c.create.p50_us, c.create.p95_us, c.create.p99_us),
+                format!(
+                    "{:.0} / {:.0} / {:.0}",
+                    c.create.p50_us, c.create.p95_us, c.create.p99_us
+                ),
                 format!("{:.0}", c.noop.per_second),
                 format!("{:.0}", c.noop.p50_us),
                 format!("{:.0}", c.rocksdb.per_second),
@@ -311,10 +380,22 @@ fn report(ctx: &Globals, cells: &[Cell]) {
         .collect();
     crate::output::table(
         &[
-            "SYNC", "PAYLOAD B", "CONC", "CREATE EV/S", "P50/P95/P99 µs", "NOOP /S", "NOOP P50 µs", "ROCKSDB /S", "ROCKSDB P50 µs",
-            "VS NOOP", "VS ROCKSDB", "P50 VS NOOP",
+            "SYNC",
+            "PAYLOAD B",
+            "CONC",
+            "CREATE EV/S",
+            "P50/P95/P99 µs",
+            "NOOP /S",
+            "NOOP P50 µs",
+            "ROCKSDB /S",
+            "ROCKSDB P50 µs",
+            "VS NOOP",
+            "VS ROCKSDB",
+            "P50 VS NOOP",
         ],
         rows,
     );
-    println!("targets: c=64 sync off throughput >= 0.7x noop; c=64 sync on >= 10000 ev/s; c=1 p50 <= 1.5x noop p50");
+    println!(
+        "targets: c=64 sync off throughput >= 0.7x noop; c=64 sync on >= 10000 ev/s; c=1 p50 <= 1.5x noop p50"
+    );
 }

@@ -103,24 +103,51 @@ fn show_memory(ctx: &Globals, memory: &pb::Memory) {
 pub async fn memories(ctx: &Globals, command: MemoriesCommand) -> anyhow::Result<()> {
     let client = ctx.client().await?;
     match command {
-        MemoriesCommand::Create { name, description, event_expiry_days, policy, strategies, client_token } => {
+        MemoriesCommand::Create {
+            name,
+            description,
+            event_expiry_days,
+            policy,
+            strategies,
+            client_token,
+        } => {
             let strategies = strategies
                 .into_iter()
-                .map(|s| pb::MemoryStrategy { r#type: pb::StrategyType::from(s) as i32, ..Default::default() })
+                .map(|s| pb::MemoryStrategy {
+                    r#type: pb::StrategyType::from(s) as i32,
+                    ..Default::default()
+                })
                 .collect();
-            let request = pb::CreateMemoryRequest { name, description, event_expiry_days, strategies, session_policy: policy.to_proto(), client_token };
+            let request = pb::CreateMemoryRequest {
+                name,
+                description,
+                event_expiry_days,
+                strategies,
+                session_policy: policy.to_proto(),
+                client_token,
+            };
             show_memory(ctx, &client.create_memory(request).await?);
         }
-        MemoriesCommand::Get { memory_id } => show_memory(ctx, &client.get_memory(memory_id).await?),
+        MemoriesCommand::Get { memory_id } => {
+            show_memory(ctx, &client.get_memory(memory_id).await?)
+        }
         MemoriesCommand::List => {
             let memories: Vec<pb::Memory> = client.all_memories().try_collect().await?;
             if ctx.json {
                 output::print_json(&memories.iter().map(output::memory_json).collect());
             } else {
-                output::table(&MEMORY_HEADERS, memories.iter().map(output::memory_row).collect());
+                output::table(
+                    &MEMORY_HEADERS,
+                    memories.iter().map(output::memory_row).collect(),
+                );
             }
         }
-        MemoriesCommand::Update { memory_id, description, event_expiry_days, policy } => {
+        MemoriesCommand::Update {
+            memory_id,
+            description,
+            event_expiry_days,
+            policy,
+        } => {
             let mut mask = Vec::new();
             if description.is_some() {
                 mask.push("description".to_string());
@@ -131,7 +158,10 @@ pub async fn memories(ctx: &Globals, command: MemoriesCommand) -> anyhow::Result
             if policy.given() {
                 mask.push("session_policy".to_string());
             }
-            anyhow::ensure!(!mask.is_empty(), "nothing to update: pass --description, --event-expiry-days or a policy flag");
+            anyhow::ensure!(
+                !mask.is_empty(),
+                "nothing to update: pass --description, --event-expiry-days or a policy flag"
+            );
             let request = pb::UpdateMemoryRequest {
                 memory_id,
                 description: description.unwrap_or_default(),
@@ -194,12 +224,21 @@ impl From<ActionArg> for pb::api_key_policy::Action {
 pub async fn keys(ctx: &Globals, command: KeysCommand) -> anyhow::Result<()> {
     let client = ctx.client().await?;
     match command {
-        KeysCommand::Create { name, memories, actors, namespaces, actions } => {
+        KeysCommand::Create {
+            name,
+            memories,
+            actors,
+            namespaces,
+            actions,
+        } => {
             let policy = pb::ApiKeyPolicy {
                 memory_ids: memories,
                 actor_patterns: actors,
                 namespace_prefixes: namespaces,
-                actions: actions.into_iter().map(|a| pb::api_key_policy::Action::from(a) as i32).collect(),
+                actions: actions
+                    .into_iter()
+                    .map(|a| pb::api_key_policy::Action::from(a) as i32)
+                    .collect(),
             };
             let created = client.create_api_key(name, policy).await?;
             let key = created.key.unwrap_or_default();
@@ -217,7 +256,10 @@ pub async fn keys(ctx: &Globals, command: KeysCommand) -> anyhow::Result<()> {
             if ctx.json {
                 output::print_json(&keys.iter().map(output::api_key_json).collect());
             } else {
-                output::table(&API_KEY_HEADERS, keys.iter().map(output::api_key_row).collect());
+                output::table(
+                    &API_KEY_HEADERS,
+                    keys.iter().map(output::api_key_row).collect(),
+                );
             }
         }
         KeysCommand::Revoke { key_id } => {

@@ -14,7 +14,12 @@ use memd_client::MemdClient;
 #[command(version, about)]
 struct Cli {
     /// Server address.
-    #[arg(long, global = true, env = "MEMD_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "MEMD_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
     endpoint: String,
     /// API key (sent as `authorization: Bearer <key>`).
     #[arg(long, global = true, env = "MEMD_API_KEY", hide_env_values = true)]
@@ -63,17 +68,33 @@ impl Globals {
     pub async fn client(&self) -> anyhow::Result<MemdClient> {
         MemdClient::connect(self.endpoint.clone(), self.api_key.clone())
             .await
-            .with_context(|| format!("is memd running at {}? (set --endpoint or MEMD_ENDPOINT)", self.endpoint))
+            .with_context(|| {
+                format!(
+                    "is memd running at {}? (set --endpoint or MEMD_ENDPOINT)",
+                    self.endpoint
+                )
+            })
     }
 }
 
 async fn health(ctx: &Globals) -> anyhow::Result<()> {
-    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
     let client = ctx.client().await?;
-    let response = HealthClient::new(client.channel()).check(HealthCheckRequest { service: String::new() }).await?;
-    let status = ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown);
+    let response = HealthClient::new(client.channel())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?;
+    let status =
+        ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown);
     println!("{}", status.as_str_name());
-    anyhow::ensure!(status == ServingStatus::Serving, "{} is not serving", ctx.endpoint);
+    anyhow::ensure!(
+        status == ServingStatus::Serving,
+        "{} is not serving",
+        ctx.endpoint
+    );
     Ok(())
 }
 
@@ -81,9 +102,16 @@ async fn health(ctx: &Globals) -> anyhow::Result<()> {
 async fn main() {
     use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
     let matches = Cli::command().get_matches();
-    let endpoint_explicit = matches.value_source("endpoint").is_some_and(|source| source != ValueSource::DefaultValue);
+    let endpoint_explicit = matches
+        .value_source("endpoint")
+        .is_some_and(|source| source != ValueSource::DefaultValue);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
-    let ctx = Globals { endpoint: cli.endpoint, endpoint_explicit, api_key: cli.api_key, json: cli.json };
+    let ctx = Globals {
+        endpoint: cli.endpoint,
+        endpoint_explicit,
+        api_key: cli.api_key,
+        json: cli.json,
+    };
     let result = match cli.command {
         Command::Memories(cmd) => control::memories(&ctx, cmd).await,
         Command::Keys(cmd) => control::keys(&ctx, cmd).await,

@@ -25,10 +25,19 @@ pub async fn actors(ctx: &Globals, command: ActorsCommand) -> anyhow::Result<()>
             if ctx.json {
                 output::print_json(&actors.iter().map(output::actor_json).collect());
             } else {
-                output::table(&["ACTOR ID", "CREATED"], actors.iter().map(|a| vec![a.actor_id.clone(), output::time(&a.create_time)]).collect());
+                output::table(
+                    &["ACTOR ID", "CREATED"],
+                    actors
+                        .iter()
+                        .map(|a| vec![a.actor_id.clone(), output::time(&a.create_time)])
+                        .collect(),
+                );
             }
         }
-        ActorsCommand::Delete { memory_id, actor_id } => {
+        ActorsCommand::Delete {
+            memory_id,
+            actor_id,
+        } => {
             client.delete_actor(&memory_id, &actor_id).await?;
             eprintln!("erased actor {actor_id}");
         }
@@ -41,19 +50,38 @@ pub enum SessionsCommand {
     /// List an actor's sessions.
     List { memory_id: String, actor_id: String },
     /// Show one session.
-    Get { memory_id: String, actor_id: String, session_id: String },
+    Get {
+        memory_id: String,
+        actor_id: String,
+        session_id: String,
+    },
 }
 
 pub async fn sessions(ctx: &Globals, command: SessionsCommand) -> anyhow::Result<()> {
     let client = ctx.client().await?;
     let sessions: Vec<pb::Session> = match command {
-        SessionsCommand::List { memory_id, actor_id } => client.all_sessions(memory_id, actor_id).try_collect().await?,
-        SessionsCommand::Get { memory_id, actor_id, session_id } => vec![client.get_session(memory_id, actor_id, session_id).await?],
+        SessionsCommand::List {
+            memory_id,
+            actor_id,
+        } => {
+            client
+                .all_sessions(memory_id, actor_id)
+                .try_collect()
+                .await?
+        }
+        SessionsCommand::Get {
+            memory_id,
+            actor_id,
+            session_id,
+        } => vec![client.get_session(memory_id, actor_id, session_id).await?],
     };
     if ctx.json {
         output::print_json(&sessions.iter().map(output::session_json).collect());
     } else {
-        output::table(&SESSION_HEADERS, sessions.iter().map(output::session_row).collect());
+        output::table(
+            &SESSION_HEADERS,
+            sessions.iter().map(output::session_row).collect(),
+        );
     }
     Ok(())
 }
@@ -139,43 +167,85 @@ pub enum EventsCommand {
         no_payloads: bool,
     },
     /// Show one event.
-    Get { memory_id: String, actor_id: String, session_id: String, event_id: String },
+    Get {
+        memory_id: String,
+        actor_id: String,
+        session_id: String,
+        event_id: String,
+    },
     /// Delete one event.
-    Delete { memory_id: String, actor_id: String, session_id: String, event_id: String },
+    Delete {
+        memory_id: String,
+        actor_id: String,
+        session_id: String,
+        event_id: String,
+    },
 }
 
 fn parse_pair(raw: &str) -> Result<(String, String), String> {
-    raw.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("expected key=value, got {raw:?}"))
+    raw.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected key=value, got {raw:?}"))
 }
 
 fn parse_time(raw: &str) -> anyhow::Result<prost_types::Timestamp> {
-    let time = humantime::parse_rfc3339_weak(raw).with_context(|| format!("--timestamp {raw:?} is not RFC 3339"))?;
-    let since = time.duration_since(UNIX_EPOCH).context("--timestamp before 1970")?;
-    Ok(prost_types::Timestamp { seconds: since.as_secs() as i64, nanos: since.subsec_nanos() as i32 })
+    let time = humantime::parse_rfc3339_weak(raw)
+        .with_context(|| format!("--timestamp {raw:?} is not RFC 3339"))?;
+    let since = time
+        .duration_since(UNIX_EPOCH)
+        .context("--timestamp before 1970")?;
+    Ok(prost_types::Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i32,
+    })
 }
 
 fn show_events(ctx: &Globals, events: &[pb::Event]) {
     if ctx.json {
         output::print_json(&events.iter().map(output::event_json).collect());
     } else {
-        output::table(&EVENT_HEADERS, events.iter().map(output::event_row).collect());
+        output::table(
+            &EVENT_HEADERS,
+            events.iter().map(output::event_row).collect(),
+        );
     }
 }
 
 pub async fn events(ctx: &Globals, command: EventsCommand) -> anyhow::Result<()> {
     let client = ctx.client().await?;
     match command {
-        EventsCommand::Put { memory_id, actor_id, text, session, role, json_payload, metadata, branch, root, timestamp, client_token } => {
-            let mut payload: Vec<pb::PayloadItem> = text.map(|t| turn(role.into(), t)).into_iter().collect();
-            payload.extend(json_payload.map(|j| pb::PayloadItem { content: Some(pb::payload_item::Content::Json(j)) }));
-            anyhow::ensure!(!payload.is_empty(), "give the event a TEXT or --json-payload");
+        EventsCommand::Put {
+            memory_id,
+            actor_id,
+            text,
+            session,
+            role,
+            json_payload,
+            metadata,
+            branch,
+            root,
+            timestamp,
+            client_token,
+        } => {
+            let mut payload: Vec<pb::PayloadItem> =
+                text.map(|t| turn(role.into(), t)).into_iter().collect();
+            payload.extend(json_payload.map(|j| pb::PayloadItem {
+                content: Some(pb::payload_item::Content::Json(j)),
+            }));
+            anyhow::ensure!(
+                !payload.is_empty(),
+                "give the event a TEXT or --json-payload"
+            );
             let request = pb::CreateEventRequest {
                 memory_id,
                 actor_id,
                 session_id: session,
                 event_timestamp: timestamp.as_deref().map(parse_time).transpose()?,
                 payload,
-                branch: branch.map(|name| pb::Branch { name, root_event_id: root.unwrap_or_default() }),
+                branch: branch.map(|name| pb::Branch {
+                    name,
+                    root_event_id: root.unwrap_or_default(),
+                }),
                 metadata: metadata.into_iter().collect::<BTreeMap<_, _>>(),
                 client_token,
             };
@@ -183,19 +253,54 @@ pub async fn events(ctx: &Globals, command: EventsCommand) -> anyhow::Result<()>
             if ctx.json {
                 output::print_json(&output::event_json(&event));
             } else {
-                output::table(&["EVENT ID", "SESSION ID", "TIMESTAMP"], vec![vec![event.event_id.clone(), event.session_id.clone(), output::time(&event.event_timestamp)]]);
+                output::table(
+                    &["EVENT ID", "SESSION ID", "TIMESTAMP"],
+                    vec![vec![
+                        event.event_id.clone(),
+                        event.session_id.clone(),
+                        output::time(&event.event_timestamp),
+                    ]],
+                );
             }
         }
-        EventsCommand::List { memory_id, actor_id, session_id, branch, with_parents, equals, has, missing, newest_first, limit, no_payloads } => {
-            let condition = |key: String, op: pb::MetadataOperator, value: String| pb::MetadataFilter { key, operator: op as i32, value };
+        EventsCommand::List {
+            memory_id,
+            actor_id,
+            session_id,
+            branch,
+            with_parents,
+            equals,
+            has,
+            missing,
+            newest_first,
+            limit,
+            no_payloads,
+        } => {
+            let condition =
+                |key: String, op: pb::MetadataOperator, value: String| pb::MetadataFilter {
+                    key,
+                    operator: op as i32,
+                    value,
+                };
             let metadata: Vec<pb::MetadataFilter> = equals
                 .into_iter()
                 .map(|(k, v)| condition(k, pb::MetadataOperator::EqualsTo, v))
-                .chain(has.into_iter().map(|k| condition(k, pb::MetadataOperator::Exists, String::new())))
-                .chain(missing.into_iter().map(|k| condition(k, pb::MetadataOperator::NotExists, String::new())))
+                .chain(
+                    has.into_iter()
+                        .map(|k| condition(k, pb::MetadataOperator::Exists, String::new())),
+                )
+                .chain(
+                    missing
+                        .into_iter()
+                        .map(|k| condition(k, pb::MetadataOperator::NotExists, String::new())),
+                )
                 .collect();
-            let branch = branch.map(|name| pb::BranchFilter { name, include_parent_branches: with_parents });
-            let filter = (branch.is_some() || !metadata.is_empty()).then_some(pb::EventFilter { branch, metadata });
+            let branch = branch.map(|name| pb::BranchFilter {
+                name,
+                include_parent_branches: with_parents,
+            });
+            let filter = (branch.is_some() || !metadata.is_empty())
+                .then_some(pb::EventFilter { branch, metadata });
             let request = pb::ListEventsRequest {
                 memory_id,
                 actor_id,
@@ -206,15 +311,43 @@ pub async fn events(ctx: &Globals, command: EventsCommand) -> anyhow::Result<()>
                 page_token: String::new(),
                 newest_first,
             };
-            let events: Vec<pb::Event> = client.all_events(request).take(limit.unwrap_or(usize::MAX)).try_collect().await?;
+            let events: Vec<pb::Event> = client
+                .all_events(request)
+                .take(limit.unwrap_or(usize::MAX))
+                .try_collect()
+                .await?;
             show_events(ctx, &events);
         }
-        EventsCommand::Get { memory_id, actor_id, session_id, event_id } => {
-            let event = client.get_event(pb::GetEventRequest { memory_id, actor_id, session_id, event_id }).await?;
+        EventsCommand::Get {
+            memory_id,
+            actor_id,
+            session_id,
+            event_id,
+        } => {
+            let event = client
+                .get_event(pb::GetEventRequest {
+                    memory_id,
+                    actor_id,
+                    session_id,
+                    event_id,
+                })
+                .await?;
             show_events(ctx, &[event]);
         }
-        EventsCommand::Delete { memory_id, actor_id, session_id, event_id } => {
-            client.delete_event(pb::DeleteEventRequest { memory_id, actor_id, session_id, event_id: event_id.clone() }).await?;
+        EventsCommand::Delete {
+            memory_id,
+            actor_id,
+            session_id,
+            event_id,
+        } => {
+            client
+                .delete_event(pb::DeleteEventRequest {
+                    memory_id,
+                    actor_id,
+                    session_id,
+                    event_id: event_id.clone(),
+                })
+                .await?;
             eprintln!("deleted event {event_id}");
         }
     }

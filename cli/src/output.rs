@@ -9,7 +9,10 @@ use std::time::{Duration, UNIX_EPOCH};
 pub fn time(ts: &Option<prost_types::Timestamp>) -> String {
     ts.as_ref()
         .and_then(|ts| {
-            let since = Duration::new(u64::try_from(ts.seconds).ok()?, u32::try_from(ts.nanos).ok()?);
+            let since = Duration::new(
+                u64::try_from(ts.seconds).ok()?,
+                u32::try_from(ts.nanos).ok()?,
+            );
             Some(humantime::format_rfc3339_micros(UNIX_EPOCH + since).to_string())
         })
         .unwrap_or_default()
@@ -18,7 +21,10 @@ pub fn time(ts: &Option<prost_types::Timestamp>) -> String {
 /// Prints rows as a table under `headers`.
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_content_arrangement(ContentArrangement::Dynamic).set_header(headers.to_vec());
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(headers.to_vec());
     for row in rows {
         table.add_row(row);
     }
@@ -27,7 +33,10 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) {
 
 /// Prints a JSON value, pretty.
 pub fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).expect("JSON values always serialise"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values always serialise")
+    );
 }
 
 fn enum_name(name: Option<&str>) -> Value {
@@ -59,9 +68,23 @@ pub fn memory_json(m: &pb::Memory) -> Value {
 }
 
 pub fn memory_row(m: &pb::Memory) -> Vec<String> {
-    vec![m.memory_id.clone(), m.name.clone(), m.event_expiry_days.to_string(), m.strategies.len().to_string(), time(&m.create_time), m.description.clone()]
+    vec![
+        m.memory_id.clone(),
+        m.name.clone(),
+        m.event_expiry_days.to_string(),
+        m.strategies.len().to_string(),
+        time(&m.create_time),
+        m.description.clone(),
+    ]
 }
-pub const MEMORY_HEADERS: [&str; 6] = ["MEMORY ID", "NAME", "EXPIRY DAYS", "STRATEGIES", "CREATED", "DESCRIPTION"];
+pub const MEMORY_HEADERS: [&str; 6] = [
+    "MEMORY ID",
+    "NAME",
+    "EXPIRY DAYS",
+    "STRATEGIES",
+    "CREATED",
+    "DESCRIPTION",
+];
 
 fn payload_json(item: &pb::PayloadItem) -> Value {
     use pb::payload_item::Content;
@@ -71,7 +94,9 @@ fn payload_json(item: &pb::PayloadItem) -> Value {
             "text": turn.text,
         }}),
         Some(Content::Blob(bytes)) => json!({ "blob": { "bytes": bytes.len() } }),
-        Some(Content::Json(text)) => json!({ "json": serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.clone())) }),
+        Some(Content::Json(text)) => {
+            json!({ "json": serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.clone())) })
+        }
         None => Value::Null,
     }
 }
@@ -97,7 +122,10 @@ fn payload_summary(e: &pb::Event) -> String {
         .iter()
         .map(|item| match &item.content {
             Some(Content::Conversational(turn)) => {
-                let role = pb::Role::try_from(turn.role).map_or("?", |r| r.as_str_name()).trim_start_matches("ROLE_").to_lowercase();
+                let role = pb::Role::try_from(turn.role)
+                    .map_or("?", |r| r.as_str_name())
+                    .trim_start_matches("ROLE_")
+                    .to_lowercase();
                 format!("{role}: {}", turn.text)
             }
             Some(Content::Blob(bytes)) => format!("<blob {} bytes>", bytes.len()),
@@ -119,7 +147,10 @@ pub fn event_row(e: &pb::Event) -> Vec<String> {
 pub const EVENT_HEADERS: [&str; 4] = ["EVENT ID", "TIMESTAMP", "BRANCH", "PAYLOAD"];
 
 fn state_name(state: i32) -> String {
-    pb::SessionState::try_from(state).map_or("?", |s| s.as_str_name()).trim_start_matches("SESSION_STATE_").to_string()
+    pb::SessionState::try_from(state)
+        .map_or("?", |s| s.as_str_name())
+        .trim_start_matches("SESSION_STATE_")
+        .to_string()
 }
 
 pub fn session_json(s: &pb::Session) -> Value {
@@ -136,9 +167,23 @@ pub fn session_json(s: &pb::Session) -> Value {
 }
 
 pub fn session_row(s: &pb::Session) -> Vec<String> {
-    vec![s.session_id.clone(), state_name(s.state), s.event_count.to_string(), time(&s.create_time), time(&s.last_event_time), time(&s.terminate_time)]
+    vec![
+        s.session_id.clone(),
+        state_name(s.state),
+        s.event_count.to_string(),
+        time(&s.create_time),
+        time(&s.last_event_time),
+        time(&s.terminate_time),
+    ]
 }
-pub const SESSION_HEADERS: [&str; 6] = ["SESSION ID", "STATE", "EVENTS", "CREATED", "LAST EVENT", "TERMINATES"];
+pub const SESSION_HEADERS: [&str; 6] = [
+    "SESSION ID",
+    "STATE",
+    "EVENTS",
+    "CREATED",
+    "LAST EVENT",
+    "TERMINATES",
+];
 
 pub fn actor_json(a: &pb::Actor) -> Value {
     json!({ "actorId": a.actor_id, "createTime": time(&a.create_time) })
@@ -165,10 +210,29 @@ pub fn api_key_row(k: &pb::ApiKey) -> Vec<String> {
     let actions = policy
         .actions
         .iter()
-        .map(|&a| pb::api_key_policy::Action::try_from(a).map_or("?", |a| a.as_str_name()).trim_start_matches("ACTION_").to_lowercase())
+        .map(|&a| {
+            pb::api_key_policy::Action::try_from(a)
+                .map_or("?", |a| a.as_str_name())
+                .trim_start_matches("ACTION_")
+                .to_lowercase()
+        })
         .collect::<Vec<_>>()
         .join(",");
-    let status = if k.revoke_time.is_some() { "revoked" } else { "active" };
-    vec![k.key_id.clone(), k.name.clone(), status.into(), policy.memory_ids.join(","), policy.actor_patterns.join(","), actions, time(&k.create_time)]
+    let status = if k.revoke_time.is_some() {
+        "revoked"
+    } else {
+        "active"
+    };
+    vec![
+        k.key_id.clone(),
+        k.name.clone(),
+        status.into(),
+        policy.memory_ids.join(","),
+        policy.actor_patterns.join(","),
+        actions,
+        time(&k.create_time),
+    ]
 }
-pub const API_KEY_HEADERS: [&str; 7] = ["KEY ID", "NAME", "STATUS", "MEMORIES", "ACTORS", "ACTIONS", "CREATED"];
+pub const API_KEY_HEADERS: [&str; 7] = [
+    "KEY ID", "NAME", "STATUS", "MEMORIES", "ACTORS", "ACTIONS", "CREATED",
+];

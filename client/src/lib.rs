@@ -37,7 +37,10 @@ pub enum ClientError {
     #[error("the API key is not a valid header value")]
     InvalidKey,
     #[error("cannot connect to {endpoint}: {source}")]
-    Connect { endpoint: String, source: tonic::transport::Error },
+    Connect {
+        endpoint: String,
+        source: tonic::transport::Error,
+    },
 }
 
 /// Adds `authorization: Bearer <key>` to every call.
@@ -47,7 +50,9 @@ pub struct BearerAuth(Option<MetadataValue<Ascii>>);
 impl tonic::service::Interceptor for BearerAuth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }
@@ -70,21 +75,42 @@ pub struct MemdClient {
 /// A conversational payload item.
 pub fn turn(role: pb::Role, text: impl Into<String>) -> pb::PayloadItem {
     pb::PayloadItem {
-        content: Some(pb::payload_item::Content::Conversational(pb::Conversational { role: role as i32, text: text.into() })),
+        content: Some(pb::payload_item::Content::Conversational(
+            pb::Conversational {
+                role: role as i32,
+                text: text.into(),
+            },
+        )),
     }
 }
 
 impl MemdClient {
     /// Connects to `endpoint` (`http://host:port`, or `https://` for TLS with the webpki
     /// roots) with an optional API key.
-    pub async fn connect(endpoint: impl Into<String>, api_key: Option<String>) -> Result<Self, ClientError> {
+    pub async fn connect(
+        endpoint: impl Into<String>,
+        api_key: Option<String>,
+    ) -> Result<Self, ClientError> {
         let endpoint = endpoint.into();
-        let invalid = |reason: String| ClientError::InvalidEndpoint { endpoint: endpoint.clone(), reason };
-        let mut target = Endpoint::from_shared(endpoint.clone()).map_err(|e| invalid(e.to_string()))?.tcp_nodelay(true);
+        let invalid = |reason: String| ClientError::InvalidEndpoint {
+            endpoint: endpoint.clone(),
+            reason,
+        };
+        let mut target = Endpoint::from_shared(endpoint.clone())
+            .map_err(|e| invalid(e.to_string()))?
+            .tcp_nodelay(true);
         if endpoint.starts_with("https://") {
-            target = target.tls_config(ClientTlsConfig::new().with_webpki_roots()).map_err(|e| invalid(e.to_string()))?;
+            target = target
+                .tls_config(ClientTlsConfig::new().with_webpki_roots())
+                .map_err(|e| invalid(e.to_string()))?;
         }
-        let channel = target.connect().await.map_err(|source| ClientError::Connect { endpoint: endpoint.clone(), source })?;
+        let channel = target
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
         Self::from_channel(channel, api_key)
     }
 
@@ -92,16 +118,28 @@ impl MemdClient {
     pub fn from_channel(channel: Channel, api_key: Option<String>) -> Result<Self, ClientError> {
         let header = api_key
             .filter(|key| !key.is_empty())
-            .map(|key| format!("Bearer {key}").parse::<MetadataValue<Ascii>>().map_err(|_| ClientError::InvalidKey))
+            .map(|key| {
+                format!("Bearer {key}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| ClientError::InvalidKey)
+            })
             .transpose()?;
         let auth = BearerAuth(header);
-        let control = pb::control_service_client::ControlServiceClient::with_interceptor(channel.clone(), auth.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let memory = pb::memory_service_client::MemoryServiceClient::with_interceptor(channel.clone(), auth)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Self { control, memory, channel })
+        let control = pb::control_service_client::ControlServiceClient::with_interceptor(
+            channel.clone(),
+            auth.clone(),
+        )
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let memory =
+            pb::memory_service_client::MemoryServiceClient::with_interceptor(channel.clone(), auth)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(Self {
+            control,
+            memory,
+            channel,
+        })
     }
 
     /// The same connection with another API key.
@@ -126,24 +164,43 @@ impl MemdClient {
 
     // ---- control plane ----
 
-    pub async fn create_memory(&self, request: pb::CreateMemoryRequest) -> Result<pb::Memory, Status> {
+    pub async fn create_memory(
+        &self,
+        request: pb::CreateMemoryRequest,
+    ) -> Result<pb::Memory, Status> {
         Ok(self.control().create_memory(request).await?.into_inner())
     }
 
     pub async fn get_memory(&self, memory_id: impl Into<String>) -> Result<pb::Memory, Status> {
-        Ok(self.control().get_memory(pb::GetMemoryRequest { memory_id: memory_id.into() }).await?.into_inner())
+        Ok(self
+            .control()
+            .get_memory(pb::GetMemoryRequest {
+                memory_id: memory_id.into(),
+            })
+            .await?
+            .into_inner())
     }
 
-    pub async fn update_memory(&self, request: pb::UpdateMemoryRequest) -> Result<pb::Memory, Status> {
+    pub async fn update_memory(
+        &self,
+        request: pb::UpdateMemoryRequest,
+    ) -> Result<pb::Memory, Status> {
         Ok(self.control().update_memory(request).await?.into_inner())
     }
 
     pub async fn delete_memory(&self, memory_id: impl Into<String>) -> Result<(), Status> {
-        self.control().delete_memory(pb::DeleteMemoryRequest { memory_id: memory_id.into() }).await?;
+        self.control()
+            .delete_memory(pb::DeleteMemoryRequest {
+                memory_id: memory_id.into(),
+            })
+            .await?;
         Ok(())
     }
 
-    pub async fn list_memories(&self, request: pb::ListMemoriesRequest) -> Result<pb::ListMemoriesResponse, Status> {
+    pub async fn list_memories(
+        &self,
+        request: pb::ListMemoriesRequest,
+    ) -> Result<pb::ListMemoriesResponse, Status> {
         Ok(self.control().list_memories(request).await?.into_inner())
     }
 
@@ -151,7 +208,10 @@ impl MemdClient {
     pub fn all_memories(&self) -> impl Stream<Item = Result<pb::Memory, Status>> + Send + 'static {
         let client = self.clone();
         paginate(
-            pb::ListMemoriesRequest { page_size: 100, page_token: String::new() },
+            pb::ListMemoriesRequest {
+                page_size: 100,
+                page_token: String::new(),
+            },
             move |req| {
                 let mut control = client.control();
                 async move { Ok(control.list_memories(req).await?.into_inner()) }
@@ -161,8 +221,15 @@ impl MemdClient {
         )
     }
 
-    pub async fn create_api_key(&self, name: impl Into<String>, policy: pb::ApiKeyPolicy) -> Result<pb::CreateApiKeyResponse, Status> {
-        let request = pb::CreateApiKeyRequest { name: name.into(), policy: Some(policy) };
+    pub async fn create_api_key(
+        &self,
+        name: impl Into<String>,
+        policy: pb::ApiKeyPolicy,
+    ) -> Result<pb::CreateApiKeyResponse, Status> {
+        let request = pb::CreateApiKeyRequest {
+            name: name.into(),
+            policy: Some(policy),
+        };
         Ok(self.control().create_api_key(request).await?.into_inner())
     }
 
@@ -170,7 +237,10 @@ impl MemdClient {
     pub fn all_api_keys(&self) -> impl Stream<Item = Result<pb::ApiKey, Status>> + Send + 'static {
         let client = self.clone();
         paginate(
-            pb::ListApiKeysRequest { page_size: 100, page_token: String::new() },
+            pb::ListApiKeysRequest {
+                page_size: 100,
+                page_token: String::new(),
+            },
             move |req| {
                 let mut control = client.control();
                 async move { Ok(control.list_api_keys(req).await?.into_inner()) }
@@ -181,7 +251,11 @@ impl MemdClient {
     }
 
     pub async fn revoke_api_key(&self, key_id: impl Into<String>) -> Result<(), Status> {
-        self.control().revoke_api_key(pb::RevokeApiKeyRequest { key_id: key_id.into() }).await?;
+        self.control()
+            .revoke_api_key(pb::RevokeApiKeyRequest {
+                key_id: key_id.into(),
+            })
+            .await?;
         Ok(())
     }
 
@@ -190,19 +264,27 @@ impl MemdClient {
     /// Appends an event and returns it (with the server-generated ids).
     pub async fn create_event(&self, request: pb::CreateEventRequest) -> Result<pb::Event, Status> {
         let response = self.memory().create_event(request).await?.into_inner();
-        response.event.ok_or_else(|| Status::internal("server returned no event"))
+        response
+            .event
+            .ok_or_else(|| Status::internal("server returned no event"))
     }
 
     pub async fn get_event(&self, request: pb::GetEventRequest) -> Result<pb::Event, Status> {
         Ok(self.memory().get_event(request).await?.into_inner())
     }
 
-    pub async fn list_events(&self, request: pb::ListEventsRequest) -> Result<pb::ListEventsResponse, Status> {
+    pub async fn list_events(
+        &self,
+        request: pb::ListEventsRequest,
+    ) -> Result<pb::ListEventsResponse, Status> {
         Ok(self.memory().list_events(request).await?.into_inner())
     }
 
     /// Every event the request selects, across all pages (its page_token is the start).
-    pub fn all_events(&self, request: pb::ListEventsRequest) -> impl Stream<Item = Result<pb::Event, Status>> + Send + 'static {
+    pub fn all_events(
+        &self,
+        request: pb::ListEventsRequest,
+    ) -> impl Stream<Item = Result<pb::Event, Status>> + Send + 'static {
         let client = self.clone();
         paginate(
             request,
@@ -220,15 +302,25 @@ impl MemdClient {
         Ok(())
     }
 
-    pub async fn list_actors(&self, request: pb::ListActorsRequest) -> Result<pb::ListActorsResponse, Status> {
+    pub async fn list_actors(
+        &self,
+        request: pb::ListActorsRequest,
+    ) -> Result<pb::ListActorsResponse, Status> {
         Ok(self.memory().list_actors(request).await?.into_inner())
     }
 
     /// Every actor of a memory the key can see, across all pages.
-    pub fn all_actors(&self, memory_id: impl Into<String>) -> impl Stream<Item = Result<pb::Actor, Status>> + Send + 'static {
+    pub fn all_actors(
+        &self,
+        memory_id: impl Into<String>,
+    ) -> impl Stream<Item = Result<pb::Actor, Status>> + Send + 'static {
         let client = self.clone();
         paginate(
-            pb::ListActorsRequest { memory_id: memory_id.into(), page_size: 100, page_token: String::new() },
+            pb::ListActorsRequest {
+                memory_id: memory_id.into(),
+                page_size: 100,
+                page_token: String::new(),
+            },
             move |req| {
                 let mut memory = client.memory();
                 async move { Ok(memory.list_actors(req).await?.into_inner()) }
@@ -238,12 +330,24 @@ impl MemdClient {
         )
     }
 
-    pub async fn delete_actor(&self, memory_id: impl Into<String>, actor_id: impl Into<String>) -> Result<(), Status> {
-        self.memory().delete_actor(pb::DeleteActorRequest { memory_id: memory_id.into(), actor_id: actor_id.into() }).await?;
+    pub async fn delete_actor(
+        &self,
+        memory_id: impl Into<String>,
+        actor_id: impl Into<String>,
+    ) -> Result<(), Status> {
+        self.memory()
+            .delete_actor(pb::DeleteActorRequest {
+                memory_id: memory_id.into(),
+                actor_id: actor_id.into(),
+            })
+            .await?;
         Ok(())
     }
 
-    pub async fn list_sessions(&self, request: pb::ListSessionsRequest) -> Result<pb::ListSessionsResponse, Status> {
+    pub async fn list_sessions(
+        &self,
+        request: pb::ListSessionsRequest,
+    ) -> Result<pb::ListSessionsResponse, Status> {
         Ok(self.memory().list_sessions(request).await?.into_inner())
     }
 
@@ -254,7 +358,12 @@ impl MemdClient {
         actor_id: impl Into<String>,
     ) -> impl Stream<Item = Result<pb::Session, Status>> + Send + 'static {
         let client = self.clone();
-        let first = pb::ListSessionsRequest { memory_id: memory_id.into(), actor_id: actor_id.into(), page_size: 100, page_token: String::new() };
+        let first = pb::ListSessionsRequest {
+            memory_id: memory_id.into(),
+            actor_id: actor_id.into(),
+            page_size: 100,
+            page_token: String::new(),
+        };
         paginate(
             first,
             move |req| {
@@ -272,7 +381,11 @@ impl MemdClient {
         actor_id: impl Into<String>,
         session_id: impl Into<String>,
     ) -> Result<pb::Session, Status> {
-        let request = pb::GetSessionRequest { memory_id: memory_id.into(), actor_id: actor_id.into(), session_id: session_id.into() };
+        let request = pb::GetSessionRequest {
+            memory_id: memory_id.into(),
+            actor_id: actor_id.into(),
+            session_id: session_id.into(),
+        };
         Ok(self.memory().get_session(request).await?.into_inner())
     }
 }
@@ -293,13 +406,18 @@ where
     futures::stream::try_unfold(Some(first), move |next| {
         let pending = next.map(|req| (fetch(req.clone()), req));
         async move {
-            let Some((response, mut req)) = pending else { return Ok::<_, Status>(None) };
+            let Some((response, mut req)) = pending else {
+                return Ok::<_, Status>(None);
+            };
             let (items, token) = split(response.await?);
             let next = (!token.is_empty()).then(|| {
                 with_token(&mut req, token);
                 req
             });
-            Ok(Some((futures::stream::iter(items.into_iter().map(Ok)), next)))
+            Ok(Some((
+                futures::stream::iter(items.into_iter().map(Ok)),
+                next,
+            )))
         }
     })
     .try_flatten()

@@ -100,13 +100,20 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.is_file() {
-                return Err(ConfigError(format!("config file {} does not exist", file.display())));
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
             }
             figment = figment.merge(Toml::file(file));
         }
         // Only server keys: MEMD_ENDPOINT / MEMD_API_KEY belong to the clients.
-        figment = figment.merge(Env::prefixed("MEMD_").only(&ENV_KEYS)).merge(Serialized::defaults(overrides));
-        let config: Config = figment.extract().map_err(|err| ConfigError(err.to_string()))?;
+        figment = figment
+            .merge(Env::prefixed("MEMD_").only(&ENV_KEYS))
+            .merge(Serialized::defaults(overrides));
+        let config: Config = figment
+            .extract()
+            .map_err(|err| ConfigError(err.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -114,7 +121,8 @@ impl Config {
     /// Checks combinations the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.metrics_addr()?;
-        if self.dev_mode() && !self.listen.ip().is_loopback() && !self.allow_unauthenticated_remote {
+        if self.dev_mode() && !self.listen.ip().is_loopback() && !self.allow_unauthenticated_remote
+        {
             return Err(ConfigError(format!(
                 "no admin_key (MEMD_ADMIN_KEY) is set, so memd would serve {} without authentication; \
                  set an admin key, listen on 127.0.0.1, or pass --allow-unauthenticated-remote",
@@ -125,18 +133,30 @@ impl Config {
             (Some(cert), Some(key)) => {
                 for path in [cert, key] {
                     if !path.is_file() {
-                        return Err(ConfigError(format!("TLS file {} does not exist", path.display())));
+                        return Err(ConfigError(format!(
+                            "TLS file {} does not exist",
+                            path.display()
+                        )));
                     }
                 }
             }
             (None, None) => {}
-            _ => return Err(ConfigError("tls_cert_path and tls_key_path must be set together".into())),
+            _ => {
+                return Err(ConfigError(
+                    "tls_cert_path and tls_key_path must be set together".into(),
+                ));
+            }
         }
         if self.session_sweep_interval_ms == 0 {
-            return Err(ConfigError("session_sweep_interval_ms must be positive".into()));
+            return Err(ConfigError(
+                "session_sweep_interval_ms must be positive".into(),
+            ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(ConfigError(format!("log_format must be text or json, not {:?}", self.log_format)));
+            return Err(ConfigError(format!(
+                "log_format must be text or json, not {:?}",
+                self.log_format
+            )));
         }
         Ok(())
     }
@@ -150,10 +170,11 @@ impl Config {
     pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         match self.metrics_listen.as_str() {
             "" | "off" => Ok(None),
-            addr => addr
-                .parse()
-                .map(Some)
-                .map_err(|_| ConfigError(format!("metrics_listen {addr:?} is not HOST:PORT or \"off\""))),
+            addr => addr.parse().map(Some).map_err(|_| {
+                ConfigError(format!(
+                    "metrics_listen {addr:?} is not HOST:PORT or \"off\""
+                ))
+            }),
         }
     }
 
@@ -169,16 +190,23 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment's own error type
 mod tests {
     use super::*;
 
     #[test]
     fn layers_apply_in_order() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("memd.toml", "listen = \"127.0.0.1:6000\"\nsync_writes = false\nblock_cache_mb = 64")?;
+            jail.create_file(
+                "memd.toml",
+                "listen = \"127.0.0.1:6000\"\nsync_writes = false\nblock_cache_mb = 64",
+            )?;
             jail.set_env("MEMD_LISTEN", "127.0.0.1:7000");
             jail.set_env("MEMD_API_KEY", "client-side-only");
-            let overrides = Overrides { data_dir: Some("/tmp/x".into()), ..Default::default() };
+            let overrides = Overrides {
+                data_dir: Some("/tmp/x".into()),
+                ..Default::default()
+            };
             let config = Config::load(Some(Path::new("memd.toml")), &overrides).expect("valid");
             assert_eq!(config.listen.port(), 7000);
             assert!(!config.sync_writes);
@@ -194,7 +222,10 @@ mod tests {
             jail.create_file("bad.toml", "listne = \"127.0.0.1:6000\"")?;
             let err = Config::load(Some(Path::new("bad.toml")), &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("listne"), "{err}");
-            let open = Overrides { listen: Some("0.0.0.0:50051".parse().unwrap()), ..Default::default() };
+            let open = Overrides {
+                listen: Some("0.0.0.0:50051".parse().unwrap()),
+                ..Default::default()
+            };
             let err = Config::load(None, &open).unwrap_err();
             assert!(err.to_string().contains("without authentication"), "{err}");
             jail.set_env("MEMD_ADMIN_KEY", "s3cret");

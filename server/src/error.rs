@@ -38,7 +38,10 @@ pub enum ServiceError {
 impl ServiceError {
     /// Shorthand for [`ServiceError::InvalidArgument`].
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::InvalidArgument { field: field.into(), reason: reason.into() }
+        Self::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     /// Shorthand for [`ServiceError::NotFound`].

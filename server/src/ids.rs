@@ -10,7 +10,10 @@ fn check_id(field: &str, value: &str, max: usize, extra: &str) -> Result<()> {
         return Err(ServiceError::invalid(field, "must not be empty"));
     }
     if value.len() > max {
-        return Err(ServiceError::invalid(field, format!("must be at most {max} characters")));
+        return Err(ServiceError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     let mut chars = value.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
@@ -57,10 +60,16 @@ pub fn memory_name(field: &str, value: &str) -> Result<()> {
 /// Validates an idempotency token: 1-128 printable ASCII characters.
 pub fn client_token(field: &str, value: &str) -> Result<()> {
     if value.len() > 128 {
-        return Err(ServiceError::invalid(field, "must be at most 128 characters"));
+        return Err(ServiceError::invalid(
+            field,
+            "must be at most 128 characters",
+        ));
     }
     if !value.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ServiceError::invalid(field, "must be printable ASCII without spaces"));
+        return Err(ServiceError::invalid(
+            field,
+            "must be printable ASCII without spaces",
+        ));
     }
     Ok(())
 }
@@ -70,7 +79,9 @@ const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 /// A random lowercase alphanumeric string of `len` characters.
 pub fn random_suffix(len: usize) -> String {
     let mut rng = rand::rng();
-    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..len)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// A new memory id: the memory's name and a random suffix, e.g. `support-k3j9x0a1b2`.

@@ -42,7 +42,10 @@ pub enum ServeError {
     #[error("storage: {0}")]
     Store(#[from] error::ServiceError),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("gRPC reflection: {0}")]
@@ -65,10 +68,17 @@ impl Server {
             context: format!("creating data dir {}", config.data_dir.display()),
             source,
         })?;
-        let options = StoreOptions { sync_writes: config.sync_writes, block_cache_bytes: config.block_cache_mb << 20 };
+        let options = StoreOptions {
+            sync_writes: config.sync_writes,
+            block_cache_bytes: config.block_cache_mb << 20,
+        };
         let store = Arc::new(Store::open(&config.data_dir, &options)?);
         let auth = Arc::new(Authenticator::load(&store, config.admin_key.as_deref())?);
-        Ok(Self { config, store, auth })
+        Ok(Self {
+            config,
+            store,
+            auth,
+        })
     }
 
     /// The store (for in-process tools such as the benchmark's floor).
@@ -82,9 +92,20 @@ impl Server {
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains and flushes.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        let Self { config, store, auth } = self;
-        let local = listener.local_addr().map_err(|source| ServeError::Io { context: "listener address".into(), source })?;
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let Self {
+            config,
+            store,
+            auth,
+        } = self;
+        let local = listener.local_addr().map_err(|source| ServeError::Io {
+            context: "listener address".into(),
+            source,
+        })?;
         if auth.mode() == AuthMode::Development {
             tracing::warn!(
                 listen = %local,
@@ -102,11 +123,16 @@ impl Server {
         let metrics = metrics::Metrics::new();
         let mut background = Vec::new();
         if let Some(addr) = config.metrics_addr()? {
-            let metrics_listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServeError::Io { context: format!("binding metrics address {addr}"), source })?;
+            let metrics_listener =
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Io {
+                        context: format!("binding metrics address {addr}"),
+                        source,
+                    })?;
             tracing::info!(%addr, "metrics on http://{addr}/metrics");
-            let task = metrics::serve_http(metrics_listener, metrics.clone(), store.clone(), stopped());
+            let task =
+                metrics::serve_http(metrics_listener, metrics.clone(), store.clone(), stopped());
             background.push(tokio::spawn(async move {
                 if let Err(err) = task.await {
                     tracing::error!(%err, "metrics endpoint failed");
@@ -114,10 +140,16 @@ impl Server {
             }));
         }
         let sweep = Duration::from_millis(config.session_sweep_interval_ms);
-        background.push(tokio::spawn(lifecycle::run_sweeper(store.clone(), sweep, stopped())));
+        background.push(tokio::spawn(lifecycle::run_sweeper(
+            store.clone(),
+            sweep,
+            stopped(),
+        )));
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<ControlServiceServer<ControlApi>>().await;
+        health
+            .set_serving::<ControlServiceServer<ControlApi>>()
+            .await;
         health.set_serving::<MemoryServiceServer<MemoryApi>>().await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(memd_proto::FILE_DESCRIPTOR_SET)
@@ -129,7 +161,8 @@ impl Server {
             .build_v1alpha()?;
         let interceptor = AuthInterceptor(auth.clone());
         let control = InterceptedService::new(
-            ControlServiceServer::new(ControlApi::new(store.clone(), auth.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            ControlServiceServer::new(ControlApi::new(store.clone(), auth.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
             interceptor.clone(),
         );
         let memory = InterceptedService::new(
@@ -142,25 +175,31 @@ impl Server {
         let mut builder = tonic::transport::Server::builder();
         if let (Some(cert), Some(key)) = (&config.tls_cert_path, &config.tls_key_path) {
             let read = |path: &std::path::Path| {
-                std::fs::read(path).map_err(|source| ServeError::Io { context: format!("reading {}", path.display()), source })
+                std::fs::read(path).map_err(|source| ServeError::Io {
+                    context: format!("reading {}", path.display()),
+                    source,
+                })
             };
             let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
-            builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+            builder =
+                builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
         }
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(|conn| async move {
-            match conn {
-                Ok(stream) => {
-                    // Small unary calls: Nagle's algorithm would add tens of milliseconds.
-                    let _ = stream.set_nodelay(true);
-                    Some(Ok::<_, std::io::Error>(stream))
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(
+            |conn| async move {
+                match conn {
+                    Ok(stream) => {
+                        // Small unary calls: Nagle's algorithm would add tens of milliseconds.
+                        let _ = stream.set_nodelay(true);
+                        Some(Ok::<_, std::io::Error>(stream))
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        None
+                    }
                 }
-                Err(err) => {
-                    tracing::warn!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    None
-                }
-            }
-        });
+            },
+        );
         tracing::info!(listen = %local, tls = config.tls_cert_path.is_some(), data_dir = %config.data_dir.display(), "memd serving");
         let drain_health = health.clone();
         let result = builder
@@ -173,8 +212,12 @@ impl Server {
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
                 tracing::info!("shutting down: draining in-flight requests");
-                drain_health.set_not_serving::<ControlServiceServer<ControlApi>>().await;
-                drain_health.set_not_serving::<MemoryServiceServer<MemoryApi>>().await;
+                drain_health
+                    .set_not_serving::<ControlServiceServer<ControlApi>>()
+                    .await;
+                drain_health
+                    .set_not_serving::<MemoryServiceServer<MemoryApi>>()
+                    .await;
             })
             .await;
 
@@ -185,7 +228,9 @@ impl Server {
         let flush_store = store.clone();
         match tokio::task::spawn_blocking(move || flush_store.flush()).await {
             Ok(Ok(())) => tracing::info!("store flushed; bye"),
-            Ok(Err(err)) => tracing::error!(%err, "flush at shutdown failed (the WAL still has every write)"),
+            Ok(Err(err)) => {
+                tracing::error!(%err, "flush at shutdown failed (the WAL still has every write)")
+            }
             Err(err) => tracing::error!(%err, "flush task failed"),
         }
         result.map_err(ServeError::from)
@@ -193,6 +238,10 @@ impl Server {
 }
 
 /// Opens and serves in one call (see [`Server`]).
-pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     Server::open(config)?.serve(listener, shutdown).await
 }

@@ -41,7 +41,10 @@ pub fn effective_policy(requested: Option<&SessionPolicy>) -> Result<StoredSessi
         ("session_policy.idle_after_seconds", idle_after),
     ] {
         if value > MAX_POLICY_SECONDS {
-            return Err(ServiceError::invalid(field, format!("must be at most {MAX_POLICY_SECONDS}")));
+            return Err(ServiceError::invalid(
+                field,
+                format!("must be at most {MAX_POLICY_SECONDS}"),
+            ));
         }
     }
     if idle_after > idle_timeout {
@@ -68,8 +71,14 @@ pub fn terminate_at(session: &StoredSession, policy: &StoredSessionPolicy) -> u6
 }
 
 /// The state of `session` at `now_us`.
-pub fn state_at(session: &StoredSession, policy: &StoredSessionPolicy, now_us: u64) -> SessionState {
-    if session.announced_state == SessionState::Terminated as i32 || now_us >= terminate_at(session, policy) {
+pub fn state_at(
+    session: &StoredSession,
+    policy: &StoredSessionPolicy,
+    now_us: u64,
+) -> SessionState {
+    if session.announced_state == SessionState::Terminated as i32
+        || now_us >= terminate_at(session, policy)
+    {
         SessionState::Terminated
     } else if now_us >= session.last_event_us + u64::from(policy.idle_after_seconds) * US {
         SessionState::Idle
@@ -105,7 +114,9 @@ pub async fn run_sweeper(
             _ = ticker.tick() => {}
         }
         let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.sweep_due_sessions(crate::time::now_us())).await {
+        match tokio::task::spawn_blocking(move || store.sweep_due_sessions(crate::time::now_us()))
+            .await
+        {
             Ok(Ok(count)) if count > 0 => tracing::debug!(count, "announced session transitions"),
             Ok(Ok(_)) => {}
             Ok(Err(err)) => tracing::warn!(%err, "session sweep failed; retrying next tick"),
@@ -119,7 +130,11 @@ mod tests {
     use super::*;
 
     fn policy() -> StoredSessionPolicy {
-        StoredSessionPolicy { idle_timeout_seconds: 10, max_duration_seconds: 100, idle_after_seconds: 2 }
+        StoredSessionPolicy {
+            idle_timeout_seconds: 10,
+            max_duration_seconds: 100,
+            idle_after_seconds: 2,
+        }
     }
 
     fn session(create_s: u64, last_s: u64) -> StoredSession {
@@ -158,10 +173,25 @@ mod tests {
     #[test]
     fn policy_defaults_and_validation() {
         let p = effective_policy(None).unwrap();
-        assert_eq!((p.idle_timeout_seconds, p.max_duration_seconds, p.idle_after_seconds), (900, 28_800, 60));
-        let short = effective_policy(Some(&SessionPolicy { idle_timeout_seconds: 5, ..Default::default() })).unwrap();
+        assert_eq!(
+            (
+                p.idle_timeout_seconds,
+                p.max_duration_seconds,
+                p.idle_after_seconds
+            ),
+            (900, 28_800, 60)
+        );
+        let short = effective_policy(Some(&SessionPolicy {
+            idle_timeout_seconds: 5,
+            ..Default::default()
+        }))
+        .unwrap();
         assert_eq!(short.idle_after_seconds, 5);
-        let bad = SessionPolicy { idle_timeout_seconds: 5, idle_after_seconds: 6, ..Default::default() };
+        let bad = SessionPolicy {
+            idle_timeout_seconds: 5,
+            idle_after_seconds: 6,
+            ..Default::default()
+        };
         let err = effective_policy(Some(&bad)).unwrap_err();
         assert!(err.to_string().contains("idle_after_seconds"), "{err}");
     }

@@ -3,7 +3,9 @@
 
 use crate::store::Store;
 use futures::future::BoxFuture;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -52,7 +54,12 @@ fn known_methods() -> HashSet<String> {
     for file in descriptors.file {
         for service in &file.service {
             for method in &service.method {
-                methods.insert(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
+                methods.insert(format!(
+                    "/{}.{}/{}",
+                    file.package(),
+                    service.name(),
+                    method.name()
+                ));
             }
         }
     }
@@ -63,30 +70,57 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("memd_grpc_requests_total", "gRPC requests by method and status code"),
+            Opts::new(
+                "memd_grpc_requests_total",
+                "gRPC requests by method and status code",
+            ),
             &["method", "code"],
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
-            HistogramOpts::new("memd_grpc_request_duration_seconds", "gRPC request latency by method").buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            HistogramOpts::new(
+                "memd_grpc_request_duration_seconds",
+                "gRPC request latency by method",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 10.0,
             ]),
             &["method"],
         )
         .expect("valid metric");
         let rocksdb = IntGaugeVec::new(
-            Opts::new("memd_rocksdb_property", "RocksDB integer properties by column family"),
+            Opts::new(
+                "memd_rocksdb_property",
+                "RocksDB integer properties by column family",
+            ),
             &["cf", "property"],
         )
         .expect("valid metric");
-        for collector in [Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>, Box::new(latency.clone()), Box::new(rocksdb.clone())] {
-            registry.register(collector).expect("metric names are unique");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(rocksdb.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
         }
-        Arc::new(Self { registry, requests, latency, rocksdb, known_methods: known_methods() })
+        Arc::new(Self {
+            registry,
+            requests,
+            latency,
+            rocksdb,
+            known_methods: known_methods(),
+        })
     }
 
     fn observe(&self, path: &str, code: &str, seconds: f64) {
-        let method = if self.known_methods.contains(path) { path } else { "other" };
+        let method = if self.known_methods.contains(path) {
+            path
+        } else {
+            "other"
+        };
         self.requests.with_label_values(&[method, code]).inc();
         self.latency.with_label_values(&[method]).observe(seconds);
     }
@@ -94,10 +128,14 @@ impl Metrics {
     /// Renders the text exposition format, refreshing RocksDB gauges first.
     pub fn render(&self, store: &Store) -> String {
         for (cf, property, value) in store.int_properties(&ROCKSDB_PROPERTIES) {
-            self.rocksdb.with_label_values(&[cf, &property]).set(value as i64);
+            self.rocksdb
+                .with_label_values(&[cf, &property])
+                .set(value as i64);
         }
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encoding to a Vec cannot fail");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding to a Vec cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 }
@@ -109,7 +147,10 @@ pub struct MetricsLayer(pub Arc<Metrics>);
 impl<S> tower::Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService { inner, metrics: self.0.clone() }
+        MetricsService {
+            inner,
+            metrics: self.0.clone(),
+        }
     }
 }
 
@@ -147,7 +188,10 @@ where
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<i32>().ok())
-                    .map_or_else(|| "Ok".to_string(), |code| format!("{:?}", tonic::Code::from_i32(code))),
+                    .map_or_else(
+                        || "Ok".to_string(),
+                        |code| format!("{:?}", tonic::Code::from_i32(code)),
+                    ),
                 Err(_) => "TransportError".to_string(),
             };
             metrics.observe(&path, &code, started.elapsed().as_secs_f64());
@@ -169,10 +213,17 @@ pub async fn serve_http(
         get(move || {
             let (metrics, store) = (metrics.clone(), store.clone());
             async move {
-                let body = tokio::task::spawn_blocking(move || metrics.render(&store)).await.unwrap_or_default();
-                ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+                let body = tokio::task::spawn_blocking(move || metrics.render(&store))
+                    .await
+                    .unwrap_or_default();
+                (
+                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    body,
+                )
             }
         }),
     );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -17,7 +17,15 @@ const WRITERS: usize = 4;
 /// Starts `memd` on an ephemeral port; returns the child and its endpoint.
 async fn spawn_memd(data_dir: &Path) -> (Child, String) {
     let mut child = Command::new(memd_binary())
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off", "--log-format", "json", "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env("MEMD_ADMIN_KEY", ADMIN_KEY)
         .stdout(Stdio::null())
@@ -27,10 +35,19 @@ async fn spawn_memd(data_dir: &Path) -> (Child, String) {
         .expect("memd starts");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
     let endpoint = loop {
-        let line = lines.next_line().await.expect("read memd log").expect("memd exited before serving");
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let line = lines
+            .next_line()
+            .await
+            .expect("read memd log")
+            .expect("memd exited before serving");
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
         if entry["fields"]["message"] == "memd serving" {
-            break format!("http://{}", entry["fields"]["listen"].as_str().expect("listen field"));
+            break format!(
+                "http://{}",
+                entry["fields"]["listen"].as_str().expect("listen field")
+            );
         }
     };
     // Keep draining the log so the server never blocks on a full pipe.
@@ -39,14 +56,24 @@ async fn spawn_memd(data_dir: &Path) -> (Child, String) {
 }
 
 fn request(memory_id: &str, writer: usize, i: usize) -> pb::CreateEventRequest {
-    pb::CreateEventRequest { client_token: format!("w{writer}-{i}"), ..text_event(memory_id, &format!("writer-{writer}"), "s", &format!("w{writer}-{i}")) }
+    pb::CreateEventRequest {
+        client_token: format!("w{writer}-{i}"),
+        ..text_event(
+            memory_id,
+            &format!("writer-{writer}"),
+            "s",
+            &format!("w{writer}-{i}"),
+        )
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_events_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, endpoint) = spawn_memd(dir.path()).await;
-    let admin = MemdClient::connect(endpoint.clone(), Some(ADMIN_KEY.into())).await.unwrap();
+    let admin = MemdClient::connect(endpoint.clone(), Some(ADMIN_KEY.into()))
+        .await
+        .unwrap();
     let memory_id = create_memory(&admin, "durable", None).await.memory_id;
 
     let acked: Arc<Mutex<Vec<(usize, usize, String)>>> = Arc::default();
@@ -77,10 +104,15 @@ async fn acknowledged_events_survive_sigkill() {
     let acked = acked.lock().unwrap().clone();
 
     let (mut child, endpoint) = spawn_memd(dir.path()).await;
-    let client = MemdClient::connect(endpoint, Some(ADMIN_KEY.into())).await.unwrap();
+    let client = MemdClient::connect(endpoint, Some(ADMIN_KEY.into()))
+        .await
+        .unwrap();
     // Clients retry the request that was in flight, with the same token.
     for (writer, &i) in in_flight.iter().enumerate() {
-        client.create_event(request(&memory_id, writer, i)).await.unwrap();
+        client
+            .create_event(request(&memory_id, writer, i))
+            .await
+            .unwrap();
     }
     for (writer, &last) in in_flight.iter().enumerate() {
         let listing = pb::ListEventsRequest {
@@ -94,12 +126,23 @@ async fn acknowledged_events_survive_sigkill() {
         let events: Vec<pb::Event> = client.all_events(listing).try_collect().await.unwrap();
         let ids: HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
         for (_, i, id) in acked.iter().filter(|(w, _, _)| *w == writer) {
-            assert!(ids.contains(id.as_str()), "acknowledged event {i} of writer {writer} was lost");
+            assert!(
+                ids.contains(id.as_str()),
+                "acknowledged event {i} of writer {writer} was lost"
+            );
         }
         let texts: Vec<&str> = events.iter().map(text_of).collect();
         let unique: HashSet<&str> = texts.iter().copied().collect();
-        assert_eq!(unique.len(), texts.len(), "writer {writer}: duplicated events");
-        assert_eq!(texts.len(), last + 1, "writer {writer}: exactly requests 0..={last} are stored");
+        assert_eq!(
+            unique.len(),
+            texts.len(),
+            "writer {writer}: duplicated events"
+        );
+        assert_eq!(
+            texts.len(),
+            last + 1,
+            "writer {writer}: exactly requests 0..={last} are stored"
+        );
     }
     child.start_kill().unwrap();
     child.wait().await.unwrap();

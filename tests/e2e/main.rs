@@ -13,12 +13,20 @@ use tonic::Code;
 
 /// Asserts that `result` failed with `code` and a message containing `needle`.
 #[track_caller]
-pub fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, needle: &str) {
+pub fn assert_status<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: Code,
+    needle: &str,
+) {
     match result {
         Ok(value) => panic!("expected {code:?} ({needle}), got Ok({value:?})"),
         Err(status) => {
             assert_eq!(status.code(), code, "unexpected status: {status:?}");
-            assert!(status.message().contains(needle), "{:?} does not mention {needle:?}", status.message());
+            assert!(
+                status.message().contains(needle),
+                "{:?} does not mention {needle:?}",
+                status.message()
+            );
         }
     }
 }

@@ -40,7 +40,9 @@ impl TestServer {
     }
 
     async fn launch(dir: Arc<tempfile::TempDir>, config: Config) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let server = Server::open(config.clone()).expect("server opens");
         let transitions = server.subscribe_transitions();
@@ -53,7 +55,14 @@ impl TestServer {
                 .await
                 .expect("server runs");
         });
-        Self { addr, dir, config, shutdown: Some(tx), task: Some(task), transitions }
+        Self {
+            addr,
+            dir,
+            config,
+            shutdown: Some(tx),
+            task: Some(task),
+            transitions,
+        }
     }
 
     /// The data directory.
@@ -73,7 +82,9 @@ impl TestServer {
 
     /// A client with `key` (or none).
     pub async fn client(&self, key: Option<&str>) -> MemdClient {
-        MemdClient::connect(self.endpoint(), key.map(String::from)).await.expect("client connects")
+        MemdClient::connect(self.endpoint(), key.map(String::from))
+            .await
+            .expect("client connects")
     }
 
     /// Session transitions announced since start.
@@ -108,15 +119,28 @@ impl Drop for TestServer {
 }
 
 /// A memory with the given session policy (defaults where zero).
-pub async fn create_memory(client: &MemdClient, name: &str, policy: Option<pb::SessionPolicy>) -> pb::Memory {
+pub async fn create_memory(
+    client: &MemdClient,
+    name: &str,
+    policy: Option<pb::SessionPolicy>,
+) -> pb::Memory {
     client
-        .create_memory(pb::CreateMemoryRequest { name: name.into(), session_policy: policy, ..Default::default() })
+        .create_memory(pb::CreateMemoryRequest {
+            name: name.into(),
+            session_policy: policy,
+            ..Default::default()
+        })
         .await
         .expect("create memory")
 }
 
 /// A CreateEvent request with one user turn.
-pub fn text_event(memory_id: &str, actor_id: &str, session_id: &str, text: &str) -> pb::CreateEventRequest {
+pub fn text_event(
+    memory_id: &str,
+    actor_id: &str,
+    session_id: &str,
+    text: &str,
+) -> pb::CreateEventRequest {
     pb::CreateEventRequest {
         memory_id: memory_id.into(),
         actor_id: actor_id.into(),
@@ -140,8 +164,15 @@ pub fn memd_binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
     let binary = profile_dir.join("memd");
-    assert!(binary.is_file(), "{} is missing: run `cargo build --bins` first (or set MEMD_BIN)", binary.display());
+    assert!(
+        binary.is_file(),
+        "{} is missing: run `cargo build --bins` first (or set MEMD_BIN)",
+        binary.display()
+    );
     binary
 }

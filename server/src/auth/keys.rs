@@ -40,10 +40,24 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 impl Authenticator {
     /// Loads stored keys. `admin_key` (from config or `MEMD_ADMIN_KEY`) enables enforcement.
     pub fn load(store: &Store, admin_key: Option<&str>) -> Result<Self> {
-        let keys = store.all_api_keys()?.into_iter().map(|k| (k.key_id.clone(), k)).collect();
-        let admin_sha256 = admin_key.filter(|k| !k.is_empty()).map(|k| sha256(k.as_bytes()));
-        let mode = if admin_sha256.is_some() { AuthMode::Enforced } else { AuthMode::Development };
-        Ok(Self { mode, admin_sha256, keys: RwLock::new(keys) })
+        let keys = store
+            .all_api_keys()?
+            .into_iter()
+            .map(|k| (k.key_id.clone(), k))
+            .collect();
+        let admin_sha256 = admin_key
+            .filter(|k| !k.is_empty())
+            .map(|k| sha256(k.as_bytes()));
+        let mode = if admin_sha256.is_some() {
+            AuthMode::Enforced
+        } else {
+            AuthMode::Development
+        };
+        Ok(Self {
+            mode,
+            admin_sha256,
+            keys: RwLock::new(keys),
+        })
     }
 
     /// Development or enforced.
@@ -64,23 +78,42 @@ impl Authenticator {
         let secret = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| ServiceError::Unauthenticated("authorization header must be `Bearer <api key>`".into()))?
+            .ok_or_else(|| {
+                ServiceError::Unauthenticated(
+                    "authorization header must be `Bearer <api key>`".into(),
+                )
+            })?
             .trim();
-        if self.admin_sha256.is_some_and(|admin| admin == sha256(secret.as_bytes())) {
+        if self
+            .admin_sha256
+            .is_some_and(|admin| admin == sha256(secret.as_bytes()))
+        {
             return Ok(Principal::superuser());
         }
         let unknown = || ServiceError::Unauthenticated("unknown or revoked api key".into());
-        let (key_id, key_secret) = secret.strip_prefix(PREFIX).and_then(|rest| rest.split_once('_')).ok_or_else(unknown)?;
+        let (key_id, key_secret) = secret
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+            .ok_or_else(unknown)?;
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         let key = keys.get(key_id).ok_or_else(unknown)?;
         if key.revoke_us != 0 || key.secret_sha256 != sha256(key_secret.as_bytes()) {
             return Err(unknown());
         }
-        Ok(Principal::with_policy(key.key_id.clone(), key.policy.as_ref().unwrap_or(&StoredPolicy::default())))
+        Ok(Principal::with_policy(
+            key.key_id.clone(),
+            key.policy.as_ref().unwrap_or(&StoredPolicy::default()),
+        ))
     }
 
     /// Creates and stores a key; returns it with its one-time secret.
-    pub fn create_key(&self, store: &Store, name: String, policy: StoredPolicy, now_us: u64) -> Result<(StoredApiKey, String)> {
+    pub fn create_key(
+        &self,
+        store: &Store,
+        name: String,
+        policy: StoredPolicy,
+        now_us: u64,
+    ) -> Result<(StoredApiKey, String)> {
         let key_id = format!("k{}", random_suffix(11));
         let secret = random_suffix(37);
         let key = StoredApiKey {
@@ -92,7 +125,10 @@ impl Authenticator {
             revoke_us: 0,
         };
         store.put_api_key(&key)?;
-        self.keys.write().unwrap_or_else(|p| p.into_inner()).insert(key_id.clone(), key.clone());
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key_id.clone(), key.clone());
         Ok((key, format!("{PREFIX}{key_id}_{secret}")))
     }
 
@@ -103,7 +139,10 @@ impl Authenticator {
             key.revoke_us = now_us;
             store.put_api_key(&key)?;
         }
-        self.keys.write().unwrap_or_else(|p| p.into_inner()).insert(key.key_id.clone(), key);
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.key_id.clone(), key);
         Ok(())
     }
 }
@@ -113,12 +152,17 @@ impl Authenticator {
 pub struct AuthInterceptor(pub Arc<Authenticator>);
 
 impl tonic::service::Interceptor for AuthInterceptor {
-    fn call(&mut self, mut request: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
         let header = match request.metadata().get("authorization") {
             Some(value) => Some(
                 value
                     .to_str()
-                    .map_err(|_| tonic::Status::unauthenticated("authorization header is not ASCII"))?
+                    .map_err(|_| {
+                        tonic::Status::unauthenticated("authorization header is not ASCII")
+                    })?
                     .to_owned(),
             ),
             None => None,
@@ -142,17 +186,34 @@ mod tests {
         assert_eq!(auth.mode(), AuthMode::Enforced);
         assert!(auth.authenticate(None).is_err());
         assert!(auth.authenticate(Some("Bearer root-secret")).is_ok());
-        let policy = StoredPolicy { memory_ids: vec!["*".into()], actor_patterns: vec!["a*".into()], namespace_prefixes: vec![], actions: vec![Action::Read as i32] };
+        let policy = StoredPolicy {
+            memory_ids: vec!["*".into()],
+            actor_patterns: vec!["a*".into()],
+            namespace_prefixes: vec![],
+            actions: vec![Action::Read as i32],
+        };
         let (key, secret) = auth.create_key(&store, "reader".into(), policy, 1).unwrap();
         assert!(key.secret_sha256 != secret.as_bytes());
-        let principal = auth.authenticate(Some(&format!("Bearer {secret}"))).unwrap();
+        let principal = auth
+            .authenticate(Some(&format!("Bearer {secret}")))
+            .unwrap();
         assert_eq!(principal.key_id.as_deref(), Some(key.key_id.as_str()));
-        assert!(auth.authenticate(Some(&format!("Bearer {secret}x"))).is_err());
+        assert!(
+            auth.authenticate(Some(&format!("Bearer {secret}x")))
+                .is_err()
+        );
         // Keys survive a reload from the store.
         let reloaded = Authenticator::load(&store, Some("root-secret")).unwrap();
-        assert!(reloaded.authenticate(Some(&format!("Bearer {secret}"))).is_ok());
+        assert!(
+            reloaded
+                .authenticate(Some(&format!("Bearer {secret}")))
+                .is_ok()
+        );
         auth.revoke_key(&store, &key.key_id, 2).unwrap();
-        assert!(auth.authenticate(Some(&format!("Bearer {secret}"))).is_err());
+        assert!(
+            auth.authenticate(Some(&format!("Bearer {secret}")))
+                .is_err()
+        );
     }
 
     #[test]
@@ -160,7 +221,12 @@ mod tests {
         let (_dir, store) = temp_store();
         let auth = Authenticator::load(&store, None).unwrap();
         assert_eq!(auth.mode(), AuthMode::Development);
-        assert!(auth.authenticate(None).unwrap().require_global_admin().is_ok());
+        assert!(
+            auth.authenticate(None)
+                .unwrap()
+                .require_global_admin()
+                .is_ok()
+        );
         assert!(auth.authenticate(Some("Bearer nonsense")).is_err());
     }
 }

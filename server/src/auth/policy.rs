@@ -26,16 +26,22 @@ struct Policy {
 
 impl Policy {
     fn allows_memory(&self, memory_id: &str) -> bool {
-        self.memory_ids.iter().any(|id| id == "*" || id == memory_id)
+        self.memory_ids
+            .iter()
+            .any(|id| id == "*" || id == memory_id)
     }
 
     fn allows_actor(&self, actor_id: &str) -> bool {
-        self.actor_patterns.iter().any(|pattern| pattern.matches(actor_id))
+        self.actor_patterns
+            .iter()
+            .any(|pattern| pattern.matches(actor_id))
     }
 
     /// ADMIN includes READ and WRITE within the key's scope.
     fn allows_action(&self, action: Action) -> bool {
-        self.actions.iter().any(|&a| a == action || a == Action::Admin)
+        self.actions
+            .iter()
+            .any(|&a| a == action || a == Action::Admin)
     }
 
     fn is_global(&self) -> bool {
@@ -55,18 +61,32 @@ fn action_name(action: Action) -> &'static str {
 impl Principal {
     /// A caller with every right (bootstrap admin key, development mode).
     pub fn superuser() -> Self {
-        Self { key_id: None, policy: None }
+        Self {
+            key_id: None,
+            policy: None,
+        }
     }
 
     /// A caller limited by a stored policy.
     pub fn with_policy(key_id: String, policy: &StoredPolicy) -> Self {
         let policy = Policy {
             memory_ids: policy.memory_ids.clone(),
-            actor_patterns: policy.actor_patterns.iter().map(|p| WildMatch::new(p)).collect(),
+            actor_patterns: policy
+                .actor_patterns
+                .iter()
+                .map(|p| WildMatch::new(p))
+                .collect(),
             all_actors: policy.actor_patterns.iter().any(|p| p == "*"),
-            actions: policy.actions.iter().filter_map(|&a| Action::try_from(a).ok()).collect(),
+            actions: policy
+                .actions
+                .iter()
+                .filter_map(|&a| Action::try_from(a).ok())
+                .collect(),
         };
-        Self { key_id: Some(key_id), policy: Some(policy) }
+        Self {
+            key_id: Some(key_id),
+            policy: Some(policy),
+        }
     }
 
     fn denied(&self, what: String) -> ServiceError {
@@ -107,12 +127,16 @@ impl Principal {
 
     /// Whether listings show this memory to the caller (any action on it).
     pub fn sees_memory(&self, memory_id: &str) -> bool {
-        self.policy.as_ref().is_none_or(|p| p.allows_memory(memory_id) && !p.actions.is_empty())
+        self.policy
+            .as_ref()
+            .is_none_or(|p| p.allows_memory(memory_id) && !p.actions.is_empty())
     }
 
     /// Whether listings show this actor to the caller (read access to it).
     pub fn sees_actor(&self, actor_id: &str) -> bool {
-        self.policy.as_ref().is_none_or(|p| p.allows_actor(actor_id))
+        self.policy
+            .as_ref()
+            .is_none_or(|p| p.allows_actor(actor_id))
     }
 }
 
@@ -150,8 +174,16 @@ mod tests {
 
     #[test]
     fn global_admin() {
-        assert!(key(&["*"], &["*"], &[Action::Admin]).require_global_admin().is_ok());
-        assert!(key(&["*"], &["acme/*"], &[Action::Admin]).require_global_admin().is_err());
+        assert!(
+            key(&["*"], &["*"], &[Action::Admin])
+                .require_global_admin()
+                .is_ok()
+        );
+        assert!(
+            key(&["*"], &["acme/*"], &[Action::Admin])
+                .require_global_admin()
+                .is_err()
+        );
         assert!(Principal::superuser().require_global_admin().is_ok());
     }
 }

@@ -27,15 +27,27 @@ impl ControlApi {
 
 type Reply<T> = Result<Response<T>, Status>;
 
-const UPDATABLE: [&str; 4] = ["description", "event_expiry_days", "strategies", "session_policy"];
+const UPDATABLE: [&str; 4] = [
+    "description",
+    "event_expiry_days",
+    "strategies",
+    "session_policy",
+];
 
 #[tonic::async_trait]
 impl pb::control_service_server::ControlService for ControlApi {
     async fn create_memory(&self, request: Request<pb::CreateMemoryRequest>) -> Reply<pb::Memory> {
         principal(&request)?.require_global_admin()?;
-        let req = request.into_inner();
-        let hash = request_hash(&req, |r| r.client_token.clear());
-        let pb::CreateMemoryRequest { name, description, event_expiry_days, strategies, session_policy, client_token } = req;
+        let mut req = request.into_inner();
+        let hash = request_hash(&mut req, |r| &mut r.client_token);
+        let pb::CreateMemoryRequest {
+            name,
+            description,
+            event_expiry_days,
+            strategies,
+            session_policy,
+            client_token,
+        } = req;
         ids::memory_name("name", &name)?;
         validate::description("description", &description)?;
         ids::client_token("client_token", &client_token)?;
@@ -66,18 +78,41 @@ impl pb::control_service_server::ControlService for ControlApi {
 
     async fn update_memory(&self, request: Request<pb::UpdateMemoryRequest>) -> Reply<pb::Memory> {
         let caller = principal(&request)?;
-        let pb::UpdateMemoryRequest { memory_id, description, event_expiry_days, strategies, session_policy, update_mask } =
-            request.into_inner();
+        let pb::UpdateMemoryRequest {
+            memory_id,
+            description,
+            event_expiry_days,
+            strategies,
+            session_policy,
+            update_mask,
+        } = request.into_inner();
         ids::memory_id("memory_id", &memory_id)?;
         caller.require_memory(Action::Admin, &memory_id)?;
-        if let Some(unknown) = update_mask.iter().find(|f| !UPDATABLE.contains(&f.as_str())) {
-            return Err(ServiceError::invalid("update_mask", format!("unknown field {unknown}; updatable: {}", UPDATABLE.join(", "))).into());
+        if let Some(unknown) = update_mask
+            .iter()
+            .find(|f| !UPDATABLE.contains(&f.as_str()))
+        {
+            return Err(ServiceError::invalid(
+                "update_mask",
+                format!(
+                    "unknown field {unknown}; updatable: {}",
+                    UPDATABLE.join(", ")
+                ),
+            )
+            .into());
         }
-        let updates = |field: &str| update_mask.is_empty() || update_mask.iter().any(|f| f == field);
+        let updates =
+            |field: &str| update_mask.is_empty() || update_mask.iter().any(|f| f == field);
         validate::description("description", &description)?;
-        let expiry = updates("event_expiry_days").then(|| validate::event_expiry_days(event_expiry_days)).transpose()?;
-        let strategies = updates("strategies").then(|| validate::strategies(strategies)).transpose()?;
-        let policy = updates("session_policy").then(|| validate::session_policy(session_policy.as_ref())).transpose()?;
+        let expiry = updates("event_expiry_days")
+            .then(|| validate::event_expiry_days(event_expiry_days))
+            .transpose()?;
+        let strategies = updates("strategies")
+            .then(|| validate::strategies(strategies))
+            .transpose()?;
+        let policy = updates("session_policy")
+            .then(|| validate::session_policy(session_policy.as_ref()))
+            .transpose()?;
         let description = updates("description").then_some(description);
         let store = self.store.clone();
         let memory = blocking(move || {
@@ -112,15 +147,29 @@ impl pb::control_service_server::ControlService for ControlApi {
         Ok(Response::new(()))
     }
 
-    async fn list_memories(&self, request: Request<pb::ListMemoriesRequest>) -> Reply<pb::ListMemoriesResponse> {
+    async fn list_memories(
+        &self,
+        request: Request<pb::ListMemoriesRequest>,
+    ) -> Reply<pb::ListMemoriesResponse> {
         let caller = principal(&request)?;
-        let pb::ListMemoriesRequest { page_size, page_token } = request.into_inner();
+        let pb::ListMemoriesRequest {
+            page_size,
+            page_token,
+        } = request.into_inner();
         let page_size = page::page_size("page_size", page_size)?;
-        let (memories, next_page_token) = self.store.list_memories(page_size, &page_token, |id| caller.sees_memory(id))?;
-        Ok(Response::new(pb::ListMemoriesResponse { memories: memories.iter().map(|m| convert::memory(m)).collect(), next_page_token }))
+        let (memories, next_page_token) =
+            self.store
+                .list_memories(page_size, &page_token, |id| caller.sees_memory(id))?;
+        Ok(Response::new(pb::ListMemoriesResponse {
+            memories: memories.iter().map(|m| convert::memory(m)).collect(),
+            next_page_token,
+        }))
     }
 
-    async fn create_api_key(&self, request: Request<pb::CreateApiKeyRequest>) -> Reply<pb::CreateApiKeyResponse> {
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Reply<pb::CreateApiKeyResponse> {
         principal(&request)?.require_global_admin()?;
         let pb::CreateApiKeyRequest { name, policy } = request.into_inner();
         if name.is_empty() || name.chars().count() > 128 {
@@ -128,17 +177,32 @@ impl pb::control_service_server::ControlService for ControlApi {
         }
         let policy = validate::api_key_policy(policy)?;
         let (store, auth) = (self.store.clone(), self.auth.clone());
-        let (key, secret) = blocking(move || auth.create_key(&store, name, policy, now_us())).await?;
-        Ok(Response::new(pb::CreateApiKeyResponse { key_id: key.key_id.clone(), secret, key: Some(convert::api_key(&key)) }))
+        let (key, secret) =
+            blocking(move || auth.create_key(&store, name, policy, now_us())).await?;
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            key_id: key.key_id.clone(),
+            secret,
+            key: Some(convert::api_key(&key)),
+        }))
     }
 
-    async fn list_api_keys(&self, request: Request<pb::ListApiKeysRequest>) -> Reply<pb::ListApiKeysResponse> {
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Reply<pb::ListApiKeysResponse> {
         principal(&request)?.require_global_admin()?;
-        let pb::ListApiKeysRequest { page_size, page_token } = request.into_inner();
+        let pb::ListApiKeysRequest {
+            page_size,
+            page_token,
+        } = request.into_inner();
         let page_size = page::page_size("page_size", page_size)?;
         let store = self.store.clone();
-        let (keys, next_page_token) = blocking(move || store.list_api_keys(page_size, &page_token)).await?;
-        Ok(Response::new(pb::ListApiKeysResponse { keys: keys.iter().map(convert::api_key).collect(), next_page_token }))
+        let (keys, next_page_token) =
+            blocking(move || store.list_api_keys(page_size, &page_token)).await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys.iter().map(convert::api_key).collect(),
+            next_page_token,
+        }))
     }
 
     async fn revoke_api_key(&self, request: Request<pb::RevokeApiKeyRequest>) -> Reply<()> {

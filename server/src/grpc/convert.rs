@@ -1,6 +1,9 @@
 //! Conversions from stored values and store views to API messages.
 
-use crate::store::codec::{StoredApiKey, StoredContent, StoredEvent, StoredMemory, StoredPayload, StoredPolicy, StoredStrategy};
+use crate::store::codec::{
+    StoredApiKey, StoredContent, StoredEvent, StoredMemory, StoredPayload, StoredPolicy,
+    StoredStrategy,
+};
 use crate::store::keys::EventSeq;
 use crate::store::{EventView, SessionView};
 use crate::time::to_timestamp;
@@ -55,11 +58,26 @@ fn api_key_policy(p: StoredPolicy) -> pb::ApiKeyPolicy {
 }
 
 pub fn event(view: EventView) -> pb::Event {
-    let EventView { memory_id, actor_id, session_id, seq, stored } = view;
-    let StoredEvent { create_us, payload, branch, metadata, client_token: _, branch_root_seq } = stored;
+    let EventView {
+        memory_id,
+        actor_id,
+        session_id,
+        seq,
+        stored,
+    } = view;
+    let StoredEvent {
+        create_us,
+        payload,
+        branch,
+        metadata,
+        client_token: _,
+        branch_root_seq,
+    } = stored;
     let branch = (!branch.is_empty()).then(|| pb::Branch {
         name: branch,
-        root_event_id: EventSeq::from_bytes(&branch_root_seq).map(EventSeq::to_event_id).unwrap_or_default(),
+        root_event_id: EventSeq::from_bytes(&branch_root_seq)
+            .map(EventSeq::to_event_id)
+            .unwrap_or_default(),
     });
     pb::Event {
         memory_id,
@@ -77,7 +95,10 @@ pub fn event(view: EventView) -> pb::Event {
 fn payload_item(item: StoredPayload) -> pb::PayloadItem {
     use pb::payload_item::Content;
     let content = item.content.map(|content| match content {
-        StoredContent::Conversational(turn) => Content::Conversational(pb::Conversational { role: turn.role, text: turn.text }),
+        StoredContent::Conversational(turn) => Content::Conversational(pb::Conversational {
+            role: turn.role,
+            text: turn.text,
+        }),
         StoredContent::Blob(bytes) => Content::Blob(bytes),
         StoredContent::Json(json) => Content::Json(json),
     });

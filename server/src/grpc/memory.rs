@@ -24,7 +24,12 @@ impl MemoryApi {
 }
 
 /// Validates the ids of an actor-scoped request and checks the caller may act on the actor.
-fn actor_scope(caller: &Principal, action: Action, memory_id: &str, actor_id: &str) -> Result<(), ServiceError> {
+fn actor_scope(
+    caller: &Principal,
+    action: Action,
+    memory_id: &str,
+    actor_id: &str,
+) -> Result<(), ServiceError> {
     ids::memory_id("memory_id", memory_id)?;
     ids::actor_id("actor_id", actor_id)?;
     caller.require_actor(action, memory_id, actor_id)
@@ -34,18 +39,41 @@ type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl pb::memory_service_server::MemoryService for MemoryApi {
-    async fn create_event(&self, request: Request<pb::CreateEventRequest>) -> Reply<pb::CreateEventResponse> {
+    async fn create_event(
+        &self,
+        request: Request<pb::CreateEventRequest>,
+    ) -> Reply<pb::CreateEventResponse> {
         let caller = principal(&request)?;
-        let req = request.into_inner();
-        let hash = request_hash(&req, |r| r.client_token.clear());
+        let mut req = request.into_inner();
+        let hash = request_hash(&mut req, |r| &mut r.client_token);
         let encoded_len = prost::Message::encoded_len(&req);
-        let pb::CreateEventRequest { memory_id, actor_id, session_id, event_timestamp, payload, branch, metadata, client_token } = req;
+        let pb::CreateEventRequest {
+            memory_id,
+            actor_id,
+            session_id,
+            event_timestamp,
+            payload,
+            branch,
+            metadata,
+            client_token,
+        } = req;
         actor_scope(&caller, Action::Write, &memory_id, &actor_id)?;
         ids::client_token("client_token", &client_token)?;
-        let session_id = if session_id.is_empty() { ids::new_session_id(&client_token) } else { session_id };
+        let session_id = if session_id.is_empty() {
+            ids::new_session_id(&client_token)
+        } else {
+            session_id
+        };
         ids::session_id("session_id", &session_id)?;
         if encoded_len > validate::MAX_EVENT_BYTES {
-            return Err(ServiceError::invalid("payload", format!("event is {encoded_len} bytes; the limit is {}", validate::MAX_EVENT_BYTES)).into());
+            return Err(ServiceError::invalid(
+                "payload",
+                format!(
+                    "event is {encoded_len} bytes; the limit is {}",
+                    validate::MAX_EVENT_BYTES
+                ),
+            )
+            .into());
         }
         let event_ts_us = validate::event_timestamp(event_timestamp.as_ref())?;
         let (branch, branch_root) = validate::branch(branch.as_ref())?;
@@ -64,24 +92,44 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         };
         let store = self.store.clone();
         let (event, _) = blocking(move || store.append_event(new, now_us())).await?;
-        Ok(Response::new(pb::CreateEventResponse { event: Some(convert::event(event)) }))
+        Ok(Response::new(pb::CreateEventResponse {
+            event: Some(convert::event(event)),
+        }))
     }
 
     async fn get_event(&self, request: Request<pb::GetEventRequest>) -> Reply<pb::Event> {
         let caller = principal(&request)?;
-        let pb::GetEventRequest { memory_id, actor_id, session_id, event_id } = request.into_inner();
+        let pb::GetEventRequest {
+            memory_id,
+            actor_id,
+            session_id,
+            event_id,
+        } = request.into_inner();
         actor_scope(&caller, Action::Read, &memory_id, &actor_id)?;
         ids::session_id("session_id", &session_id)?;
         let seq = validate::event_id("event_id", &event_id)?;
         let store = self.store.clone();
-        let event = blocking(move || store.event(&memory_id, &actor_id, &session_id, seq, now_us())).await?;
+        let event =
+            blocking(move || store.event(&memory_id, &actor_id, &session_id, seq, now_us()))
+                .await?;
         Ok(Response::new(convert::event(event)))
     }
 
-    async fn list_events(&self, request: Request<pb::ListEventsRequest>) -> Reply<pb::ListEventsResponse> {
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Reply<pb::ListEventsResponse> {
         let caller = principal(&request)?;
-        let pb::ListEventsRequest { memory_id, actor_id, session_id, include_payloads, filter, page_size, page_token, newest_first } =
-            request.into_inner();
+        let pb::ListEventsRequest {
+            memory_id,
+            actor_id,
+            session_id,
+            include_payloads,
+            filter,
+            page_size,
+            page_token,
+            newest_first,
+        } = request.into_inner();
         actor_scope(&caller, Action::Read, &memory_id, &actor_id)?;
         ids::session_id("session_id", &session_id)?;
         let listing = EventListing {
@@ -95,13 +143,22 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
             newest_first,
         };
         let store = self.store.clone();
-        let (events, next_page_token) = blocking(move || store.list_events(&listing, now_us())).await?;
-        Ok(Response::new(pb::ListEventsResponse { events: events.into_iter().map(convert::event).collect(), next_page_token }))
+        let (events, next_page_token) =
+            blocking(move || store.list_events(&listing, now_us())).await?;
+        Ok(Response::new(pb::ListEventsResponse {
+            events: events.into_iter().map(convert::event).collect(),
+            next_page_token,
+        }))
     }
 
     async fn delete_event(&self, request: Request<pb::DeleteEventRequest>) -> Reply<()> {
         let caller = principal(&request)?;
-        let pb::DeleteEventRequest { memory_id, actor_id, session_id, event_id } = request.into_inner();
+        let pb::DeleteEventRequest {
+            memory_id,
+            actor_id,
+            session_id,
+            event_id,
+        } = request.into_inner();
         actor_scope(&caller, Action::Write, &memory_id, &actor_id)?;
         ids::session_id("session_id", &session_id)?;
         let seq = validate::event_id("event_id", &event_id)?;
@@ -110,49 +167,87 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         Ok(Response::new(()))
     }
 
-    async fn list_actors(&self, request: Request<pb::ListActorsRequest>) -> Reply<pb::ListActorsResponse> {
+    async fn list_actors(
+        &self,
+        request: Request<pb::ListActorsRequest>,
+    ) -> Reply<pb::ListActorsResponse> {
         let caller = principal(&request)?;
-        let pb::ListActorsRequest { memory_id, page_size, page_token } = request.into_inner();
+        let pb::ListActorsRequest {
+            memory_id,
+            page_size,
+            page_token,
+        } = request.into_inner();
         ids::memory_id("memory_id", &memory_id)?;
         caller.require_memory(Action::Read, &memory_id)?;
         let page_size = page::page_size("page_size", page_size)?;
         let store = self.store.clone();
-        let (actors, next_page_token) =
-            blocking(move || store.list_actors(&memory_id, page_size, &page_token, |actor| caller.sees_actor(actor))).await?;
+        let (actors, next_page_token) = blocking(move || {
+            store.list_actors(&memory_id, page_size, &page_token, |actor| {
+                caller.sees_actor(actor)
+            })
+        })
+        .await?;
         let actors = actors
             .into_iter()
-            .map(|a| pb::Actor { actor_id: a.actor_id, create_time: Some(crate::time::to_timestamp(a.create_us)) })
+            .map(|a| pb::Actor {
+                actor_id: a.actor_id,
+                create_time: Some(crate::time::to_timestamp(a.create_us)),
+            })
             .collect();
-        Ok(Response::new(pb::ListActorsResponse { actors, next_page_token }))
+        Ok(Response::new(pb::ListActorsResponse {
+            actors,
+            next_page_token,
+        }))
     }
 
     async fn delete_actor(&self, request: Request<pb::DeleteActorRequest>) -> Reply<()> {
         let caller = principal(&request)?;
-        let pb::DeleteActorRequest { memory_id, actor_id } = request.into_inner();
+        let pb::DeleteActorRequest {
+            memory_id,
+            actor_id,
+        } = request.into_inner();
         actor_scope(&caller, Action::Write, &memory_id, &actor_id)?;
         let store = self.store.clone();
         blocking(move || store.delete_actor(&memory_id, &actor_id)).await?;
         Ok(Response::new(()))
     }
 
-    async fn list_sessions(&self, request: Request<pb::ListSessionsRequest>) -> Reply<pb::ListSessionsResponse> {
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Reply<pb::ListSessionsResponse> {
         let caller = principal(&request)?;
-        let pb::ListSessionsRequest { memory_id, actor_id, page_size, page_token } = request.into_inner();
+        let pb::ListSessionsRequest {
+            memory_id,
+            actor_id,
+            page_size,
+            page_token,
+        } = request.into_inner();
         actor_scope(&caller, Action::Read, &memory_id, &actor_id)?;
         let page_size = page::page_size("page_size", page_size)?;
         let store = self.store.clone();
-        let (sessions, next_page_token) =
-            blocking(move || store.list_sessions(&memory_id, &actor_id, page_size, &page_token, now_us())).await?;
-        Ok(Response::new(pb::ListSessionsResponse { sessions: sessions.into_iter().map(convert::session).collect(), next_page_token }))
+        let (sessions, next_page_token) = blocking(move || {
+            store.list_sessions(&memory_id, &actor_id, page_size, &page_token, now_us())
+        })
+        .await?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions.into_iter().map(convert::session).collect(),
+            next_page_token,
+        }))
     }
 
     async fn get_session(&self, request: Request<pb::GetSessionRequest>) -> Reply<pb::Session> {
         let caller = principal(&request)?;
-        let pb::GetSessionRequest { memory_id, actor_id, session_id } = request.into_inner();
+        let pb::GetSessionRequest {
+            memory_id,
+            actor_id,
+            session_id,
+        } = request.into_inner();
         actor_scope(&caller, Action::Read, &memory_id, &actor_id)?;
         ids::session_id("session_id", &session_id)?;
         let store = self.store.clone();
-        let session = blocking(move || store.session(&memory_id, &actor_id, &session_id, now_us())).await?;
+        let session =
+            blocking(move || store.session(&memory_id, &actor_id, &session_id, now_us())).await?;
         Ok(Response::new(convert::session(session)))
     }
 }

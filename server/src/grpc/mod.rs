@@ -9,14 +9,24 @@ use crate::error::Result;
 use sha2::{Digest, Sha256};
 
 /// Runs blocking store work on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(work).await?
 }
 
 /// Identity of a request for idempotency: SHA-256 of its deterministic protobuf encoding
-/// (maps are BTreeMaps) with the client token cleared.
-fn request_hash<M: prost::Message + Clone>(request: &M, clear_token: impl FnOnce(&mut M)) -> Vec<u8> {
-    let mut copy = request.clone();
-    clear_token(&mut copy);
-    Sha256::digest(copy.encode_to_vec()).to_vec()
+/// (maps are BTreeMaps) with the client token taken out. Empty when there is no token, so
+/// requests without one pay nothing.
+fn request_hash<M: prost::Message>(
+    request: &mut M,
+    token: impl Fn(&mut M) -> &mut String,
+) -> Vec<u8> {
+    if token(request).is_empty() {
+        return Vec::new();
+    }
+    let taken = std::mem::take(token(request));
+    let digest = Sha256::digest(request.encode_to_vec()).to_vec();
+    *token(request) = taken;
+    digest
 }

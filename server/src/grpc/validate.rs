@@ -4,7 +4,9 @@
 use crate::error::{Result, ServiceError};
 use crate::ids;
 use crate::lifecycle;
-use crate::store::codec::{StoredContent, StoredPayload, StoredPolicy, StoredSessionPolicy, StoredStrategy, StoredTurn};
+use crate::store::codec::{
+    StoredContent, StoredPayload, StoredPolicy, StoredSessionPolicy, StoredStrategy, StoredTurn,
+};
 use crate::store::keys::EventSeq;
 use crate::store::{EventFilterSpec, MetadataCondition};
 use memd_proto::v1 as pb;
@@ -25,51 +27,83 @@ const MAX_POLICY_ENTRIES: usize = 100;
 /// An optional event timestamp.
 pub fn event_timestamp(ts: Option<&prost_types::Timestamp>) -> Result<Option<u64>> {
     ts.map(|ts| {
-        crate::time::from_timestamp(ts)
-            .ok_or_else(|| ServiceError::invalid("event_timestamp", "must be between 1970 and 9999 with nanos in 0..1e9"))
+        crate::time::from_timestamp(ts).ok_or_else(|| {
+            ServiceError::invalid(
+                "event_timestamp",
+                "must be between 1970 and 9999 with nanos in 0..1e9",
+            )
+        })
     })
     .transpose()
 }
 
 /// An event id (NOT parsed means INVALID_ARGUMENT, never a lookup).
 pub fn event_id(field: &str, id: &str) -> Result<EventSeq> {
-    EventSeq::parse_event_id(id).ok_or_else(|| ServiceError::invalid(field, "is not an event id (32 hex characters)"))
+    EventSeq::parse_event_id(id)
+        .ok_or_else(|| ServiceError::invalid(field, "is not an event id (32 hex characters)"))
 }
 
 /// Payload items into their stored form.
 pub fn payload(items: Vec<pb::PayloadItem>) -> Result<Vec<StoredPayload>> {
     use pb::payload_item::Content;
     if items.is_empty() {
-        return Err(ServiceError::invalid("payload", "must contain at least one item"));
+        return Err(ServiceError::invalid(
+            "payload",
+            "must contain at least one item",
+        ));
     }
     if items.len() > MAX_PAYLOAD_ITEMS {
-        return Err(ServiceError::invalid("payload", format!("must contain at most {MAX_PAYLOAD_ITEMS} items")));
+        return Err(ServiceError::invalid(
+            "payload",
+            format!("must contain at most {MAX_PAYLOAD_ITEMS} items"),
+        ));
     }
     items
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
             let content = match item.content {
-                None => return Err(ServiceError::invalid(format!("payload[{i}]"), "has no content")),
+                None => {
+                    return Err(ServiceError::invalid(
+                        format!("payload[{i}]"),
+                        "has no content",
+                    ));
+                }
                 Some(Content::Conversational(turn)) => {
-                    let role = pb::Role::try_from(turn.role).ok().filter(|r| *r != pb::Role::Unspecified);
+                    let role = pb::Role::try_from(turn.role)
+                        .ok()
+                        .filter(|r| *r != pb::Role::Unspecified);
                     if role.is_none() {
-                        return Err(ServiceError::invalid(format!("payload[{i}].conversational.role"), "must be a ROLE_* value other than ROLE_UNSPECIFIED"));
+                        return Err(ServiceError::invalid(
+                            format!("payload[{i}].conversational.role"),
+                            "must be a ROLE_* value other than ROLE_UNSPECIFIED",
+                        ));
                     }
                     if turn.text.chars().count() > MAX_TEXT_CHARS {
-                        return Err(ServiceError::invalid(format!("payload[{i}].conversational.text"), format!("must be at most {MAX_TEXT_CHARS} characters")));
+                        return Err(ServiceError::invalid(
+                            format!("payload[{i}].conversational.text"),
+                            format!("must be at most {MAX_TEXT_CHARS} characters"),
+                        ));
                     }
-                    StoredContent::Conversational(StoredTurn { role: turn.role, text: turn.text })
+                    StoredContent::Conversational(StoredTurn {
+                        role: turn.role,
+                        text: turn.text,
+                    })
                 }
                 Some(Content::Blob(bytes)) => StoredContent::Blob(bytes),
                 Some(Content::Json(json)) => {
                     if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(&json) {
-                        return Err(ServiceError::invalid(format!("payload[{i}].json"), format!("is not valid JSON: {err}")));
+                        return Err(ServiceError::invalid(
+                            format!("payload[{i}].json"),
+                            format!("is not valid JSON: {err}"),
+                        ));
                     }
                     StoredContent::Json(json)
                 }
             };
-            Ok(StoredPayload { content: Some(content) })
+            Ok(StoredPayload {
+                content: Some(content),
+            })
         })
         .collect()
 }
@@ -77,15 +111,24 @@ pub fn payload(items: Vec<pb::PayloadItem>) -> Result<Vec<StoredPayload>> {
 /// Event metadata limits.
 pub fn metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
     if metadata.len() > MAX_METADATA_KEYS {
-        return Err(ServiceError::invalid("metadata", format!("must have at most {MAX_METADATA_KEYS} keys")));
+        return Err(ServiceError::invalid(
+            "metadata",
+            format!("must have at most {MAX_METADATA_KEYS} keys"),
+        ));
     }
     for (key, value) in metadata {
         let chars = key.chars().count();
         if chars == 0 || chars > MAX_METADATA_KEY_CHARS {
-            return Err(ServiceError::invalid("metadata", format!("keys must be 1-{MAX_METADATA_KEY_CHARS} characters")));
+            return Err(ServiceError::invalid(
+                "metadata",
+                format!("keys must be 1-{MAX_METADATA_KEY_CHARS} characters"),
+            ));
         }
         if value.chars().count() > MAX_METADATA_VALUE_CHARS {
-            return Err(ServiceError::invalid(format!("metadata[{key}]"), format!("must be at most {MAX_METADATA_VALUE_CHARS} characters")));
+            return Err(ServiceError::invalid(
+                format!("metadata[{key}]"),
+                format!("must be at most {MAX_METADATA_VALUE_CHARS} characters"),
+            ));
         }
     }
     Ok(())
@@ -93,10 +136,15 @@ pub fn metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
 
 /// A CreateEvent branch: (name, root).
 pub fn branch(branch: Option<&pb::Branch>) -> Result<(String, Option<EventSeq>)> {
-    let Some(branch) = branch else { return Ok((String::new(), None)) };
+    let Some(branch) = branch else {
+        return Ok((String::new(), None));
+    };
     if branch.name.is_empty() {
         if !branch.root_event_id.is_empty() {
-            return Err(ServiceError::invalid("branch.name", "is required with branch.root_event_id"));
+            return Err(ServiceError::invalid(
+                "branch.name",
+                "is required with branch.root_event_id",
+            ));
         }
         return Ok((String::new(), None));
     }
@@ -109,9 +157,14 @@ pub fn branch(branch: Option<&pb::Branch>) -> Result<(String, Option<EventSeq>)>
 
 /// A ListEvents filter.
 pub fn event_filter(filter: Option<pb::EventFilter>) -> Result<EventFilterSpec> {
-    let Some(pb::EventFilter { branch, metadata }) = filter else { return Ok(EventFilterSpec::default()) };
+    let Some(pb::EventFilter { branch, metadata }) = filter else {
+        return Ok(EventFilterSpec::default());
+    };
     let branch = match branch {
-        Some(pb::BranchFilter { name, include_parent_branches }) => {
+        Some(pb::BranchFilter {
+            name,
+            include_parent_branches,
+        }) => {
             if !name.is_empty() {
                 ids::branch_name("filter.branch.name", &name)?;
             }
@@ -120,29 +173,50 @@ pub fn event_filter(filter: Option<pb::EventFilter>) -> Result<EventFilterSpec> 
         None => None,
     };
     if metadata.len() > MAX_METADATA_KEYS {
-        return Err(ServiceError::invalid("filter.metadata", format!("must have at most {MAX_METADATA_KEYS} conditions")));
+        return Err(ServiceError::invalid(
+            "filter.metadata",
+            format!("must have at most {MAX_METADATA_KEYS} conditions"),
+        ));
     }
     let metadata = metadata
         .into_iter()
         .enumerate()
-        .map(|(i, pb::MetadataFilter { key, operator, value })| {
-            if key.is_empty() {
-                return Err(ServiceError::invalid(format!("filter.metadata[{i}].key"), "must not be empty"));
-            }
-            match pb::MetadataOperator::try_from(operator) {
-                Ok(pb::MetadataOperator::EqualsTo) => Ok(MetadataCondition::Equals(key, value)),
-                Ok(pb::MetadataOperator::Exists) => Ok(MetadataCondition::Exists(key)),
-                Ok(pb::MetadataOperator::NotExists) => Ok(MetadataCondition::NotExists(key)),
-                _ => Err(ServiceError::invalid(format!("filter.metadata[{i}].operator"), "must be EQUALS_TO, EXISTS or NOT_EXISTS")),
-            }
-        })
+        .map(
+            |(
+                i,
+                pb::MetadataFilter {
+                    key,
+                    operator,
+                    value,
+                },
+            )| {
+                if key.is_empty() {
+                    return Err(ServiceError::invalid(
+                        format!("filter.metadata[{i}].key"),
+                        "must not be empty",
+                    ));
+                }
+                match pb::MetadataOperator::try_from(operator) {
+                    Ok(pb::MetadataOperator::EqualsTo) => Ok(MetadataCondition::Equals(key, value)),
+                    Ok(pb::MetadataOperator::Exists) => Ok(MetadataCondition::Exists(key)),
+                    Ok(pb::MetadataOperator::NotExists) => Ok(MetadataCondition::NotExists(key)),
+                    _ => Err(ServiceError::invalid(
+                        format!("filter.metadata[{i}].operator"),
+                        "must be EQUALS_TO, EXISTS or NOT_EXISTS",
+                    )),
+                }
+            },
+        )
         .collect::<Result<_>>()?;
     Ok(EventFilterSpec { branch, metadata })
 }
 
 pub fn description(field: &str, text: &str) -> Result<()> {
     if text.chars().count() > MAX_DESCRIPTION_CHARS {
-        return Err(ServiceError::invalid(field, format!("must be at most {MAX_DESCRIPTION_CHARS} characters")));
+        return Err(ServiceError::invalid(
+            field,
+            format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
     }
     Ok(())
 }
@@ -151,9 +225,12 @@ pub fn description(field: &str, text: &str) -> Result<()> {
 pub fn event_expiry_days(days: i32) -> Result<u32> {
     match days {
         0 => Ok(DEFAULT_EVENT_EXPIRY_DAYS),
-        d if d < 0 || d as u32 > MAX_EVENT_EXPIRY_DAYS => {
-            Err(ServiceError::invalid("event_expiry_days", format!("must be 1-{MAX_EVENT_EXPIRY_DAYS} (0 for the default {DEFAULT_EVENT_EXPIRY_DAYS})")))
-        }
+        d if d < 0 || d as u32 > MAX_EVENT_EXPIRY_DAYS => Err(ServiceError::invalid(
+            "event_expiry_days",
+            format!(
+                "must be 1-{MAX_EVENT_EXPIRY_DAYS} (0 for the default {DEFAULT_EVENT_EXPIRY_DAYS})"
+            ),
+        )),
         d => Ok(d as u32),
     }
 }
@@ -164,7 +241,9 @@ pub fn session_policy(policy: Option<&pb::SessionPolicy>) -> Result<StoredSessio
 
 fn default_namespace(strategy_type: pb::StrategyType) -> &'static str {
     match strategy_type {
-        pb::StrategyType::Summary | pb::StrategyType::Episodic => "/strategies/{memoryStrategyId}/actors/{actorId}/sessions/{sessionId}",
+        pb::StrategyType::Summary | pb::StrategyType::Episodic => {
+            "/strategies/{memoryStrategyId}/actors/{actorId}/sessions/{sessionId}"
+        }
         _ => "/strategies/{memoryStrategyId}/actors/{actorId}",
     }
 }
@@ -172,43 +251,97 @@ fn default_namespace(strategy_type: pb::StrategyType) -> &'static str {
 /// Strategies, with ids and namespace templates filled in.
 pub fn strategies(strategies: Vec<pb::MemoryStrategy>) -> Result<Vec<StoredStrategy>> {
     if strategies.len() > MAX_STRATEGIES {
-        return Err(ServiceError::invalid("strategies", format!("at most {MAX_STRATEGIES}")));
+        return Err(ServiceError::invalid(
+            "strategies",
+            format!("at most {MAX_STRATEGIES}"),
+        ));
     }
     let mut seen = std::collections::HashSet::new();
     strategies
         .into_iter()
         .enumerate()
-        .map(|(i, pb::MemoryStrategy { strategy_id, r#type, namespace_template, name, description: text })| {
-            let field = |f: &str| format!("strategies[{i}].{f}");
-            let strategy_type = pb::StrategyType::try_from(r#type)
-                .ok()
-                .filter(|t| *t != pb::StrategyType::Unspecified)
-                .ok_or_else(|| ServiceError::invalid(field("type"), "must be a STRATEGY_TYPE_* value other than UNSPECIFIED"))?;
-            let name = if name.is_empty() { strategy_type.as_str_name().trim_start_matches("STRATEGY_TYPE_").to_lowercase() } else { name };
-            let strategy_id = if strategy_id.is_empty() { format!("{}-{}", name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"), ids::random_suffix(8)) } else { strategy_id };
-            ids::memory_id(&field("strategy_id"), &strategy_id)?;
-            if !seen.insert(strategy_id.clone()) {
-                return Err(ServiceError::invalid(field("strategy_id"), "is used twice"));
-            }
-            description(&field("description"), &text)?;
-            let namespace_template = if namespace_template.is_empty() { default_namespace(strategy_type).to_string() } else { namespace_template };
-            namespace(&field("namespace_template"), &namespace_template)?;
-            Ok(StoredStrategy { strategy_id, strategy_type: r#type, namespace_template, name, description: text })
-        })
+        .map(
+            |(
+                i,
+                pb::MemoryStrategy {
+                    strategy_id,
+                    r#type,
+                    namespace_template,
+                    name,
+                    description: text,
+                },
+            )| {
+                let field = |f: &str| format!("strategies[{i}].{f}");
+                let strategy_type = pb::StrategyType::try_from(r#type)
+                    .ok()
+                    .filter(|t| *t != pb::StrategyType::Unspecified)
+                    .ok_or_else(|| {
+                        ServiceError::invalid(
+                            field("type"),
+                            "must be a STRATEGY_TYPE_* value other than UNSPECIFIED",
+                        )
+                    })?;
+                let name = if name.is_empty() {
+                    strategy_type
+                        .as_str_name()
+                        .trim_start_matches("STRATEGY_TYPE_")
+                        .to_lowercase()
+                } else {
+                    name
+                };
+                let strategy_id = if strategy_id.is_empty() {
+                    format!(
+                        "{}-{}",
+                        name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+                        ids::random_suffix(8)
+                    )
+                } else {
+                    strategy_id
+                };
+                ids::memory_id(&field("strategy_id"), &strategy_id)?;
+                if !seen.insert(strategy_id.clone()) {
+                    return Err(ServiceError::invalid(field("strategy_id"), "is used twice"));
+                }
+                description(&field("description"), &text)?;
+                let namespace_template = if namespace_template.is_empty() {
+                    default_namespace(strategy_type).to_string()
+                } else {
+                    namespace_template
+                };
+                namespace(&field("namespace_template"), &namespace_template)?;
+                Ok(StoredStrategy {
+                    strategy_id,
+                    strategy_type: r#type,
+                    namespace_template,
+                    name,
+                    description: text,
+                })
+            },
+        )
         .collect()
 }
 
 /// A namespace template: starts with '/', only known placeholders.
 fn namespace(field: &str, template: &str) -> Result<()> {
     if !template.starts_with('/') || template.len() > 512 {
-        return Err(ServiceError::invalid(field, "must start with '/' and be at most 512 characters"));
+        return Err(ServiceError::invalid(
+            field,
+            "must start with '/' and be at most 512 characters",
+        ));
     }
     let mut rest = template;
     while let Some(open) = rest.find('{') {
-        let close = rest[open..].find('}').ok_or_else(|| ServiceError::invalid(field, "has an unclosed '{'"))?;
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| ServiceError::invalid(field, "has an unclosed '{'"))?;
         let name = &rest[open + 1..open + close];
         if !matches!(name, "actorId" | "sessionId" | "memoryStrategyId") {
-            return Err(ServiceError::invalid(field, format!("unknown placeholder {{{name}}} (use actorId, sessionId, memoryStrategyId)")));
+            return Err(ServiceError::invalid(
+                field,
+                format!(
+                    "unknown placeholder {{{name}}} (use actorId, sessionId, memoryStrategyId)"
+                ),
+            ));
         }
         rest = &rest[open + close + 1..];
     }
@@ -217,11 +350,22 @@ fn namespace(field: &str, template: &str) -> Result<()> {
 
 /// An API key policy.
 pub fn api_key_policy(policy: Option<pb::ApiKeyPolicy>) -> Result<StoredPolicy> {
-    let pb::ApiKeyPolicy { memory_ids, actor_patterns, namespace_prefixes, actions } =
-        policy.ok_or_else(|| ServiceError::invalid("policy", "is required"))?;
-    for (field, list) in [("policy.memory_ids", &memory_ids), ("policy.actor_patterns", &actor_patterns), ("policy.namespace_prefixes", &namespace_prefixes)] {
+    let pb::ApiKeyPolicy {
+        memory_ids,
+        actor_patterns,
+        namespace_prefixes,
+        actions,
+    } = policy.ok_or_else(|| ServiceError::invalid("policy", "is required"))?;
+    for (field, list) in [
+        ("policy.memory_ids", &memory_ids),
+        ("policy.actor_patterns", &actor_patterns),
+        ("policy.namespace_prefixes", &namespace_prefixes),
+    ] {
         if list.len() > MAX_POLICY_ENTRIES {
-            return Err(ServiceError::invalid(field, format!("at most {MAX_POLICY_ENTRIES} entries")));
+            return Err(ServiceError::invalid(
+                field,
+                format!("at most {MAX_POLICY_ENTRIES} entries"),
+            ));
         }
     }
     for id in memory_ids.iter().filter(|id| *id != "*") {
@@ -229,24 +373,42 @@ pub fn api_key_policy(policy: Option<pb::ApiKeyPolicy>) -> Result<StoredPolicy> 
     }
     for pattern in &actor_patterns {
         if pattern.is_empty() || pattern.len() > 255 || pattern.contains('\0') {
-            return Err(ServiceError::invalid("policy.actor_patterns", "patterns must be 1-255 characters"));
+            return Err(ServiceError::invalid(
+                "policy.actor_patterns",
+                "patterns must be 1-255 characters",
+            ));
         }
     }
     for prefix in &namespace_prefixes {
         if !prefix.starts_with('/') {
-            return Err(ServiceError::invalid("policy.namespace_prefixes", "prefixes must start with '/'"));
+            return Err(ServiceError::invalid(
+                "policy.namespace_prefixes",
+                "prefixes must start with '/'",
+            ));
         }
     }
     if actions.is_empty() {
-        return Err(ServiceError::invalid("policy.actions", "must name at least one action"));
+        return Err(ServiceError::invalid(
+            "policy.actions",
+            "must name at least one action",
+        ));
     }
     for &action in &actions {
-        let known = pb::api_key_policy::Action::try_from(action).is_ok_and(|a| a != pb::api_key_policy::Action::Unspecified);
+        let known = pb::api_key_policy::Action::try_from(action)
+            .is_ok_and(|a| a != pb::api_key_policy::Action::Unspecified);
         if !known {
-            return Err(ServiceError::invalid("policy.actions", format!("unknown action {action}")));
+            return Err(ServiceError::invalid(
+                "policy.actions",
+                format!("unknown action {action}"),
+            ));
         }
     }
-    Ok(StoredPolicy { memory_ids, actor_patterns, namespace_prefixes, actions })
+    Ok(StoredPolicy {
+        memory_ids,
+        actor_patterns,
+        namespace_prefixes,
+        actions,
+    })
 }
 
 #[cfg(test)]
@@ -264,13 +426,29 @@ mod tests {
     #[test]
     fn payload_limits() {
         let turn = |text: String| pb::PayloadItem {
-            content: Some(pb::payload_item::Content::Conversational(pb::Conversational { role: pb::Role::User as i32, text })),
+            content: Some(pb::payload_item::Content::Conversational(
+                pb::Conversational {
+                    role: pb::Role::User as i32,
+                    text,
+                },
+            )),
         };
         assert!(payload(vec![turn("hi".into())]).is_ok());
         assert!(payload(vec![]).is_err());
         let err = payload(vec![turn("x".repeat(MAX_TEXT_CHARS + 1))]).unwrap_err();
-        assert!(err.to_string().starts_with("payload[0].conversational.text"), "{err}");
-        let bad_json = pb::PayloadItem { content: Some(pb::payload_item::Content::Json("{".into())) };
-        assert!(payload(vec![bad_json]).unwrap_err().to_string().starts_with("payload[0].json"));
+        assert!(
+            err.to_string()
+                .starts_with("payload[0].conversational.text"),
+            "{err}"
+        );
+        let bad_json = pb::PayloadItem {
+            content: Some(pb::payload_item::Content::Json("{".into())),
+        };
+        assert!(
+            payload(vec![bad_json])
+                .unwrap_err()
+                .to_string()
+                .starts_with("payload[0].json")
+        );
     }
 }

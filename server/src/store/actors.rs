@@ -43,7 +43,10 @@ impl Store {
                 return Ok((actors, token));
             }
             let stored: StoredActor = codec::decode(&value)?;
-            actors.push(ActorView { actor_id: actor_id.to_string(), create_us: stored.create_us });
+            actors.push(ActorView {
+                actor_id: actor_id.to_string(),
+                create_us: stored.create_us,
+            });
         }
         Ok((actors, String::new()))
     }

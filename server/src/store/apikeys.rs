@@ -15,7 +15,12 @@ impl Store {
 
     /// Stores a new or updated key.
     pub fn put_api_key(&self, key: &StoredApiKey) -> Result<()> {
-        self.db.put_cf_opt(self.cf(cf::API_KEYS), key.key_id.as_bytes(), codec::encode(key), &self.write_opts)?;
+        self.db.put_cf_opt(
+            self.cf(cf::API_KEYS),
+            key.key_id.as_bytes(),
+            codec::encode(key),
+            &self.write_opts,
+        )?;
         Ok(())
     }
 
@@ -26,7 +31,11 @@ impl Store {
     }
 
     /// One page of keys in id order.
-    pub fn list_api_keys(&self, page_size: usize, page_token: &str) -> Result<(Vec<StoredApiKey>, String)> {
+    pub fn list_api_keys(
+        &self,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<(Vec<StoredApiKey>, String)> {
         const SCOPE: &[u8] = b"apikeys";
         let start = match page::decode("page_token", page_token, SCOPE)? {
             Some(cursor) => [cursor.as_slice(), &[0]].concat(),

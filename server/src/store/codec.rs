@@ -23,9 +23,9 @@ pub fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M> {
     match bytes.split_first() {
         Some((&FORMAT_V1, body)) => M::decode(body)
             .map_err(|err| ServiceError::DataLoss(format!("undecodable value: {err}"))),
-        Some((version, _)) => {
-            Err(ServiceError::DataLoss(format!("unknown storage format version {version}")))
-        }
+        Some((version, _)) => Err(ServiceError::DataLoss(format!(
+            "unknown storage format version {version}"
+        ))),
         None => Err(ServiceError::DataLoss("empty value".into())),
     }
 }
@@ -221,8 +221,17 @@ mod tests {
         let actor = StoredActor { create_us: 42 };
         let bytes = encode(&actor);
         assert_eq!(decode::<StoredActor>(&bytes).unwrap(), actor);
-        assert!(matches!(decode::<StoredActor>(&[]), Err(ServiceError::DataLoss(_))));
-        assert!(matches!(decode::<StoredActor>(&[9, 1]), Err(ServiceError::DataLoss(_))));
-        assert!(matches!(decode::<StoredActor>(&[FORMAT_V1, 0xff]), Err(ServiceError::DataLoss(_))));
+        assert!(matches!(
+            decode::<StoredActor>(&[]),
+            Err(ServiceError::DataLoss(_))
+        ));
+        assert!(matches!(
+            decode::<StoredActor>(&[9, 1]),
+            Err(ServiceError::DataLoss(_))
+        ));
+        assert!(matches!(
+            decode::<StoredActor>(&[FORMAT_V1, 0xff]),
+            Err(ServiceError::DataLoss(_))
+        ));
     }
 }

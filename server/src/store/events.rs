@@ -98,26 +98,27 @@ impl Store {
 
         let token_key = (!new.client_token.is_empty())
             .then(|| keys::event_token_key(&new.memory_id, &new.actor_id, &new.client_token));
-        if let Some(token_key) = &token_key {
-            if let Some(replay) = self.replay_token(&new, token_key)? {
-                return Ok((replay, false));
-            }
+        if let Some(token_key) = &token_key
+            && let Some(replay) = self.replay_token(&new, token_key)?
+        {
+            return Ok((replay, false));
         }
 
         let session_key = keys::session_key(&new.memory_id, &new.actor_id, &new.session_id);
         let previous: Option<StoredSession> = self.get_decoded(cf::SESSIONS, &session_key)?;
-        if let Some(session) = &previous {
-            if lifecycle::state_at(session, &policy, now_us) == SessionState::Terminated {
-                return Err(ServiceError::FailedPrecondition(format!(
-                    "session {} is terminated; nothing was written. Append to a new session \
+        if let Some(session) = &previous
+            && lifecycle::state_at(session, &policy, now_us) == SessionState::Terminated
+        {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "session {} is terminated; nothing was written. Append to a new session \
                      (leave session_id empty to have one generated)",
-                    new.session_id
-                )));
-            }
+                new.session_id
+            )));
         }
 
         let mut batch = WriteBatch::default();
-        let branch_root = self.resolve_branch(&new, &session_key, previous.is_some(), now_us, &mut batch)?;
+        let branch_root =
+            self.resolve_branch(&new, &session_key, previous.is_some(), now_us, &mut batch)?;
         let seq = self.next_event_seq(new.event_ts_us.unwrap_or(now_us));
         let event = StoredEvent {
             create_us: now_us,
@@ -125,7 +126,9 @@ impl Store {
             branch: new.branch,
             metadata: new.metadata,
             client_token: new.client_token,
-            branch_root_seq: branch_root.map(|root| root.to_bytes().to_vec()).unwrap_or_default(),
+            branch_root_seq: branch_root
+                .map(|root| root.to_bytes().to_vec())
+                .unwrap_or_default(),
         };
         let event_key = keys::event_key(&session_key, seq);
         batch.put_cf(self.cf(cf::EVENTS), &event_key, codec::encode(&event));
@@ -145,7 +148,11 @@ impl Store {
             None => {
                 let actor_key = keys::actor_prefix(&new.memory_id, &new.actor_id);
                 if self.get(cf::ACTORS, &actor_key)?.is_none() {
-                    batch.put_cf(self.cf(cf::ACTORS), &actor_key, codec::encode(&StoredActor { create_us: now_us }));
+                    batch.put_cf(
+                        self.cf(cf::ACTORS),
+                        &actor_key,
+                        codec::encode(&StoredActor { create_us: now_us }),
+                    );
                 }
                 StoredSession {
                     create_us: now_us,
@@ -158,15 +165,26 @@ impl Store {
         };
         batch.put_cf(self.cf(cf::SESSIONS), &session_key, codec::encode(&session));
         if let Some(deadline) = lifecycle::next_deadline(&session, &policy) {
-            batch.put_cf(self.cf(cf::TIMERS), keys::timer_key(deadline, &session_key), []);
+            batch.put_cf(
+                self.cf(cf::TIMERS),
+                keys::timer_key(deadline, &session_key),
+                [],
+            );
         }
         if let Some(token_key) = token_key {
-            let token = StoredToken { request_hash: new.request_hash, target: event_key, create_us: now_us };
+            let token = StoredToken {
+                request_hash: new.request_hash,
+                target: event_key,
+                create_us: now_us,
+            };
             batch.put_cf(self.cf(cf::TOKENS), token_key, codec::encode(&token));
         }
         self.commit(batch)?;
 
-        let from = match previous.as_ref().map(|s| SessionState::try_from(s.announced_state)) {
+        let from = match previous
+            .as_ref()
+            .map(|s| SessionState::try_from(s.announced_state))
+        {
             None => Some(SessionState::Unspecified),
             Some(Ok(SessionState::Idle)) => Some(SessionState::Idle),
             _ => None,
@@ -181,7 +199,13 @@ impl Store {
                 at_us: now_us,
             });
         }
-        let view = EventView { memory_id: new.memory_id, actor_id: new.actor_id, session_id: new.session_id, seq, stored: event };
+        let view = EventView {
+            memory_id: new.memory_id,
+            actor_id: new.actor_id,
+            session_id: new.session_id,
+            seq,
+            stored: event,
+        };
         Ok((view, true))
     }
 
@@ -196,11 +220,17 @@ impl Store {
             ));
         }
         let (_, _, session_id) = keys::decode_session_key(&token.target)?;
-        let seq = EventSeq::from_bytes(&token.target[token.target.len() - EventSeq::LEN..])
+        let seq = token
+            .target
+            .len()
+            .checked_sub(EventSeq::LEN)
+            .and_then(|start| EventSeq::from_bytes(&token.target[start..]))
             .ok_or_else(|| ServiceError::DataLoss("token target is not an event key".into()))?;
-        let stored: StoredEvent = self
-            .get_decoded(cf::EVENTS, &token.target)?
-            .ok_or_else(|| ServiceError::not_found("the event created with this client_token (deleted)"))?;
+        let stored: StoredEvent =
+            self.get_decoded(cf::EVENTS, &token.target)?
+                .ok_or_else(|| {
+                    ServiceError::not_found("the event created with this client_token (deleted)")
+                })?;
         Ok(Some(EventView {
             memory_id: new.memory_id.clone(),
             actor_id: new.actor_id.clone(),
@@ -229,7 +259,11 @@ impl Store {
             return match new.branch_root {
                 Some(requested) if requested != root => Err(ServiceError::invalid(
                     "branch.root_event_id",
-                    format!("branch {} already forks off event {}", new.branch, root.to_event_id()),
+                    format!(
+                        "branch {} already forks off event {}",
+                        new.branch,
+                        root.to_event_id()
+                    ),
                 )),
                 _ => Ok(Some(root)),
             };
@@ -243,26 +277,52 @@ impl Store {
             None
         };
         let root_event = root_event.ok_or_else(|| {
-            ServiceError::not_found(format!("branch.root_event_id {} in this session", root.to_event_id()))
+            ServiceError::not_found(format!(
+                "branch.root_event_id {} in this session",
+                root.to_event_id()
+            ))
         })?;
-        let branch = StoredBranch { root_seq: root.to_bytes().to_vec(), parent: root_event.branch, create_us: now_us };
+        let branch = StoredBranch {
+            root_seq: root.to_bytes().to_vec(),
+            parent: root_event.branch,
+            create_us: now_us,
+        };
         batch.put_cf(self.cf(cf::BRANCHES), branch_key, codec::encode(&branch));
         Ok(Some(root))
     }
 
     /// Reads one event.
-    pub fn event(&self, memory_id: &str, actor_id: &str, session_id: &str, seq: EventSeq, now_us: u64) -> Result<EventView> {
+    pub fn event(
+        &self,
+        memory_id: &str,
+        actor_id: &str,
+        session_id: &str,
+        seq: EventSeq,
+        now_us: u64,
+    ) -> Result<EventView> {
         self.memory(memory_id)?;
         let key = keys::event_key(&keys::session_key(memory_id, actor_id, session_id), seq);
         let stored: StoredEvent = self
             .get_decoded(cf::EVENTS, &key)?
             .filter(|event: &StoredEvent| !self.expiry.expired(memory_id, event.create_us, now_us))
             .ok_or_else(|| ServiceError::not_found(format!("event {}", seq.to_event_id())))?;
-        Ok(EventView { memory_id: memory_id.into(), actor_id: actor_id.into(), session_id: session_id.into(), seq, stored })
+        Ok(EventView {
+            memory_id: memory_id.into(),
+            actor_id: actor_id.into(),
+            session_id: session_id.into(),
+            seq,
+            stored,
+        })
     }
 
     /// Deletes one event (and its idempotency token).
-    pub fn delete_event(&self, memory_id: &str, actor_id: &str, session_id: &str, seq: EventSeq) -> Result<()> {
+    pub fn delete_event(
+        &self,
+        memory_id: &str,
+        actor_id: &str,
+        session_id: &str,
+        seq: EventSeq,
+    ) -> Result<()> {
         self.memory(memory_id)?;
         let _session = self.session_lock(memory_id, actor_id, session_id);
         let key = keys::event_key(&keys::session_key(memory_id, actor_id, session_id), seq);
@@ -272,28 +332,44 @@ impl Store {
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(cf::EVENTS), &key);
         if !stored.client_token.is_empty() {
-            batch.delete_cf(self.cf(cf::TOKENS), keys::event_token_key(memory_id, actor_id, &stored.client_token));
+            batch.delete_cf(
+                self.cf(cf::TOKENS),
+                keys::event_token_key(memory_id, actor_id, &stored.client_token),
+            );
         }
         self.commit(batch)
     }
 
     /// One page of a session's events.
-    pub fn list_events(&self, listing: &EventListing, now_us: u64) -> Result<(Vec<EventView>, String)> {
-        let (memory_id, actor_id, session_id) = (&listing.memory_id, &listing.actor_id, &listing.session_id);
+    pub fn list_events(
+        &self,
+        listing: &EventListing,
+        now_us: u64,
+    ) -> Result<(Vec<EventView>, String)> {
+        let (memory_id, actor_id, session_id) =
+            (&listing.memory_id, &listing.actor_id, &listing.session_id);
         self.memory(memory_id)?;
         let session_key = keys::session_key(memory_id, actor_id, session_id);
         if self.get(cf::SESSIONS, &session_key)?.is_none() {
-            return Err(ServiceError::not_found(format!("session {session_id} of actor {actor_id}")));
+            return Err(ServiceError::not_found(format!(
+                "session {session_id} of actor {actor_id}"
+            )));
         }
         let mut segments = self.segments(&session_key, &listing.filter.branch)?;
         if listing.newest_first {
             segments.reverse();
         }
-        let scope = format!("events\0{}\0{:?}\0{}", hex::encode(&session_key), listing.filter, listing.newest_first);
-        let (first_segment, after) = match page::decode("page_token", &listing.page_token, scope.as_bytes())? {
-            Some(cursor) => decode_cursor(&cursor, segments.len())?,
-            None => (0, None),
-        };
+        let scope = format!(
+            "events\0{}\0{:?}\0{}",
+            hex::encode(&session_key),
+            listing.filter,
+            listing.newest_first
+        );
+        let (first_segment, after) =
+            match page::decode("page_token", &listing.page_token, scope.as_bytes())? {
+                Some(cursor) => decode_cursor(&cursor, segments.len())?,
+                None => (0, None),
+            };
 
         let mut events: Vec<(usize, EventView)> = Vec::new();
         for (index, segment) in segments.iter().enumerate().skip(first_segment) {
@@ -302,8 +378,15 @@ impl Store {
             for item in self.range(cf::EVENTS, &start, &end, listing.newest_first) {
                 let (key, value) = item?;
                 let mut stored: StoredEvent = codec::decode(&value)?;
-                if segment.branch.as_ref().is_some_and(|branch| *branch != stored.branch)
-                    || !listing.filter.metadata.iter().all(|c| c.holds(&stored.metadata))
+                if segment
+                    .branch
+                    .as_ref()
+                    .is_some_and(|branch| *branch != stored.branch)
+                    || !listing
+                        .filter
+                        .metadata
+                        .iter()
+                        .all(|c| c.holds(&stored.metadata))
                     || self.expiry.expired(memory_id, stored.create_us, now_us)
                 {
                     continue;
@@ -312,7 +395,8 @@ impl Store {
                     .ok_or_else(|| ServiceError::DataLoss("event key".into()))?;
                 if events.len() == listing.page_size {
                     let (last_index, last) = events.last().expect("page_size >= 1");
-                    let token = page::encode(scope.as_bytes(), &encode_cursor(*last_index, last.seq));
+                    let token =
+                        page::encode(scope.as_bytes(), &encode_cursor(*last_index, last.seq));
                     return Ok((events.into_iter().map(|(_, view)| view).collect(), token));
                 }
                 if !listing.include_payloads {
@@ -329,15 +413,28 @@ impl Store {
                 events.push((index, view));
             }
         }
-        Ok((events.into_iter().map(|(_, view)| view).collect(), String::new()))
+        Ok((
+            events.into_iter().map(|(_, view)| view).collect(),
+            String::new(),
+        ))
     }
 
     /// The runs of events a branch filter selects, oldest first.
-    fn segments(&self, session_key: &[u8], branch: &Option<(String, bool)>) -> Result<Vec<Segment>> {
+    fn segments(
+        &self,
+        session_key: &[u8],
+        branch: &Option<(String, bool)>,
+    ) -> Result<Vec<Segment>> {
         let Some((name, include_parents)) = branch else {
-            return Ok(vec![Segment { branch: None, upto: None }]);
+            return Ok(vec![Segment {
+                branch: None,
+                upto: None,
+            }]);
         };
-        let mut segments = vec![Segment { branch: Some(name.clone()), upto: None }];
+        let mut segments = vec![Segment {
+            branch: Some(name.clone()),
+            upto: None,
+        }];
         let mut current = name.clone();
         while !current.is_empty() {
             let record: StoredBranch = self
@@ -349,8 +446,12 @@ impl Store {
             if segments.len() > MAX_BRANCH_DEPTH {
                 return Err(ServiceError::DataLoss("branch chain does not end".into()));
             }
-            let root = EventSeq::from_bytes(&record.root_seq).ok_or_else(|| ServiceError::DataLoss("branch root".into()))?;
-            segments.push(Segment { branch: Some(record.parent.clone()), upto: Some(root) });
+            let root = EventSeq::from_bytes(&record.root_seq)
+                .ok_or_else(|| ServiceError::DataLoss("branch root".into()))?;
+            segments.push(Segment {
+                branch: Some(record.parent.clone()),
+                upto: Some(root),
+            });
             current = record.parent;
         }
         segments.reverse();
@@ -371,14 +472,24 @@ fn decode_cursor(cursor: &[u8], segments: usize) -> Result<(usize, Option<EventS
     if segment >= segments {
         return Err(invalid());
     }
-    Ok((segment, Some(EventSeq::from_bytes(&cursor[4..]).ok_or_else(invalid)?)))
+    Ok((
+        segment,
+        Some(EventSeq::from_bytes(&cursor[4..]).ok_or_else(invalid)?),
+    ))
 }
 
 /// Key bounds `[start, end)` of a segment scan, resuming after (or, newest first, before) `after`.
-fn segment_bounds(session_key: &[u8], segment: &Segment, after: Option<EventSeq>, reverse: bool) -> (Vec<u8>, Vec<u8>) {
+fn segment_bounds(
+    session_key: &[u8],
+    segment: &Segment,
+    after: Option<EventSeq>,
+    reverse: bool,
+) -> (Vec<u8>, Vec<u8>) {
     let just_past = |seq: EventSeq| [keys::event_key(session_key, seq).as_slice(), &[0]].concat();
     let mut start = session_key.to_vec();
-    let mut end = segment.upto.map_or_else(|| keys::prefix_end(session_key), just_past);
+    let mut end = segment
+        .upto
+        .map_or_else(|| keys::prefix_end(session_key), just_past);
     if let Some(after) = after {
         if reverse {
             end = end.min(keys::event_key(session_key, after));

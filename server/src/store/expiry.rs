@@ -30,7 +30,8 @@ impl ExpiryTable {
     /// Data of unknown memories is left alone: deleting memories is the range delete's job.
     pub fn expired(&self, memory_id: &str, create_us: u64, now_us: u64) -> bool {
         let map = self.retention_us.read().unwrap_or_else(|p| p.into_inner());
-        map.get(memory_id).is_some_and(|&ret| create_us.saturating_add(ret) <= now_us)
+        map.get(memory_id)
+            .is_some_and(|&ret| create_us.saturating_add(ret) <= now_us)
     }
 }
 
@@ -50,7 +51,11 @@ pub enum ExpiringKind {
 
 impl ExpiryFilterFactory {
     pub fn new(table: Arc<ExpiryTable>, kind: ExpiringKind) -> Self {
-        Self { table, kind, name: CString::new("memd.expiry.v1").expect("no NUL") }
+        Self {
+            table,
+            kind,
+            name: CString::new("memd.expiry.v1").expect("no NUL"),
+        }
     }
 }
 
@@ -101,5 +106,90 @@ impl CompactionFilter for ExpiryFilter {
 
     fn name(&self) -> &CStr {
         &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::codec::{StoredContent, StoredMemory, StoredPayload, StoredTurn};
+    use super::super::keys::cf;
+    use super::super::test_support::temp_store;
+    use super::super::{EventFilterSpec, EventListing, NewEvent};
+    use crate::error::ServiceError;
+
+    const DAY_US: u64 = 86_400_000_000;
+
+    #[test]
+    fn expired_events_are_hidden_then_compacted_away() {
+        let (_dir, store) = temp_store();
+        let now = crate::time::now_us();
+        let memory = StoredMemory {
+            memory_id: "m-1".into(),
+            name: "m".into(),
+            event_expiry_days: 1,
+            create_us: now,
+            update_us: now,
+            ..Default::default()
+        };
+        store.create_memory(memory, "", vec![]).unwrap();
+        let event = |session: &str| NewEvent {
+            memory_id: "m-1".into(),
+            actor_id: "a".into(),
+            session_id: session.into(),
+            event_ts_us: None,
+            payload: vec![StoredPayload {
+                content: Some(StoredContent::Conversational(StoredTurn {
+                    role: 1,
+                    text: "x".into(),
+                })),
+            }],
+            branch: String::new(),
+            branch_root: None,
+            metadata: Default::default(),
+            client_token: String::new(),
+            request_hash: vec![],
+        };
+        // Written three days ago (server time), and just now.
+        let (old, _) = store.append_event(event("old"), now - 3 * DAY_US).unwrap();
+        let (fresh, _) = store.append_event(event("new"), now).unwrap();
+
+        let get = |view: &super::super::EventView| {
+            store.event(
+                "m-1",
+                "a",
+                &view.session_id,
+                view.seq,
+                crate::time::now_us(),
+            )
+        };
+        assert!(matches!(get(&old), Err(ServiceError::NotFound(_))));
+        assert!(get(&fresh).is_ok());
+        let listing = EventListing {
+            memory_id: "m-1".into(),
+            actor_id: "a".into(),
+            session_id: "old".into(),
+            include_payloads: true,
+            filter: EventFilterSpec::default(),
+            page_size: 10,
+            page_token: String::new(),
+            newest_first: false,
+        };
+        assert!(store.list_events(&listing, now).unwrap().0.is_empty());
+
+        // Compaction drops the expired event for good and keeps the fresh one.
+        let events = store.cf(cf::EVENTS);
+        store.db.flush_cf(events).unwrap();
+        store
+            .db
+            .compact_range_cf(events, None::<&[u8]>, None::<&[u8]>);
+        let raw = |view: &super::super::EventView| {
+            let key = super::super::keys::event_key(
+                &super::super::keys::session_key("m-1", "a", &view.session_id),
+                view.seq,
+            );
+            store.db.get_cf(events, key).unwrap()
+        };
+        assert!(raw(&old).is_none());
+        assert!(raw(&fresh).is_some());
     }
 }

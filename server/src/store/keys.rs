@@ -36,8 +36,9 @@ pub mod cf {
     pub const TOKENS: &str = "tokens";
     pub const TIMERS: &str = "timers";
     /// Every column family, in creation order.
-    pub const ALL: [&str; 9] =
-        [MEMORIES, META, API_KEYS, ACTORS, SESSIONS, BRANCHES, EVENTS, TOKENS, TIMERS];
+    pub const ALL: [&str; 9] = [
+        MEMORIES, META, API_KEYS, ACTORS, SESSIONS, BRANCHES, EVENTS, TOKENS, TIMERS,
+    ];
     /// Column families whose keys start with the actor prefix (range-deleted with an actor).
     pub const ACTOR_SCOPED: [&str; 5] = [ACTORS, SESSIONS, BRANCHES, EVENTS, TOKENS];
 }
@@ -203,7 +204,10 @@ pub fn decode_timer_key(key: &[u8]) -> Result<(u64, &[u8])> {
         return Err(ServiceError::DataLoss("short timer key".into()));
     }
     let (deadline, session) = key.split_at(8);
-    Ok((u64::from_be_bytes(deadline.try_into().expect("8 bytes")), session))
+    Ok((
+        u64::from_be_bytes(deadline.try_into().expect("8 bytes")),
+        session,
+    ))
 }
 
 /// Prefix extractor for actor-scoped CFs: the key up to and including the second NUL.

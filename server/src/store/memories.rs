@@ -14,7 +14,8 @@ impl Store {
         for item in self.range(cf::MEMORIES, &[], &[0xff], false) {
             let (_, value) = item?;
             let memory: StoredMemory = codec::decode(&value)?;
-            self.expiry.set(&memory.memory_id, Some(memory.event_expiry_days));
+            self.expiry
+                .set(&memory.memory_id, Some(memory.event_expiry_days));
             map.insert(memory.memory_id.clone(), Arc::new(memory));
         }
         Ok(())
@@ -61,17 +62,28 @@ impl Store {
             };
             batch.put_cf(self.cf(cf::META), token_key, codec::encode(&token));
         }
-        if self.get(cf::MEMORIES, memory.memory_id.as_bytes())?.is_some() {
-            return Err(ServiceError::AlreadyExists(format!("memory {}", memory.memory_id)));
+        if self
+            .get(cf::MEMORIES, memory.memory_id.as_bytes())?
+            .is_some()
+        {
+            return Err(ServiceError::AlreadyExists(format!(
+                "memory {}",
+                memory.memory_id
+            )));
         }
-        batch.put_cf(self.cf(cf::MEMORIES), memory.memory_id.as_bytes(), codec::encode(&memory));
+        batch.put_cf(
+            self.cf(cf::MEMORIES),
+            memory.memory_id.as_bytes(),
+            codec::encode(&memory),
+        );
         self.commit(batch)?;
         Ok(self.cache_memory(memory))
     }
 
     fn cache_memory(&self, memory: StoredMemory) -> Arc<StoredMemory> {
         let memory = Arc::new(memory);
-        self.expiry.set(&memory.memory_id, Some(memory.event_expiry_days));
+        self.expiry
+            .set(&memory.memory_id, Some(memory.event_expiry_days));
         write(&self.memories).insert(memory.memory_id.clone(), memory.clone());
         memory
     }

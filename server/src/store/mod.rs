@@ -37,6 +37,9 @@ use tokio::sync::broadcast;
 
 const LOCK_STRIPES: usize = 4096;
 
+/// A raw key-value pair read from RocksDB.
+type Entry = (Box<[u8]>, Box<[u8]>);
+
 /// Options for [`Store::open`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -48,7 +51,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { sync_writes: true, block_cache_bytes: 128 << 20 }
+        Self {
+            sync_writes: true,
+            block_cache_bytes: 128 << 20,
+        }
     }
 }
 
@@ -74,14 +80,18 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.db.path()).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("path", &self.db.path())
+            .finish_non_exhaustive()
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a stripe cannot leave RocksDB half-written (batches are atomic),
     // so a poisoned lock is safe to reuse.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -89,7 +99,8 @@ fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 }
 
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn stripe(parts: &[&str]) -> usize {
@@ -127,7 +138,9 @@ impl Store {
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
-        db_opts.increase_parallelism(std::thread::available_parallelism().map_or(2, |n| n.get() as i32));
+        db_opts.increase_parallelism(
+            std::thread::available_parallelism().map_or(2, |n| n.get() as i32),
+        );
         db_opts.set_keep_log_file_num(10);
         let descriptors = cf::ALL.iter().map(|&name| {
             let mut opts = cf_options(name, &cache);
@@ -139,7 +152,10 @@ impl Store {
             if let Some(kind) = expiring {
                 // Expired events and their tokens are dropped by compaction; periodic
                 // compaction makes sure that happens even on files nothing writes over.
-                opts.set_compaction_filter_factory(expiry::ExpiryFilterFactory::new(expiry.clone(), kind));
+                opts.set_compaction_filter_factory(expiry::ExpiryFilterFactory::new(
+                    expiry.clone(),
+                    kind,
+                ));
                 opts.set_periodic_compaction_seconds(24 * 3600);
             }
             ColumnFamilyDescriptor::new(name, opts)
@@ -164,7 +180,9 @@ impl Store {
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("every column family is created at open")
+        self.db
+            .cf_handle(name)
+            .expect("every column family is created at open")
     }
 
     /// Commits one request's changes atomically, with the configured durability.
@@ -177,8 +195,14 @@ impl Store {
         Ok(self.db.get_cf(self.cf(cf_name), key)?)
     }
 
-    fn get_decoded<M: prost::Message + Default>(&self, cf_name: &str, key: &[u8]) -> Result<Option<M>> {
-        self.get(cf_name, key)?.map(|bytes| codec::decode(&bytes)).transpose()
+    fn get_decoded<M: prost::Message + Default>(
+        &self,
+        cf_name: &str,
+        key: &[u8],
+    ) -> Result<Option<M>> {
+        self.get(cf_name, key)?
+            .map(|bytes| codec::decode(&bytes))
+            .transpose()
     }
 
     /// An iterator over `[start, end)` of a column family, forward or backward.
@@ -188,24 +212,36 @@ impl Store {
         start: &[u8],
         end: &[u8],
         reverse: bool,
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + '_ {
+    ) -> impl Iterator<Item = Result<Entry>> + '_ {
         let mut opts = ReadOptions::default();
         opts.set_iterate_lower_bound(start.to_vec());
         opts.set_iterate_upper_bound(end.to_vec());
         // Bounds may cross prefixes (e.g. a memory's actors); don't let the prefix
         // extractor cut the scan short.
         opts.set_total_order_seek(true);
-        let mode = if reverse { rocksdb::IteratorMode::End } else { rocksdb::IteratorMode::Start };
+        let mode = if reverse {
+            rocksdb::IteratorMode::End
+        } else {
+            rocksdb::IteratorMode::Start
+        };
         self.db
             .iterator_cf_opt(self.cf(cf_name), opts, mode)
             .map(|item| item.map_err(ServiceError::from))
     }
 
     fn next_event_seq(&self, ts_us: u64) -> keys::EventSeq {
-        keys::EventSeq { ts_us, seq: self.next_seq.fetch_add(1, Ordering::Relaxed) }
+        keys::EventSeq {
+            ts_us,
+            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
-    fn session_lock(&self, memory_id: &str, actor_id: &str, session_id: &str) -> MutexGuard<'_, ()> {
+    fn session_lock(
+        &self,
+        memory_id: &str,
+        actor_id: &str,
+        session_id: &str,
+    ) -> MutexGuard<'_, ()> {
         lock(&self.session_locks[stripe(&[memory_id, actor_id, session_id])])
     }
 
@@ -221,7 +257,8 @@ impl Store {
     /// Flushes memtables to disk (used at shutdown so restarts replay little WAL).
     pub fn flush(&self) -> Result<()> {
         let cfs: Vec<_> = cf::ALL.iter().map(|name| self.cf(name)).collect();
-        self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
+        self.db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
         self.db.flush_wal(true)?;
         Ok(())
     }
@@ -257,8 +294,14 @@ pub(crate) mod test_support {
     /// A store in a fresh temp dir (kept alive by the returned guard).
     pub fn temp_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path(), &StoreOptions { sync_writes: false, ..Default::default() })
-            .expect("open store");
+        let store = Store::open(
+            dir.path(),
+            &StoreOptions {
+                sync_writes: false,
+                ..Default::default()
+            },
+        )
+        .expect("open store");
         (dir, store)
     }
 }

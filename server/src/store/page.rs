@@ -19,16 +19,19 @@ pub fn page_size(field: &str, requested: i32) -> Result<usize> {
     match requested {
         0 => Ok(DEFAULT_PAGE_SIZE),
         n if n < 0 => Err(ServiceError::invalid(field, "must not be negative")),
-        n if n as usize > MAX_PAGE_SIZE => {
-            Err(ServiceError::invalid(field, format!("must be at most {MAX_PAGE_SIZE}")))
-        }
+        n if n as usize > MAX_PAGE_SIZE => Err(ServiceError::invalid(
+            field,
+            format!("must be at most {MAX_PAGE_SIZE}"),
+        )),
         n => Ok(n as usize),
     }
 }
 
 fn digest(scope: &[u8]) -> [u8; DIGEST_LEN] {
     let full = Sha256::digest(scope);
-    full[..DIGEST_LEN].try_into().expect("digest is longer than 8 bytes")
+    full[..DIGEST_LEN]
+        .try_into()
+        .expect("digest is longer than 8 bytes")
 }
 
 /// Encodes the position `cursor` within `scope`.
@@ -47,7 +50,8 @@ pub fn decode(field: &str, token: &str, scope: &[u8]) -> Result<Option<Vec<u8>>>
     }
     let invalid = || ServiceError::invalid(field, "is not a page token of this listing");
     let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-    if raw.len() < 1 + DIGEST_LEN || raw[0] != TOKEN_VERSION || raw[1..=DIGEST_LEN] != digest(scope) {
+    if raw.len() < 1 + DIGEST_LEN || raw[0] != TOKEN_VERSION || raw[1..=DIGEST_LEN] != digest(scope)
+    {
         return Err(invalid());
     }
     Ok(Some(raw[1 + DIGEST_LEN..].to_vec()))
@@ -60,7 +64,10 @@ mod tests {
     #[test]
     fn tokens_are_bound_to_their_scope() {
         let token = encode(b"events/m/a/s", b"cursor");
-        assert_eq!(decode("page_token", &token, b"events/m/a/s").unwrap(), Some(b"cursor".to_vec()));
+        assert_eq!(
+            decode("page_token", &token, b"events/m/a/s").unwrap(),
+            Some(b"cursor".to_vec())
+        );
         assert!(decode("page_token", &token, b"events/m/b/s").is_err());
         assert!(decode("page_token", "!!!", b"x").is_err());
         assert!(decode("page_token", "AA", b"x").is_err());

@@ -45,14 +45,22 @@ impl Store {
     }
 
     /// Reads a session with its state at `now_us`.
-    pub fn session(&self, memory_id: &str, actor_id: &str, session_id: &str, now_us: u64) -> Result<SessionView> {
+    pub fn session(
+        &self,
+        memory_id: &str,
+        actor_id: &str,
+        session_id: &str,
+        now_us: u64,
+    ) -> Result<SessionView> {
         let memory = self.memory(memory_id)?;
         let key = keys::session_key(memory_id, actor_id, session_id);
-        let stored: StoredSession = self
-            .get_decoded(cf::SESSIONS, &key)?
-            .ok_or_else(|| ServiceError::not_found(format!("session {session_id} of actor {actor_id}")))?;
+        let stored: StoredSession = self.get_decoded(cf::SESSIONS, &key)?.ok_or_else(|| {
+            ServiceError::not_found(format!("session {session_id} of actor {actor_id}"))
+        })?;
         let policy = memory.session_policy.unwrap_or_default();
-        Ok(view(memory_id, actor_id, session_id, &stored, &policy, now_us))
+        Ok(view(
+            memory_id, actor_id, session_id, &stored, &policy, now_us,
+        ))
     }
 
     /// One page of an actor's sessions, in session id order.
@@ -82,10 +90,15 @@ impl Store {
             let (_, _, session_id) = keys::decode_session_key(&key)?;
             if sessions.len() == page_size {
                 let last: &SessionView = sessions.last().expect("page_size >= 1");
-                return Ok((sessions.clone(), page::encode(&scope, last.session_id.as_bytes())));
+                return Ok((
+                    sessions.clone(),
+                    page::encode(&scope, last.session_id.as_bytes()),
+                ));
             }
             let stored: StoredSession = codec::decode(&value)?;
-            sessions.push(view(memory_id, actor_id, session_id, &stored, &policy, now_us));
+            sessions.push(view(
+                memory_id, actor_id, session_id, &stored, &policy, now_us,
+            ));
         }
         Ok((sessions, String::new()))
     }
@@ -112,9 +125,10 @@ impl Store {
         let _lock = self.session_lock(memory_id, actor_id, session_id);
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(cf::TIMERS), timer);
-        let (Ok(memory), Some(mut stored)) =
-            (self.memory(memory_id), self.get_decoded::<StoredSession>(cf::SESSIONS, session_key)?)
-        else {
+        let (Ok(memory), Some(mut stored)) = (
+            self.memory(memory_id),
+            self.get_decoded::<StoredSession>(cf::SESSIONS, session_key)?,
+        ) else {
             // The session (or its memory) was deleted: drop the stale timer.
             self.commit(batch)?;
             return Ok(false);
