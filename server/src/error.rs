@@ -24,9 +24,6 @@ pub enum ServiceError {
     /// The caller's key does not allow this action on this resource.
     #[error("{0}")]
     PermissionDenied(String),
-    /// The server is shutting down.
-    #[error("server is shutting down")]
-    Unavailable,
     /// A stored value could not be decoded: corruption or a format from a newer memd.
     #[error("stored data is unreadable: {0}")]
     DataLoss(String),
@@ -71,7 +68,6 @@ impl From<ServiceError> for Status {
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServiceError::Unauthenticated(_) => Code::Unauthenticated,
             ServiceError::PermissionDenied(_) => Code::PermissionDenied,
-            ServiceError::Unavailable => Code::Unavailable,
             ServiceError::DataLoss(_) => Code::DataLoss,
             ServiceError::Internal(_) => Code::Internal,
         };

@@ -8,6 +8,7 @@ mod limits;
 mod memories;
 mod ops;
 mod sessions;
+mod tls;
 
 use tonic::Code;
 
