@@ -49,8 +49,9 @@ setup() {
 
 cmd_serve() {
   setup
-  echo "dev.sh: building memd (release; the first build compiles RocksDB, ~10 min on 2 cores)" >&2
-  cargo build --release --locked -p memd-server --bin memd
+  echo "dev.sh: building memd and memctl (release; the first build compiles RocksDB, ~10 min on 2 cores)" >&2
+  cargo build --release --locked -p memd-server -p memd-cli --bins
+  echo "dev.sh: memctl is at $CARGO_TARGET_DIR/release/memctl" >&2
   exec "$CARGO_TARGET_DIR/release/memd" "$@"
 }
 
