@@ -110,6 +110,18 @@ async fn tenants_cannot_touch_each_other() {
         seen.iter().map(|a| a.actor_id.as_str()).collect::<Vec<_>>(),
         ["globex/bob"]
     );
+    // Neighbours just outside the glob's literal prefix stay invisible.
+    admin
+        .create_event(text_event(m, "acme0", "s", "x"))
+        .await
+        .unwrap();
+    admin
+        .create_event(text_event(m, "acme", "s", "x"))
+        .await
+        .unwrap();
+    let mine: Vec<pb::Actor> = acme.all_actors(m).try_collect().await.unwrap();
+    assert_eq!(mine.len(), 31, "acme/alice and acme/user00..29");
+    assert!(mine.iter().all(|a| a.actor_id.starts_with("acme/")));
     let page = acme
         .list_actors(pb::ListActorsRequest {
             memory_id: m.into(),

@@ -19,6 +19,7 @@ pub struct Principal {
 struct Policy {
     memory_ids: Vec<String>,
     actor_patterns: Vec<WildMatch>,
+    raw_patterns: Vec<String>,
     /// The patterns include "*" itself: the key is not limited to some actors.
     all_actors: bool,
     actions: Vec<Action>,
@@ -77,6 +78,7 @@ impl Principal {
                 .map(|p| WildMatch::new(p))
                 .collect(),
             all_actors: policy.actor_patterns.iter().any(|p| p == "*"),
+            raw_patterns: policy.actor_patterns.clone(),
             actions: policy
                 .actions
                 .iter()
@@ -132,6 +134,29 @@ impl Principal {
             .is_none_or(|p| p.allows_memory(memory_id) && !p.actions.is_empty())
     }
 
+    /// The literal prefix every actor the caller may see starts with ("" when unrestricted):
+    /// the longest common prefix of the parts of its globs before the first wildcard.
+    pub fn actor_id_prefix(&self) -> String {
+        let Some(policy) = &self.policy else {
+            return String::new();
+        };
+        let literals = policy
+            .raw_patterns
+            .iter()
+            .map(|p| &p[..p.find(['*', '?']).unwrap_or(p.len())]);
+        literals
+            .reduce(|common, next| {
+                let shared = common
+                    .bytes()
+                    .zip(next.bytes())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                &common[..shared]
+            })
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// Whether listings show this actor to the caller (read access to it).
     pub fn sees_actor(&self, actor_id: &str) -> bool {
         self.policy
@@ -163,6 +188,20 @@ mod tests {
         assert!(p.require_actor(Action::Read, "m2", "acme/alice").is_err());
         assert!(p.require_global_admin().is_err());
         assert!(!p.sees_actor("acmex"));
+        assert_eq!(p.actor_id_prefix(), "acme/");
+        assert_eq!(
+            key(&["m1"], &["acme/eu-*", "acme/us-?"], &[Action::Read]).actor_id_prefix(),
+            "acme/"
+        );
+        assert_eq!(
+            key(&["m1"], &["acme/*", "globex/*"], &[Action::Read]).actor_id_prefix(),
+            ""
+        );
+        assert_eq!(
+            key(&["m1"], &["exact-actor"], &[Action::Read]).actor_id_prefix(),
+            "exact-actor"
+        );
+        assert_eq!(Principal::superuser().actor_id_prefix(), "");
     }
 
     #[test]

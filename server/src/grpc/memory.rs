@@ -182,7 +182,8 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         let page_size = page::page_size("page_size", page_size)?;
         let store = self.store.clone();
         let (actors, next_page_token) = blocking(move || {
-            store.list_actors(&memory_id, page_size, &page_token, |actor| {
+            let id_prefix = caller.actor_id_prefix();
+            store.list_actors(&memory_id, page_size, &page_token, &id_prefix, |actor| {
                 caller.sees_actor(actor)
             })
         })

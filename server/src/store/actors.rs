@@ -15,23 +15,30 @@ pub struct ActorView {
 
 impl Store {
     /// One page of a memory's actors that `visible` admits, in actor id order. The policy
-    /// filter runs inside the scan, so a page is never short because of hidden actors.
+    /// filter runs inside the scan, so a page is never short because of hidden actors, and
+    /// the scan covers only actor ids starting with `id_prefix` (the literal part the key's
+    /// globs share), so a tenant's listing does not walk every other tenant's actors.
     pub fn list_actors(
         &self,
         memory_id: &str,
         page_size: usize,
         page_token: &str,
+        id_prefix: &str,
         visible: impl Fn(&str) -> bool,
     ) -> Result<(Vec<ActorView>, String)> {
         self.memory(memory_id)?;
         let prefix = keys::memory_prefix(memory_id);
         let scope = [b"actors\0".as_slice(), &prefix].concat();
+        let narrowed = [prefix.as_slice(), id_prefix.as_bytes()].concat();
         let start = match page::decode("page_token", page_token, &scope)? {
-            Some(cursor) => [prefix.as_slice(), &cursor, &[0, 0]].concat(),
-            None => prefix.clone(),
+            Some(cursor) => [prefix.as_slice(), &cursor, &[0, 0]]
+                .concat()
+                .max(narrowed.clone()),
+            None => narrowed.clone(),
         };
+        let end = keys::prefix_successor(&narrowed).min(keys::prefix_end(&prefix));
         let mut actors: Vec<ActorView> = Vec::new();
-        for item in self.range(cf::ACTORS, &start, &keys::prefix_end(&prefix), false) {
+        for item in self.range(cf::ACTORS, &start, &end, false) {
             let (key, value) = item?;
             let (_, actor_id) = keys::decode_actor_key(&key)?;
             if !visible(actor_id) {

@@ -71,6 +71,19 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     end
 }
 
+/// The smallest key greater than every key starting with `prefix` (any bytes).
+pub fn prefix_successor(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff (or empty): nothing is greater; callers clamp with their own upper bound.
+    vec![u8::MAX; prefix.len() + 1]
+}
+
 /// `memory_id \0`: everything of one memory in an actor-scoped column family.
 pub fn memory_prefix(memory_id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(memory_id.len() + 1);
@@ -282,6 +295,13 @@ mod tests {
             let inside = key_b.as_slice() >= pa.as_slice() && key_b < prefix_end(&pa);
             prop_assert!(!inside);
         }
+    }
+
+    #[test]
+    fn prefix_successors() {
+        assert_eq!(prefix_successor(b"acme/"), b"acme0".to_vec());
+        assert_eq!(prefix_successor(&[b'a', 0xff]), b"b".to_vec());
+        assert_eq!(prefix_successor(b""), vec![0xff]);
     }
 
     #[test]
