@@ -91,7 +91,11 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
             request_hash: hash,
         };
         let store = self.store.clone();
-        let (event, _) = blocking(move || store.append_event(new, now_us())).await?;
+        // Its own task: once queued for commit, an append must finish (and release its
+        // locks) even if the client goes away.
+        let (event, _) = tokio::spawn(async move { store.append_event(new, now_us()).await })
+            .await
+            .map_err(ServiceError::from)??;
         Ok(Response::new(pb::CreateEventResponse {
             event: Some(convert::event(event)),
         }))

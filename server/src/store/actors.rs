@@ -2,7 +2,7 @@
 
 use super::codec::{self, StoredActor};
 use super::keys::{self, cf};
-use super::{Store, page, read, write};
+use super::{Store, page};
 use crate::error::{Result, ServiceError};
 use rocksdb::WriteBatch;
 
@@ -61,8 +61,8 @@ impl Store {
     /// Erases everything stored for an actor: events, sessions, branches, tokens.
     pub fn delete_actor(&self, memory_id: &str, actor_id: &str) -> Result<()> {
         self.memory(memory_id)?;
-        let _memory_gate = read(&self.memory_gate);
-        let _actor_gate = write(self.actor_gate(memory_id, actor_id));
+        let _memory_gate = self.memory_gate.blocking_read();
+        let _actor_gate = self.actor_gate(memory_id, actor_id).blocking_write();
         let prefix = keys::actor_prefix(memory_id, actor_id);
         if self.get(cf::ACTORS, &prefix)?.is_none() {
             return Err(ServiceError::not_found(format!("actor {actor_id}")));

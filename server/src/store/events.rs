@@ -2,8 +2,9 @@
 //! reads, filtered and paginated listings, deletion.
 
 use super::codec::{self, StoredActor, StoredBranch, StoredEvent, StoredSession, StoredToken};
+use super::commit::Batch;
 use super::keys::{self, EventSeq, cf};
-use super::{SessionTransition, Store, page, read};
+use super::{SessionTransition, Store, page};
 use crate::error::{Result, ServiceError};
 use crate::lifecycle;
 use memd_proto::v1::SessionState;
@@ -89,12 +90,19 @@ const MAX_BRANCH_DEPTH: usize = 1000;
 impl Store {
     /// Appends an event; returns it and whether it was newly written (false: an idempotent
     /// replay of an earlier request with the same client token).
-    pub fn append_event(&self, new: NewEvent, now_us: u64) -> Result<(EventView, bool)> {
+    ///
+    /// The reads are point lookups (memtable or block cache in the common case) and run on the
+    /// caller's task; the write joins the next group commit. Callers must not cancel the
+    /// future between those two steps (the server runs it as its own task).
+    pub async fn append_event(&self, new: NewEvent, now_us: u64) -> Result<(EventView, bool)> {
         let memory = self.memory(&new.memory_id)?;
         let policy = memory.session_policy.unwrap_or_default();
-        let _memory_gate = read(&self.memory_gate);
-        let _actor_gate = read(self.actor_gate(&new.memory_id, &new.actor_id));
-        let _session = self.session_lock(&new.memory_id, &new.actor_id, &new.session_id);
+        let _memory_gate = self.memory_gate.read().await;
+        let _actor_gate = self.actor_gate(&new.memory_id, &new.actor_id).read().await;
+        let _session = self
+            .session_lock(&new.memory_id, &new.actor_id, &new.session_id)
+            .lock()
+            .await;
 
         let token_key = (!new.client_token.is_empty())
             .then(|| keys::event_token_key(&new.memory_id, &new.actor_id, &new.client_token));
@@ -116,7 +124,7 @@ impl Store {
             )));
         }
 
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let branch_root =
             self.resolve_branch(&new, &session_key, previous.is_some(), now_us, &mut batch)?;
         let seq = self.next_event_seq(new.event_ts_us.unwrap_or(now_us));
@@ -131,12 +139,12 @@ impl Store {
                 .unwrap_or_default(),
         };
         let event_key = keys::event_key(&session_key, seq);
-        batch.put_cf(self.cf(cf::EVENTS), &event_key, codec::encode(&event));
+        batch.put(cf::EVENTS, &event_key, codec::encode(&event));
 
         let session = match &previous {
             Some(old) => {
                 if let Some(deadline) = lifecycle::next_deadline(old, &policy) {
-                    batch.delete_cf(self.cf(cf::TIMERS), keys::timer_key(deadline, &session_key));
+                    batch.delete(cf::TIMERS, keys::timer_key(deadline, &session_key));
                 }
                 StoredSession {
                     last_event_us: now_us,
@@ -148,8 +156,8 @@ impl Store {
             None => {
                 let actor_key = keys::actor_prefix(&new.memory_id, &new.actor_id);
                 if self.get(cf::ACTORS, &actor_key)?.is_none() {
-                    batch.put_cf(
-                        self.cf(cf::ACTORS),
+                    batch.put(
+                        cf::ACTORS,
                         &actor_key,
                         codec::encode(&StoredActor { create_us: now_us }),
                     );
@@ -163,13 +171,9 @@ impl Store {
                 }
             }
         };
-        batch.put_cf(self.cf(cf::SESSIONS), &session_key, codec::encode(&session));
+        batch.put(cf::SESSIONS, &session_key, codec::encode(&session));
         if let Some(deadline) = lifecycle::next_deadline(&session, &policy) {
-            batch.put_cf(
-                self.cf(cf::TIMERS),
-                keys::timer_key(deadline, &session_key),
-                [],
-            );
+            batch.put(cf::TIMERS, keys::timer_key(deadline, &session_key), []);
         }
         if let Some(token_key) = token_key {
             let token = StoredToken {
@@ -177,9 +181,9 @@ impl Store {
                 target: event_key,
                 create_us: now_us,
             };
-            batch.put_cf(self.cf(cf::TOKENS), token_key, codec::encode(&token));
+            batch.put(cf::TOKENS, token_key, codec::encode(&token));
         }
-        self.commit(batch)?;
+        self.committer.commit(batch).await?;
 
         let from = match previous
             .as_ref()
@@ -247,7 +251,7 @@ impl Store {
         session_key: &[u8],
         session_exists: bool,
         now_us: u64,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
     ) -> Result<Option<EventSeq>> {
         if new.branch.is_empty() {
             return Ok(None);
@@ -287,7 +291,7 @@ impl Store {
             parent: root_event.branch,
             create_us: now_us,
         };
-        batch.put_cf(self.cf(cf::BRANCHES), branch_key, codec::encode(&branch));
+        batch.put(cf::BRANCHES, branch_key, codec::encode(&branch));
         Ok(Some(root))
     }
 
@@ -324,7 +328,9 @@ impl Store {
         seq: EventSeq,
     ) -> Result<()> {
         self.memory(memory_id)?;
-        let _session = self.session_lock(memory_id, actor_id, session_id);
+        let _session = self
+            .session_lock(memory_id, actor_id, session_id)
+            .blocking_lock();
         let key = keys::event_key(&keys::session_key(memory_id, actor_id, session_id), seq);
         let stored: StoredEvent = self
             .get_decoded(cf::EVENTS, &key)?

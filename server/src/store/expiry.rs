@@ -150,8 +150,15 @@ mod tests {
             request_hash: vec![],
         };
         // Written three days ago (server time), and just now.
-        let (old, _) = store.append_event(event("old"), now - 3 * DAY_US).unwrap();
-        let (fresh, _) = store.append_event(event("new"), now).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (old, _) = runtime
+            .block_on(store.append_event(event("old"), now - 3 * DAY_US))
+            .unwrap();
+        let (fresh, _) = runtime
+            .block_on(store.append_event(event("new"), now))
+            .unwrap();
 
         let get = |view: &super::super::EventView| {
             store.event(

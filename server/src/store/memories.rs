@@ -38,7 +38,7 @@ impl Store {
         request_hash: Vec<u8>,
     ) -> Result<Arc<StoredMemory>> {
         // Memory creation is rare: one global section keeps token check and write atomic.
-        let _gate = write(&self.memory_gate);
+        let _gate = self.memory_gate.blocking_write();
         let mut batch = WriteBatch::default();
         if !client_token.is_empty() {
             let token_key = keys::memory_token_key(client_token);
@@ -94,7 +94,7 @@ impl Store {
         memory_id: &str,
         change: impl FnOnce(&mut StoredMemory) -> Result<()>,
     ) -> Result<Arc<StoredMemory>> {
-        let _gate = write(&self.memory_gate);
+        let _gate = self.memory_gate.blocking_write();
         let mut memory = (*self.memory(memory_id)?).clone();
         change(&mut memory)?;
         self.db.put_cf_opt(
@@ -108,7 +108,7 @@ impl Store {
 
     /// Deletes a memory and everything under it.
     pub fn delete_memory(&self, memory_id: &str) -> Result<()> {
-        let _gate = write(&self.memory_gate);
+        let _gate = self.memory_gate.blocking_write();
         self.memory(memory_id)?;
         let prefix = keys::memory_prefix(memory_id);
         let end = keys::prefix_end(&prefix);

@@ -1,11 +1,11 @@
 //! The only code that talks to RocksDB: the source of truth for everything memd holds.
 //! The key layout is documented in [`keys`]; values use the private format in [`codec`].
 //!
-//! Concurrency: every request's changes are one atomic `WriteBatch`. Read-modify-write
-//! sequences (a session's counters, its timers) run under a striped per-session mutex;
-//! `DeleteActor` and `DeleteMemory` take exclusive gates that appends hold shared, so an
-//! append can never resurrect data inside a range that is being erased. Durable writes are
-//! group-committed by RocksDB's write path: concurrent synced writers share one WAL fsync.
+//! Concurrency: every request's changes are one atomic batch. Read-modify-write sequences (a
+//! session's counters, its timers) run under a striped per-session mutex; `DeleteActor` and
+//! `DeleteMemory` take exclusive gates that appends hold shared, so an append can never
+//! resurrect data inside a range that is being erased. Appends are group-committed by the
+//! committer thread ([`commit`]): concurrent requests share one WAL write and one fsync.
 
 pub mod codec;
 pub mod keys;
@@ -13,6 +13,7 @@ pub mod page;
 
 mod actors;
 mod apikeys;
+mod commit;
 mod events;
 mod expiry;
 mod memories;
@@ -32,8 +33,8 @@ use rocksdb::{
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use tokio::sync::broadcast;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::{Mutex as AsyncMutex, RwLock as AsyncRwLock, broadcast};
 
 const LOCK_STRIPES: usize = 4096;
 
@@ -60,18 +61,22 @@ impl Default for StoreOptions {
 
 /// The RocksDB-backed store.
 pub struct Store {
-    db: DB,
+    db: Arc<DB>,
     write_opts: WriteOptions,
+    /// Group commit for appends (see [`commit`]).
+    committer: commit::Committer,
     /// Memory configurations by id, loaded at open and kept in step with every change.
     memories: RwLock<HashMap<String, Arc<StoredMemory>>>,
     /// Expiry horizon per memory, shared with the compaction filter.
     expiry: Arc<expiry::ExpiryTable>,
-    /// Per-session mutexes for read-modify-write of session bookkeeping.
-    session_locks: Box<[Mutex<()>]>,
+    /// Per-session mutexes for read-modify-write of session bookkeeping. Async locks: an
+    /// append holds its stripe while it awaits its group commit; blocking paths (sweeper,
+    /// deletes) take them with `blocking_*` from the blocking pool.
+    session_locks: Box<[AsyncMutex<()>]>,
     /// Shared by appends, exclusive for `DeleteActor` of an actor hashing here.
-    actor_gates: Box<[RwLock<()>]>,
-    /// Shared by appends, exclusive for `DeleteMemory`.
-    memory_gate: RwLock<()>,
+    actor_gates: Box<[AsyncRwLock<()>]>,
+    /// Shared by appends, exclusive for memory creation, update and deletion.
+    memory_gate: AsyncRwLock<()>,
     /// Arrival counter for event ids; starts at the wall clock in ns so ids stay unique
     /// across restarts.
     next_seq: AtomicU64,
@@ -84,14 +89,6 @@ impl std::fmt::Debug for Store {
             .field("path", &self.db.path())
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a stripe cannot leave RocksDB half-written (batches are atomic),
-    // so a poisoned lock is safe to reuse.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -160,18 +157,22 @@ impl Store {
             }
             ColumnFamilyDescriptor::new(name, opts)
         });
-        let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
-        let mut write_opts = WriteOptions::default();
-        write_opts.set_sync(options.sync_writes);
+        let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, descriptors)?);
+        let write_opts = || {
+            let mut opts = WriteOptions::default();
+            opts.set_sync(options.sync_writes);
+            opts
+        };
         let (transitions, _) = broadcast::channel(4096);
         let store = Self {
+            committer: commit::Committer::start(db.clone(), write_opts()),
             db,
-            write_opts,
+            write_opts: write_opts(),
             memories: RwLock::default(),
             expiry,
-            session_locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            actor_gates: (0..LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
-            memory_gate: RwLock::new(()),
+            session_locks: (0..LOCK_STRIPES).map(|_| AsyncMutex::new(())).collect(),
+            actor_gates: (0..LOCK_STRIPES).map(|_| AsyncRwLock::new(())).collect(),
+            memory_gate: AsyncRwLock::new(()),
             next_seq: AtomicU64::new(now_us().saturating_mul(1000)),
             transitions,
         };
@@ -236,16 +237,11 @@ impl Store {
         }
     }
 
-    fn session_lock(
-        &self,
-        memory_id: &str,
-        actor_id: &str,
-        session_id: &str,
-    ) -> MutexGuard<'_, ()> {
-        lock(&self.session_locks[stripe(&[memory_id, actor_id, session_id])])
+    fn session_lock(&self, memory_id: &str, actor_id: &str, session_id: &str) -> &AsyncMutex<()> {
+        &self.session_locks[stripe(&[memory_id, actor_id, session_id])]
     }
 
-    fn actor_gate(&self, memory_id: &str, actor_id: &str) -> &RwLock<()> {
+    fn actor_gate(&self, memory_id: &str, actor_id: &str) -> &AsyncRwLock<()> {
         &self.actor_gates[stripe(&[memory_id, actor_id])]
     }
 

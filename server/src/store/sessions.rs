@@ -122,7 +122,9 @@ impl Store {
     fn fire_timer(&self, timer: &[u8], now_us: u64) -> Result<bool> {
         let (_, session_key) = keys::decode_timer_key(timer)?;
         let (memory_id, actor_id, session_id) = keys::decode_session_key(session_key)?;
-        let _lock = self.session_lock(memory_id, actor_id, session_id);
+        let _lock = self
+            .session_lock(memory_id, actor_id, session_id)
+            .blocking_lock();
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(cf::TIMERS), timer);
         let (Ok(memory), Some(mut stored)) = (
