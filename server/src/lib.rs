@@ -81,11 +81,6 @@ impl Server {
         })
     }
 
-    /// The store (for in-process tools such as the benchmark's floor).
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
-    }
-
     /// Session state transitions, for in-process subscribers (extraction triggers).
     pub fn subscribe_transitions(&self) -> broadcast::Receiver<SessionTransition> {
         self.store.subscribe_transitions()
