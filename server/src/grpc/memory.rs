@@ -93,7 +93,7 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         let store = self.store.clone();
         // Its own task: once queued for commit, an append must finish (and release its
         // locks) even if the client goes away.
-        let (event, _) = tokio::spawn(async move { store.append_event(new, now_us()).await })
+        let event = tokio::spawn(async move { store.append_event(new, now_us()).await })
             .await
             .map_err(ServiceError::from)??;
         Ok(Response::new(pb::CreateEventResponse {

@@ -88,13 +88,13 @@ struct Segment {
 const MAX_BRANCH_DEPTH: usize = 1000;
 
 impl Store {
-    /// Appends an event; returns it and whether it was newly written (false: an idempotent
-    /// replay of an earlier request with the same client token).
+    /// Appends an event and returns it; an idempotent replay (same client token, same
+    /// request) returns the original event and writes nothing.
     ///
     /// The reads are point lookups (memtable or block cache in the common case) and run on the
     /// caller's task; the write joins the next group commit. Callers must not cancel the
     /// future between those two steps (the server runs it as its own task).
-    pub async fn append_event(&self, new: NewEvent, now_us: u64) -> Result<(EventView, bool)> {
+    pub async fn append_event(&self, new: NewEvent, now_us: u64) -> Result<EventView> {
         let memory = self.memory(&new.memory_id)?;
         let policy = memory.session_policy.unwrap_or_default();
         let _memory_gate = self.memory_gate.read().await;
@@ -109,7 +109,7 @@ impl Store {
         if let Some(token_key) = &token_key
             && let Some(replay) = self.replay_token(&new, token_key)?
         {
-            return Ok((replay, false));
+            return Ok(replay);
         }
 
         let session_key = keys::session_key(&new.memory_id, &new.actor_id, &new.session_id);
@@ -210,7 +210,7 @@ impl Store {
             seq,
             stored: event,
         };
-        Ok((view, true))
+        Ok(view)
     }
 
     /// The original event of a reused client token, or ALREADY_EXISTS for another request.

@@ -153,10 +153,10 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let (old, _) = runtime
+        let old = runtime
             .block_on(store.append_event(event("old"), now - 3 * DAY_US))
             .unwrap();
-        let (fresh, _) = runtime
+        let fresh = runtime
             .block_on(store.append_event(event("new"), now))
             .unwrap();
 
