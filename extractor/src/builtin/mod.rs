@@ -1,0 +1,334 @@
+//! The built-in extractor: useful records from conversation with no model and no network.
+//!
+//! Facts and preferences are the informative sentences of each turn ([`statements`]),
+//! rewritten in the third person with absolute dates. Summaries and episodes are assembled
+//! from the highest-scoring statements of the whole session.
+
+mod attribute;
+mod statements;
+
+pub use attribute::attribute;
+pub use statements::{Statement, statements};
+
+use crate::dates::format_day;
+use crate::text::{content_words, is_stopword};
+use crate::{Candidate, ExtractError, Extractor, Input, RecordKind, Role, Slot, Turn};
+use chrono::{DateTime, NaiveTime, Utc};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Key points a summary keeps.
+const SUMMARY_POINTS: usize = 10;
+/// Topics a summary names.
+const SUMMARY_TOPICS: usize = 6;
+
+/// The default extractor. Deterministic: the same input always gives the same candidates.
+#[derive(Debug, Default, Clone)]
+pub struct BuiltinExtractor;
+
+impl Extractor for BuiltinExtractor {
+    fn name(&self) -> &str {
+        "builtin"
+    }
+
+    fn version(&self) -> &str {
+        "1"
+    }
+
+    fn extract(&self, input: &Input<'_>) -> Result<Vec<Candidate>, ExtractError> {
+        Ok(match input.kind {
+            RecordKind::Fact => facts(input),
+            RecordKind::Preference => preferences(input),
+            RecordKind::Summary => summary(input).into_iter().collect(),
+            RecordKind::Episode => episode(input).into_iter().collect(),
+        })
+    }
+}
+
+/// A statement with the turn it came from.
+struct Sourced<'a> {
+    turn: &'a Turn,
+    statement: Statement,
+    /// The turn before, when another participant said it.
+    previous: Option<&'a Turn>,
+}
+
+/// Every statement of the input's turns; "you" resolves to the previous other speaker.
+fn sourced<'a>(input: &Input<'a>) -> Vec<Sourced<'a>> {
+    let mut out = Vec::new();
+    let mut previous: Option<&Turn> = input.context.last();
+    for turn in input.turns {
+        if turn.role != Role::Tool {
+            let other = previous.filter(|p| p.speaker != turn.speaker);
+            for statement in statements(turn, other.map(|p| p.speaker.as_str())) {
+                out.push(Sourced {
+                    turn,
+                    statement,
+                    previous: other,
+                });
+            }
+        }
+        previous = Some(turn);
+    }
+    out
+}
+
+fn valid_from(statement: &Statement, turn: &Turn) -> DateTime<Utc> {
+    statement
+        .date
+        .filter(|d| *d <= turn.time.date_naive())
+        .map_or(turn.time, |d| d.and_time(NaiveTime::MIN).and_utc())
+}
+
+fn facts(input: &Input<'_>) -> Vec<Candidate> {
+    sourced(input)
+        .into_iter()
+        .map(|s| Candidate {
+            slot: state_slot(&s.statement.text, &s.turn.speaker),
+            valid_from: valid_from(&s.statement, s.turn),
+            source_event_ids: vec![s.turn.event_id.clone()],
+            text: s.statement.text,
+        })
+        .collect()
+}
+
+/// Facts of which only one can hold at a time ("lives in", "works at"): a new value
+/// supersedes the old one.
+fn state_slot(text: &str, speaker: &str) -> Option<Slot> {
+    const FRAMES: [(&str, &[&str]); 4] = [
+        (
+            "residence",
+            &["lives in", "moved to", "is living in", "relocated to"],
+        ),
+        (
+            "job",
+            &[
+                "works at",
+                "works for",
+                "works as",
+                "is working at",
+                "is working as",
+            ],
+        ),
+        ("partner", &["is married to", "is engaged to", "is dating"]),
+        ("age", &["is turning", "just turned"]),
+    ];
+    let lower = text.to_lowercase();
+    let subject = speaker.to_lowercase();
+    FRAMES.iter().find_map(|(frame, phrases)| {
+        phrases
+            .iter()
+            .any(|p| lower.starts_with(&format!("{subject} {p} ")))
+            .then(|| Slot::Exclusive(format!("{frame}:{subject}")))
+    })
+}
+
+fn preferences(input: &Input<'_>) -> Vec<Candidate> {
+    sourced(input)
+        .into_iter()
+        .filter_map(|s| {
+            let preference = s.statement.preference.as_ref()?;
+            let mut context = format!("said on {}", format_day(s.turn.time.date_naive()));
+            if let Some(question) = s.previous.and_then(|p| last_question(&p.text)) {
+                context.push_str(&format!(", when asked \"{question}\""));
+            }
+            let text = format!(
+                "{} ({context})",
+                s.statement.text.trim_end_matches(['.', '!'])
+            );
+            Some(Candidate {
+                slot: Some(Slot::Exclusive(format!(
+                    "preference:{}:{}",
+                    s.turn.speaker.to_lowercase(),
+                    preference.object
+                ))),
+                valid_from: valid_from(&s.statement, s.turn),
+                source_event_ids: vec![s.turn.event_id.clone()],
+                text,
+            })
+        })
+        .collect()
+}
+
+/// The last question in a turn, shortened.
+fn last_question(text: &str) -> Option<String> {
+    let question = crate::text::sentences(text)
+        .into_iter()
+        .rev()
+        .find(|s| s.ends_with('?'))?;
+    Some(if question.chars().count() > 120 {
+        question.chars().take(117).collect::<String>() + "..."
+    } else {
+        question
+    })
+}
+
+/// "8 May 2023" or "8 May 2023 to 10 May 2023".
+fn span(turns: &[Turn]) -> String {
+    let first = turns.first().map(|t| t.time.date_naive());
+    let last = turns.last().map(|t| t.time.date_naive());
+    match (first, last) {
+        (Some(a), Some(b)) if a != b => format!("{} to {}", format_day(a), format_day(b)),
+        (Some(a), _) => format_day(a),
+        _ => String::new(),
+    }
+}
+
+fn participants(turns: &[Turn]) -> Vec<&str> {
+    let mut seen = Vec::new();
+    for turn in turns {
+        if turn.role != Role::Tool && !seen.contains(&turn.speaker.as_str()) {
+            seen.push(turn.speaker.as_str());
+        }
+    }
+    seen
+}
+
+/// The most frequent content words of the session, names and small talk excluded.
+fn topics(turns: &[Turn], names: &[&str]) -> Vec<String> {
+    let names: BTreeSet<String> = names.iter().map(|n| n.to_lowercase()).collect();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for turn in turns {
+        for word in content_words(&turn.text) {
+            if word.len() > 3
+                && !is_stopword(&word)
+                && !names.contains(&word)
+                && word.chars().all(char::is_alphabetic)
+            {
+                *counts.entry(word).or_default() += 1;
+            }
+        }
+    }
+    let mut ranked: Vec<(String, usize)> = counts.into_iter().filter(|(_, n)| *n > 1).collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    ranked
+        .into_iter()
+        .take(SUMMARY_TOPICS)
+        .map(|(w, _)| w)
+        .collect()
+}
+
+/// The `n` best statements, back in conversation order.
+fn best(all: Vec<Sourced<'_>>, n: usize) -> Vec<Sourced<'_>> {
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.sort_by(|&a, &b| {
+        all[b]
+            .statement
+            .score
+            .total_cmp(&all[a].statement.score)
+            .then(a.cmp(&b))
+    });
+    let keep: BTreeSet<usize> = order.into_iter().take(n).collect();
+    all.into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep.contains(i))
+        .map(|(_, s)| s)
+        .collect()
+}
+
+fn summary(input: &Input<'_>) -> Option<Candidate> {
+    let turns = input.turns;
+    let first = turns.first()?;
+    let people = participants(turns);
+    let points = best(sourced(input), SUMMARY_POINTS);
+    let mut text = format!(
+        "{} between {} on {} ({} turns{}).",
+        if input.session_ended {
+            "Conversation"
+        } else {
+            "Ongoing conversation"
+        },
+        join_names(&people),
+        span(turns),
+        turns.len(),
+        if input.session_ended { ", ended" } else { "" },
+    );
+    let topics = topics(turns, &people);
+    if !topics.is_empty() {
+        text.push_str(&format!(" Topics: {}.", topics.join(", ")));
+    }
+    if !points.is_empty() {
+        text.push_str(" Key points: ");
+        text.push_str(
+            &points
+                .iter()
+                .map(|p| p.statement.text.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    let mut sources: Vec<String> = points.iter().map(|p| p.turn.event_id.clone()).collect();
+    sources.dedup();
+    if sources.is_empty() {
+        sources.push(first.event_id.clone());
+    }
+    Some(Candidate {
+        text,
+        source_event_ids: sources,
+        slot: Some(Slot::Running("summary".into())),
+        valid_from: first.time,
+    })
+}
+
+fn join_names(names: &[&str]) -> String {
+    match names {
+        [] => "unknown participants".into(),
+        [one] => (*one).into(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+fn episode(input: &Input<'_>) -> Option<Candidate> {
+    let turns = input.turns;
+    let first = turns.first()?;
+    let all = sourced(input);
+    let situation = all
+        .iter()
+        .find(|s| s.turn.role == Role::User)
+        .or(all.first())?;
+    let outcome = all.last()?;
+    let actions: Vec<&Sourced<'_>> = all
+        .iter()
+        .filter(|s| {
+            !std::ptr::eq(*s, situation)
+                && !std::ptr::eq(*s, outcome)
+                && matches!(s.turn.role, Role::Assistant | Role::Tool)
+        })
+        .take(3)
+        .collect();
+    let mut text = format!(
+        "Episode on {} with {}. Situation: {}",
+        span(turns),
+        join_names(&participants(turns)),
+        situation.statement.text
+    );
+    if !actions.is_empty() {
+        text.push_str(" Actions: ");
+        text.push_str(
+            &actions
+                .iter()
+                .map(|a| a.statement.text.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    if !std::ptr::eq(outcome, situation) {
+        text.push_str(" Outcome: ");
+        text.push_str(&outcome.statement.text);
+    }
+    if !input.session_ended {
+        text.push_str(" (in progress)");
+    }
+    let mut sources = vec![situation.turn.event_id.clone()];
+    sources.extend(actions.iter().map(|a| a.turn.event_id.clone()));
+    sources.push(outcome.turn.event_id.clone());
+    sources.dedup();
+    Some(Candidate {
+        text,
+        source_event_ids: sources,
+        slot: Some(Slot::Running("episode".into())),
+        valid_from: first.time,
+    })
+}
+
+#[cfg(test)]
+mod tests;

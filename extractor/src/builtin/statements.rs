@@ -1,0 +1,263 @@
+//! Picks the informative sentences of a turn and rewrites them as standalone statements.
+
+use super::attribute::attribute;
+use crate::dates;
+use crate::text::{ascii_punctuation, content_words, sentences, words};
+use crate::{Role, Turn};
+use chrono::NaiveDate;
+use regex::Regex;
+use std::sync::LazyLock;
+
+/// One informative sentence, attributed and with absolute dates.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    /// The rewritten sentence ("Caroline went to a support group on 7 May 2023.").
+    pub text: String,
+    /// How much it says (higher is more); summaries keep the highest.
+    pub score: f64,
+    /// The earliest date it mentions.
+    pub date: Option<NaiveDate>,
+    /// A preference it states, if any.
+    pub preference: Option<Preference>,
+    /// The speaker's sentence before rewriting.
+    pub original: String,
+}
+
+/// "likes X" / "dislikes X".
+#[derive(Debug, Clone)]
+pub struct Preference {
+    /// What the preference is about, in normal form (the key for consolidation).
+    pub object: String,
+}
+
+/// Openers of small talk; a sentence that starts with one and says nothing else is dropped.
+static FILLER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)^(hey|hi|hello|bye|goodbye|thanks|thank you|thx|wow|whoa|oh|aw+|omg|congrats|congratulations|cool|great|awesome|nice|sweet|lol|haha|yeah|yes|yep|no|nope|sure|ok|okay|totally|exactly|absolutely|definitely|same|me too|you too|take care|good luck|see you|talk soon|that's|that is|that sounds|sounds|it sounds|glad|so glad|i'm so glad|i'm glad|i'm happy for you|good to|great to|nice to|love that|i love that|i hear you|i know|i get it|i understand|i agree|i bet|i see|you're welcome|no problem|no worries|keep it up|you got this|you've got this|you can do it|hope|i hope)\b",
+    )
+    .expect("valid")
+});
+
+/// Words that make a sentence about the speaker's life, plans or possessions.
+static FIRST_PERSON: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(i|i'm|i've|i'd|i'll|my|me|myself|we|we're|we've|our|us)\b").expect("valid")
+});
+
+static PREFERENCE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(?:i|we)\s+(?:(?:really|also|absolutely|totally|just|do|still|truly|kinda|genuinely)\s+)*(?P<verb>love|like|enjoy|prefer|adore|hate|dislike|can't stand|don't like|do not like|don't enjoy|am (?:a )?(?:big |huge )?fan of|am into|am passionate about|am obsessed with|am a sucker for)\s+(?P<object>[^,.;!?]+)|\b(?:my|our)\s+favou?rite\s+(?P<what>[^,.;!?]+?)\s+(?:is|are|was|were|has to be)\s+(?P<value>[^,.;!?]+)",
+    )
+    .expect("valid")
+});
+
+const MONTHS: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+
+/// Words that praise or react but carry no fact.
+const REACTIONS: &[&str] = &[
+    "great",
+    "awesome",
+    "amazing",
+    "cool",
+    "nice",
+    "wonderful",
+    "fantastic",
+    "incredible",
+    "beautiful",
+    "lovely",
+    "glad",
+    "happy",
+    "sorry",
+    "sad",
+    "good",
+    "bad",
+    "fun",
+    "exciting",
+    "excited",
+    "proud",
+    "thanks",
+    "thank",
+    "congrats",
+    "hear",
+    "sounds",
+    "wow",
+    "stuff",
+    "know",
+    "think",
+    "feel",
+    "sure",
+    "totally",
+    "definitely",
+    "always",
+    "never",
+    "appreciate",
+    "hope",
+    "glad",
+    "inspiring",
+    "awesome",
+    "super",
+    "cute",
+    "love",
+    "keep",
+    "doing",
+];
+
+/// The statements worth remembering from one turn.
+pub fn statements(turn: &Turn, listener: Option<&str>) -> Vec<Statement> {
+    let said_on = turn.time.date_naive();
+    let text = ascii_punctuation(&turn.text);
+    let mut out = Vec::new();
+    for sentence in sentences(&text) {
+        let Some(score) = informativeness(&sentence, turn, listener) else {
+            continue;
+        };
+        let preference = preference_of(&sentence);
+        let attributed = attribute(&sentence, &turn.speaker, listener);
+        let resolved = dates::resolve(&attributed, said_on);
+        out.push(Statement {
+            text: resolved.text,
+            score: score
+                + if resolved.earliest.is_some() {
+                    1.0
+                } else {
+                    0.0
+                },
+            date: resolved.earliest,
+            preference,
+            original: sentence,
+        });
+    }
+    out
+}
+
+/// How informative a sentence is, or `None` when it is not worth keeping.
+fn informativeness(sentence: &str, turn: &Turn, listener: Option<&str>) -> Option<f64> {
+    let trimmed = sentence.trim_end();
+    if trimmed.ends_with('?') {
+        return None;
+    }
+    let all_words = words(sentence);
+    let content: Vec<String> = content_words(sentence)
+        .into_iter()
+        .filter(|w| !REACTIONS.contains(&w.as_str()))
+        .collect();
+    let first_person = FIRST_PERSON.is_match(sentence);
+    let numbers = all_words
+        .iter()
+        .filter(|w| w.chars().any(|c| c.is_ascii_digit()) || MONTHS.contains(&w.as_str()))
+        .count();
+    let names = proper_nouns(sentence, &turn.speaker, listener);
+    let relative_date = dates::resolve(sentence, turn.time.date_naive())
+        .earliest
+        .is_some();
+    let filler = FILLER.is_match(sentence.trim_start_matches(|c: char| !c.is_alphanumeric()));
+
+    let mut score = content.len().min(8) as f64 * 0.5;
+    if first_person {
+        score += 1.5;
+    }
+    score += names.min(2) as f64;
+    score += numbers.min(2) as f64;
+    if relative_date {
+        score += 1.0;
+    }
+    if filler {
+        score -= 2.5;
+    }
+    if !first_person && turn.role == Role::Assistant {
+        score -= 0.5;
+    }
+    let enough_content = content.len() >= 3 || (content.len() >= 2 && (names + numbers) > 0);
+    (enough_content && score >= 3.0).then_some(score)
+}
+
+/// Capitalised words that are not the sentence's first word, "I", or a speaker.
+fn proper_nouns(sentence: &str, speaker: &str, listener: Option<&str>) -> usize {
+    sentence
+        .split_whitespace()
+        .skip(1)
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
+        .filter(|w| {
+            w.chars().next().is_some_and(char::is_uppercase)
+                && !w.starts_with("I'")
+                && *w != "I"
+                && *w != speaker
+                && Some(*w) != listener
+        })
+        .count()
+}
+
+fn preference_of(sentence: &str) -> Option<Preference> {
+    let caps = PREFERENCE.captures(sentence)?;
+    let object = caps
+        .name("object")
+        .or_else(|| caps.name("what"))
+        .map(|m| m.as_str())?;
+    let key: Vec<String> = content_words(object).into_iter().take(4).collect();
+    if key.is_empty() {
+        return None;
+    }
+    Some(Preference {
+        object: key.join(" "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn turn(text: &str) -> Turn {
+        Turn {
+            event_id: "e1".into(),
+            time: Utc.with_ymd_and_hms(2023, 5, 8, 13, 56, 0).unwrap(),
+            role: Role::User,
+            speaker: "Caroline".into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn keeps_facts_and_drops_small_talk() {
+        let got = statements(
+            &turn(
+                "Hey Mel! Good to see you! I went to a LGBTQ support group yesterday and it was so powerful. How are you?",
+            ),
+            Some("Melanie"),
+        );
+        let texts: Vec<&str> = got.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["Caroline went to a LGBTQ support group on 7 May 2023 and it was so powerful."]
+        );
+        assert_eq!(got[0].date, NaiveDate::from_ymd_opt(2023, 5, 7));
+        assert!(statements(&turn("Wow, that's so cool! Thanks!"), None).is_empty());
+    }
+
+    #[test]
+    fn finds_preferences() {
+        let got = statements(
+            &turn("I really love painting sunsets at the lake."),
+            Some("Mel"),
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].preference.as_ref().unwrap().object,
+            "lake painting sunset"
+        );
+        let favourite = statements(&turn("My favorite book is Charlotte's Web."), None);
+        assert_eq!(favourite[0].preference.as_ref().unwrap().object, "book");
+    }
+}
