@@ -5,7 +5,7 @@ use crate::output::{self, EVENT_HEADERS, SESSION_HEADERS};
 use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
-use memd_client::{pb, turn};
+use memd_client::{named_turn, pb};
 use std::collections::BTreeMap;
 use std::time::UNIX_EPOCH;
 
@@ -136,6 +136,12 @@ pub enum EventsCommand {
         /// Idempotency token.
         #[arg(long, default_value = "")]
         client_token: String,
+        /// Who spoke (long-term records name the speaker instead of saying "I").
+        #[arg(long, default_value = "")]
+        speaker: String,
+        /// Keep the event out of long-term extraction.
+        #[arg(long)]
+        skip_extraction: bool,
     },
     /// List a session's events.
     List {
@@ -226,9 +232,13 @@ pub async fn events(ctx: &Globals, command: EventsCommand) -> anyhow::Result<()>
             root,
             timestamp,
             client_token,
+            speaker,
+            skip_extraction,
         } => {
-            let mut payload: Vec<pb::PayloadItem> =
-                text.map(|t| turn(role.into(), t)).into_iter().collect();
+            let mut payload: Vec<pb::PayloadItem> = text
+                .map(|t| named_turn(role.into(), speaker, t))
+                .into_iter()
+                .collect();
             payload.extend(json_payload.map(|j| pb::PayloadItem {
                 content: Some(pb::payload_item::Content::Json(j)),
             }));
@@ -248,6 +258,11 @@ pub async fn events(ctx: &Globals, command: EventsCommand) -> anyhow::Result<()>
                 }),
                 metadata: metadata.into_iter().collect::<BTreeMap<_, _>>(),
                 client_token,
+                extraction_mode: if skip_extraction {
+                    pb::ExtractionMode::Skip as i32
+                } else {
+                    pb::ExtractionMode::Extract as i32
+                },
             };
             let event = client.create_event(request).await?;
             if ctx.json {

@@ -74,11 +74,21 @@ pub struct MemdClient {
 
 /// A conversational payload item.
 pub fn turn(role: pb::Role, text: impl Into<String>) -> pb::PayloadItem {
+    named_turn(role, "", text)
+}
+
+/// A conversational payload item with the speaker's name (records say "Caroline", not "I").
+pub fn named_turn(
+    role: pb::Role,
+    name: impl Into<String>,
+    text: impl Into<String>,
+) -> pb::PayloadItem {
     pb::PayloadItem {
         content: Some(pb::payload_item::Content::Conversational(
             pb::Conversational {
                 role: role as i32,
                 text: text.into(),
+                name: name.into(),
             },
         )),
     }
@@ -387,6 +397,113 @@ impl MemdClient {
             session_id: session_id.into(),
         };
         Ok(self.memory().get_session(request).await?.into_inner())
+    }
+
+    // Long-term memory.
+
+    pub async fn get_memory_record(
+        &self,
+        memory_id: impl Into<String>,
+        memory_record_id: impl Into<String>,
+    ) -> Result<pb::MemoryRecord, Status> {
+        let request = pb::GetMemoryRecordRequest {
+            memory_id: memory_id.into(),
+            memory_record_id: memory_record_id.into(),
+        };
+        Ok(self.memory().get_memory_record(request).await?.into_inner())
+    }
+
+    pub async fn list_memory_records(
+        &self,
+        request: pb::ListMemoryRecordsRequest,
+    ) -> Result<pb::ListMemoryRecordsResponse, Status> {
+        Ok(self
+            .memory()
+            .list_memory_records(request)
+            .await?
+            .into_inner())
+    }
+
+    /// Every live record the request selects, across all pages.
+    pub fn all_memory_records(
+        &self,
+        request: pb::ListMemoryRecordsRequest,
+    ) -> impl Stream<Item = Result<pb::MemoryRecord, Status>> + Send + 'static {
+        let client = self.clone();
+        paginate(
+            request,
+            move |req| {
+                let mut memory = client.memory();
+                async move { Ok(memory.list_memory_records(req).await?.into_inner()) }
+            },
+            |resp: pb::ListMemoryRecordsResponse| (resp.memory_records, resp.next_page_token),
+            |req, token| req.page_token = token,
+        )
+    }
+
+    pub async fn delete_memory_record(
+        &self,
+        memory_id: impl Into<String>,
+        memory_record_id: impl Into<String>,
+    ) -> Result<(), Status> {
+        let request = pb::DeleteMemoryRecordRequest {
+            memory_id: memory_id.into(),
+            memory_record_id: memory_record_id.into(),
+        };
+        self.memory().delete_memory_record(request).await?;
+        Ok(())
+    }
+
+    /// The record now, its earlier versions and the records it superseded, newest first.
+    pub async fn get_memory_record_history(
+        &self,
+        memory_id: impl Into<String>,
+        memory_record_id: impl Into<String>,
+    ) -> Result<Vec<pb::MemoryRecord>, Status> {
+        let request = pb::GetMemoryRecordHistoryRequest {
+            memory_id: memory_id.into(),
+            memory_record_id: memory_record_id.into(),
+        };
+        Ok(self
+            .memory()
+            .get_memory_record_history(request)
+            .await?
+            .into_inner()
+            .memory_records)
+    }
+
+    /// Every unfinished extraction job the request selects, across all pages.
+    pub fn all_extraction_jobs(
+        &self,
+        request: pb::ListMemoryExtractionJobsRequest,
+    ) -> impl Stream<Item = Result<pb::ExtractionJob, Status>> + Send + 'static {
+        let client = self.clone();
+        paginate(
+            request,
+            move |req| {
+                let mut memory = client.memory();
+                async move { Ok(memory.list_memory_extraction_jobs(req).await?.into_inner()) }
+            },
+            |resp: pb::ListMemoryExtractionJobsResponse| (resp.jobs, resp.next_page_token),
+            |req, token| req.page_token = token,
+        )
+    }
+
+    /// Re-drives a FAILED extraction job.
+    pub async fn start_extraction_job(
+        &self,
+        memory_id: impl Into<String>,
+        job_id: impl Into<String>,
+    ) -> Result<pb::ExtractionJob, Status> {
+        let request = pb::StartMemoryExtractionJobRequest {
+            memory_id: memory_id.into(),
+            job_id: job_id.into(),
+        };
+        Ok(self
+            .memory()
+            .start_memory_extraction_job(request)
+            .await?
+            .into_inner())
     }
 }
 

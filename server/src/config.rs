@@ -30,10 +30,32 @@ pub struct Config {
     pub session_sweep_interval_ms: u64,
     /// RocksDB block cache size.
     pub block_cache_mb: usize,
+    /// Actors whose extraction jobs run at the same time (0: one per CPU core).
+    pub extraction_workers: usize,
+    /// Attempts before an extraction job is FAILED.
+    pub extraction_max_attempts: u32,
+    /// First retry delay of a failed extraction job; doubles per attempt up to the maximum.
+    pub extraction_initial_backoff_ms: u64,
+    pub extraction_max_backoff_ms: u64,
     /// `text` or `json`.
     pub log_format: String,
     /// A tracing filter, e.g. `info` or `memd_server=debug,info`.
     pub log_level: String,
+}
+
+impl Config {
+    /// The extraction worker pool's settings.
+    pub fn worker_options(&self) -> crate::extraction::WorkerOptions {
+        crate::extraction::WorkerOptions {
+            concurrency: match self.extraction_workers {
+                0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                n => n,
+            },
+            max_attempts: self.extraction_max_attempts,
+            initial_backoff: std::time::Duration::from_millis(self.extraction_initial_backoff_ms),
+            max_backoff: std::time::Duration::from_millis(self.extraction_max_backoff_ms),
+        }
+    }
 }
 
 impl Default for Config {
@@ -49,6 +71,10 @@ impl Default for Config {
             tls_key_path: None,
             session_sweep_interval_ms: 1000,
             block_cache_mb: 128,
+            extraction_workers: 0,
+            extraction_max_attempts: 5,
+            extraction_initial_backoff_ms: 1000,
+            extraction_max_backoff_ms: 300_000,
             log_format: "text".into(),
             log_level: "info".into(),
         }
@@ -79,7 +105,7 @@ pub struct Overrides {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-const ENV_KEYS: [&str; 12] = [
+const ENV_KEYS: [&str; 16] = [
     "listen",
     "data_dir",
     "metrics_listen",
@@ -90,6 +116,10 @@ const ENV_KEYS: [&str; 12] = [
     "tls_key_path",
     "session_sweep_interval_ms",
     "block_cache_mb",
+    "extraction_workers",
+    "extraction_max_attempts",
+    "extraction_initial_backoff_ms",
+    "extraction_max_backoff_ms",
     "log_format",
     "log_level",
 ];
@@ -146,6 +176,11 @@ impl Config {
                     "tls_cert_path and tls_key_path must be set together".into(),
                 ));
             }
+        }
+        if self.extraction_max_attempts == 0 {
+            return Err(ConfigError(
+                "extraction_max_attempts must be at least 1".into(),
+            ));
         }
         if self.session_sweep_interval_ms == 0 {
             return Err(ConfigError(

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod extraction;
 pub mod grpc;
 pub mod ids;
 pub mod lifecycle;
@@ -19,6 +20,7 @@ pub mod time;
 pub use config::{Config, ConfigError, Overrides};
 
 use auth::{AuthInterceptor, AuthMode, Authenticator};
+use extraction::ExtractionWorkers;
 use futures::StreamExt;
 use grpc::{control::ControlApi, memory::MemoryApi};
 use memd_proto::v1::control_service_server::ControlServiceServer;
@@ -134,6 +136,13 @@ impl Server {
                 }
             }));
         }
+        let workers = ExtractionWorkers::default();
+        background.push(tokio::spawn(workers.clone().run(
+            store.clone(),
+            config.worker_options(),
+            metrics.extraction(),
+            stopped(),
+        )));
         let sweep = Duration::from_millis(config.session_sweep_interval_ms);
         background.push(tokio::spawn(lifecycle::run_sweeper(
             store.clone(),
@@ -161,7 +170,7 @@ impl Server {
             interceptor.clone(),
         );
         let memory = InterceptedService::new(
-            MemoryServiceServer::new(MemoryApi::new(store.clone()))
+            MemoryServiceServer::new(MemoryApi::new(store.clone(), workers.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             interceptor,

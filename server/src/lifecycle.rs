@@ -144,6 +144,7 @@ mod tests {
             event_count: 1,
             announced_state: SessionState::Active as i32,
             terminated_us: 0,
+            pending: Vec::new(),
         }
     }
 

@@ -22,12 +22,33 @@ const ROCKSDB_PROPERTIES: [&str; 6] = [
     "rocksdb.block-cache-usage",
 ];
 
+/// Extraction counters, shared with the worker pool.
+#[derive(Clone)]
+pub struct ExtractionMetrics {
+    jobs: IntCounterVec,
+    lag: prometheus::Histogram,
+}
+
+impl ExtractionMetrics {
+    /// A job committed its records `lag_us` after it was queued.
+    pub fn succeeded(&self, lag_us: u64) {
+        self.outcome("succeeded");
+        self.lag.observe(lag_us as f64 / 1e6);
+    }
+
+    /// A job ended another way ("retried", "failed", "dropped").
+    pub fn outcome(&self, outcome: &str) {
+        self.jobs.with_label_values(&[outcome]).inc();
+    }
+}
+
 /// The server's metrics registry.
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
     rocksdb: IntGaugeVec,
+    extraction: ExtractionMetrics,
     /// Known gRPC paths; anything else is labelled "other" so labels stay bounded.
     known_methods: HashSet<String>,
 }
@@ -97,10 +118,33 @@ impl Metrics {
             &["cf", "property"],
         )
         .expect("valid metric");
+        let extraction = ExtractionMetrics {
+            jobs: IntCounterVec::new(
+                Opts::new(
+                    "memd_extraction_jobs_total",
+                    "Extraction job attempts by outcome (succeeded, retried, failed, dropped)",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+            lag: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "memd_extraction_lag_seconds",
+                    "From a job's trigger (event append or session transition) to its records being committed",
+                )
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0,
+                ]),
+            )
+            .expect("valid metric"),
+        };
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(rocksdb.clone()),
+            Box::new(extraction.jobs.clone()),
+            Box::new(extraction.lag.clone()),
         ] {
             registry
                 .register(collector)
@@ -111,8 +155,14 @@ impl Metrics {
             requests,
             latency,
             rocksdb,
+            extraction,
             known_methods: known_methods(),
         })
+    }
+
+    /// The extraction counters (for the worker pool).
+    pub fn extraction(&self) -> ExtractionMetrics {
+        self.extraction.clone()
     }
 
     fn observe(&self, path: &str, code: &str, seconds: f64) {

@@ -3,6 +3,7 @@
 mod branches;
 mod durability;
 mod events;
+mod extraction;
 mod isolation;
 mod limits;
 mod memories;

@@ -20,6 +20,7 @@ struct Policy {
     memory_ids: Vec<String>,
     actor_patterns: Vec<WildMatch>,
     raw_patterns: Vec<String>,
+    namespace_prefixes: Vec<String>,
     /// The patterns include "*" itself: the key is not limited to some actors.
     all_actors: bool,
     actions: Vec<Action>,
@@ -79,6 +80,7 @@ impl Principal {
                 .collect(),
             all_actors: policy.actor_patterns.iter().any(|p| p == "*"),
             raw_patterns: policy.actor_patterns.clone(),
+            namespace_prefixes: policy.namespace_prefixes.clone(),
             actions: policy
                 .actions
                 .iter()
@@ -155,6 +157,18 @@ impl Principal {
             })
             .unwrap_or_default()
             .to_string()
+    }
+
+    /// Whether the caller may see a long-term record: its namespace is under one of the
+    /// key's namespace prefixes ("*" for all) and, when it was drawn from an actor's events,
+    /// the key covers that actor too.
+    pub fn sees_record(&self, namespace: &str, actor_id: &str) -> bool {
+        self.policy.as_ref().is_none_or(|p| {
+            p.namespace_prefixes
+                .iter()
+                .any(|prefix| prefix == "*" || namespace.starts_with(prefix.as_str()))
+                && (actor_id.is_empty() || p.allows_actor(actor_id))
+        })
     }
 
     /// Whether listings show this actor to the caller (read access to it).

@@ -1,11 +1,12 @@
 //! Conversions from stored values and store views to API messages.
 
+use crate::store::codec::StoredRecord;
 use crate::store::codec::{
     StoredApiKey, StoredContent, StoredEvent, StoredMemory, StoredPayload, StoredPolicy,
-    StoredStrategy,
+    StoredStrategy, StoredTriggers,
 };
 use crate::store::keys::EventSeq;
-use crate::store::{EventView, SessionView};
+use crate::store::{EventView, JobView, SessionView};
 use crate::time::to_timestamp;
 use memd_proto::v1 as pb;
 
@@ -34,6 +35,17 @@ fn strategy(s: &StoredStrategy) -> pb::MemoryStrategy {
         namespace_template: s.namespace_template.clone(),
         name: s.name.clone(),
         description: s.description.clone(),
+        triggers: Some(triggers(crate::store::triggers(s))),
+        record_expiry_days: s.record_expiry_days as i32,
+    }
+}
+
+fn triggers(t: StoredTriggers) -> pb::ExtractionTriggers {
+    pb::ExtractionTriggers {
+        message_count: t.message_count,
+        token_count: t.token_count,
+        idle_seconds: t.idle_seconds,
+        on_session_end: t.on_session_end,
     }
 }
 
@@ -98,6 +110,7 @@ fn payload_item(item: StoredPayload) -> pb::PayloadItem {
         StoredContent::Conversational(turn) => Content::Conversational(pb::Conversational {
             role: turn.role,
             text: turn.text,
+            name: turn.name,
         }),
         StoredContent::Blob(bytes) => Content::Blob(bytes),
         StoredContent::Json(json) => Content::Json(json),
@@ -115,5 +128,50 @@ pub fn session(view: SessionView) -> pb::Session {
         last_event_time: Some(to_timestamp(view.last_event_us)),
         event_count: view.event_count as i64,
         terminate_time: Some(to_timestamp(view.terminate_us)),
+    }
+}
+
+pub fn record(r: StoredRecord, memory_id: &str) -> pb::MemoryRecord {
+    pb::MemoryRecord {
+        memory_record_id: r.record_id,
+        memory_id: memory_id.to_string(),
+        namespace: r.namespace,
+        strategy_id: r.strategy_id,
+        text: r.text,
+        metadata: r.metadata.into_iter().collect(),
+        create_time: Some(to_timestamp(r.create_us)),
+        update_time: Some(to_timestamp(r.update_us)),
+        valid_from: Some(to_timestamp(r.valid_from_us)),
+        invalid_from: (r.invalid_from_us != 0).then(|| to_timestamp(r.invalid_from_us)),
+        source_event_ids: r.source_event_ids,
+        actor_id: r.actor_id,
+        session_id: r.session_id,
+        extractor: r.extractor,
+        extractor_version: r.extractor_version,
+        version: r.version as i64,
+        superseded_by: r.superseded_by,
+    }
+}
+
+pub fn job(view: JobView) -> pb::ExtractionJob {
+    let job = view.job;
+    pb::ExtractionJob {
+        job_id: view.job_id,
+        memory_id: view.memory_id,
+        strategy_id: job.strategy_id,
+        actor_id: view.actor_id,
+        session_id: job.session_id,
+        status: job.status,
+        attempts: job.attempts as i32,
+        failure_reason: job.failure_reason,
+        event_ids: job
+            .event_seqs
+            .iter()
+            .filter_map(|s| EventSeq::from_bytes(s))
+            .map(EventSeq::to_event_id)
+            .collect(),
+        trigger: job.trigger,
+        create_time: Some(to_timestamp(job.create_us)),
+        next_attempt_time: (job.due_us != 0).then(|| to_timestamp(job.due_us)),
     }
 }

@@ -1,8 +1,9 @@
 //! `memd.v1.MemoryService`: short-term memory (events, actors, sessions).
 
-use super::{blocking, convert, request_hash, validate};
+use super::{blocking, convert, records, request_hash, validate};
 use crate::auth::{Principal, principal};
 use crate::error::ServiceError;
+use crate::extraction::ExtractionWorkers;
 use crate::ids;
 use crate::store::{EventListing, NewEvent, Store, page};
 use crate::time::now_us;
@@ -15,11 +16,12 @@ use tonic::{Request, Response, Status};
 #[derive(Debug, Clone)]
 pub struct MemoryApi {
     store: Arc<Store>,
+    workers: ExtractionWorkers,
 }
 
 impl MemoryApi {
-    pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<Store>, workers: ExtractionWorkers) -> Self {
+        Self { store, workers }
     }
 }
 
@@ -56,6 +58,7 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
             branch,
             metadata,
             client_token,
+            extraction_mode,
         } = req;
         actor_scope(&caller, Action::Write, &memory_id, &actor_id)?;
         ids::client_token("client_token", &client_token)?;
@@ -89,6 +92,7 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
             metadata,
             client_token,
             request_hash: hash,
+            extract: validate::extraction_mode(extraction_mode)?,
         };
         let store = self.store.clone();
         // Its own task: once queued for commit, an append must finish (and release its
@@ -254,5 +258,65 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         let session =
             blocking(move || store.session(&memory_id, &actor_id, &session_id, now_us())).await?;
         Ok(Response::new(convert::session(session)))
+    }
+
+    async fn get_memory_record(
+        &self,
+        request: Request<pb::GetMemoryRecordRequest>,
+    ) -> Reply<pb::MemoryRecord> {
+        let caller = principal(&request)?;
+        let record = records::get(self.store.clone(), caller, request.into_inner()).await?;
+        Ok(Response::new(record))
+    }
+
+    async fn list_memory_records(
+        &self,
+        request: Request<pb::ListMemoryRecordsRequest>,
+    ) -> Reply<pb::ListMemoryRecordsResponse> {
+        let caller = principal(&request)?;
+        let page = records::list(self.store.clone(), caller, request.into_inner()).await?;
+        Ok(Response::new(page))
+    }
+
+    async fn delete_memory_record(
+        &self,
+        request: Request<pb::DeleteMemoryRecordRequest>,
+    ) -> Reply<()> {
+        let caller = principal(&request)?;
+        records::delete(self.store.clone(), caller, request.into_inner()).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn get_memory_record_history(
+        &self,
+        request: Request<pb::GetMemoryRecordHistoryRequest>,
+    ) -> Reply<pb::GetMemoryRecordHistoryResponse> {
+        let caller = principal(&request)?;
+        let history = records::history(self.store.clone(), caller, request.into_inner()).await?;
+        Ok(Response::new(history))
+    }
+
+    async fn list_memory_extraction_jobs(
+        &self,
+        request: Request<pb::ListMemoryExtractionJobsRequest>,
+    ) -> Reply<pb::ListMemoryExtractionJobsResponse> {
+        let caller = principal(&request)?;
+        let jobs = records::list_jobs(
+            self.store.clone(),
+            self.workers.clone(),
+            caller,
+            request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(jobs))
+    }
+
+    async fn start_memory_extraction_job(
+        &self,
+        request: Request<pb::StartMemoryExtractionJobRequest>,
+    ) -> Reply<pb::ExtractionJob> {
+        let caller = principal(&request)?;
+        let job = records::redrive(self.store.clone(), caller, request.into_inner()).await?;
+        Ok(Response::new(job))
     }
 }

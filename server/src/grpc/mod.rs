@@ -3,6 +3,7 @@
 pub mod control;
 pub mod convert;
 pub mod memory;
+mod records;
 mod validate;
 
 use crate::error::Result;

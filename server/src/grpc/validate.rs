@@ -5,7 +5,8 @@ use crate::error::{Result, ServiceError};
 use crate::ids;
 use crate::lifecycle;
 use crate::store::codec::{
-    StoredContent, StoredPayload, StoredPolicy, StoredSessionPolicy, StoredStrategy, StoredTurn,
+    StoredContent, StoredPayload, StoredPolicy, StoredSessionPolicy, StoredStrategy,
+    StoredTriggers, StoredTurn,
 };
 use crate::store::keys::EventSeq;
 use crate::store::{EventFilterSpec, MetadataCondition};
@@ -20,6 +21,7 @@ pub const MAX_METADATA_KEY_CHARS: usize = 128;
 pub const MAX_METADATA_VALUE_CHARS: usize = 256;
 pub const DEFAULT_EVENT_EXPIRY_DAYS: u32 = 90;
 pub const MAX_EVENT_EXPIRY_DAYS: u32 = 3650;
+pub const MAX_SPEAKER_CHARS: usize = 128;
 const MAX_DESCRIPTION_CHARS: usize = 4096;
 const MAX_STRATEGIES: usize = 20;
 const MAX_POLICY_ENTRIES: usize = 100;
@@ -85,9 +87,20 @@ pub fn payload(items: Vec<pb::PayloadItem>) -> Result<Vec<StoredPayload>> {
                             format!("must be at most {MAX_TEXT_CHARS} characters"),
                         ));
                     }
+                    if turn.name.chars().count() > MAX_SPEAKER_CHARS
+                        || turn.name.chars().any(char::is_control)
+                    {
+                        return Err(ServiceError::invalid(
+                            format!("payload[{i}].conversational.name"),
+                            format!(
+                                "must be at most {MAX_SPEAKER_CHARS} characters without control characters"
+                            ),
+                        ));
+                    }
                     StoredContent::Conversational(StoredTurn {
                         role: turn.role,
                         text: turn.text,
+                        name: turn.name,
                     })
                 }
                 Some(Content::Blob(bytes)) => StoredContent::Blob(bytes),
@@ -235,6 +248,18 @@ pub fn event_expiry_days(days: i32) -> Result<u32> {
     }
 }
 
+/// `extraction_mode`: whether strategies extract from the event.
+pub fn extraction_mode(mode: i32) -> Result<bool> {
+    match pb::ExtractionMode::try_from(mode) {
+        Ok(pb::ExtractionMode::Unspecified | pb::ExtractionMode::Extract) => Ok(true),
+        Ok(pb::ExtractionMode::Skip) => Ok(false),
+        Err(_) => Err(ServiceError::invalid(
+            "extraction_mode",
+            "must be an EXTRACTION_MODE_* value",
+        )),
+    }
+}
+
 pub fn session_policy(policy: Option<&pb::SessionPolicy>) -> Result<StoredSessionPolicy> {
     lifecycle::effective_policy(policy)
 }
@@ -269,6 +294,8 @@ pub fn strategies(strategies: Vec<pb::MemoryStrategy>) -> Result<Vec<StoredStrat
                     namespace_template,
                     name,
                     description: text,
+                    triggers,
+                    record_expiry_days,
                 },
             )| {
                 let field = |f: &str| format!("strategies[{i}].{f}");
@@ -309,16 +336,40 @@ pub fn strategies(strategies: Vec<pb::MemoryStrategy>) -> Result<Vec<StoredStrat
                     namespace_template
                 };
                 namespace(&field("namespace_template"), &namespace_template)?;
+                if !(0..=MAX_EVENT_EXPIRY_DAYS as i32).contains(&record_expiry_days) {
+                    return Err(ServiceError::invalid(
+                        field("record_expiry_days"),
+                        format!("must be 0 (never) to {MAX_EVENT_EXPIRY_DAYS}"),
+                    ));
+                }
                 Ok(StoredStrategy {
                     strategy_id,
                     strategy_type: r#type,
                     namespace_template,
                     name,
                     description: text,
+                    triggers: triggers.map(|t| StoredTriggers {
+                        message_count: t.message_count,
+                        token_count: t.token_count,
+                        idle_seconds: t.idle_seconds,
+                        on_session_end: t.on_session_end,
+                    }),
+                    record_expiry_days: record_expiry_days as u32,
                 })
             },
         )
         .collect()
+}
+
+/// A namespace prefix to list or search under: at most 512 characters, no NUL.
+pub fn namespace_prefix(field: &str, prefix: &str) -> Result<()> {
+    if prefix.len() > 512 || prefix.contains('\0') {
+        return Err(ServiceError::invalid(
+            field,
+            "must be at most 512 characters without NUL",
+        ));
+    }
+    Ok(())
 }
 
 /// A namespace template: starts with '/', only known placeholders.
@@ -430,6 +481,7 @@ mod tests {
                 pb::Conversational {
                     role: pb::Role::User as i32,
                     text,
+                    name: String::new(),
                 },
             )),
         };

@@ -58,7 +58,8 @@ impl Store {
         Ok((actors, String::new()))
     }
 
-    /// Erases everything stored for an actor: events, sessions, branches, tokens.
+    /// Erases everything stored for an actor: events, sessions, branches, tokens, pending
+    /// extraction jobs, and the long-term records drawn from its events with their history.
     pub fn delete_actor(&self, memory_id: &str, actor_id: &str) -> Result<()> {
         self.memory(memory_id)?;
         let _memory_gate = self.memory_gate.blocking_read();
@@ -69,10 +70,12 @@ impl Store {
         }
         let end = keys::prefix_end(&prefix);
         let mut batch = WriteBatch::default();
+        self.erase_actor_records(&mut batch, memory_id, actor_id)?;
         for name in cf::ACTOR_SCOPED {
             batch.delete_range_cf(self.cf(name), &prefix, &end);
         }
-        // Session timers are keyed by deadline; they find their session gone and drop out.
+        // Session timers and queue entries are keyed by time; they find their session or job
+        // gone and drop out.
         self.commit(batch)
     }
 }

@@ -65,6 +65,25 @@ pub struct StoredStrategy {
     pub name: String,
     #[prost(string, tag = "5")]
     pub description: String,
+    /// `None` for strategies stored before triggers existed: the type's defaults apply.
+    #[prost(message, optional, tag = "6")]
+    pub triggers: Option<StoredTriggers>,
+    /// Zero: records never expire.
+    #[prost(uint32, tag = "7")]
+    pub record_expiry_days: u32,
+}
+
+/// When a strategy extracts (see `memd.v1.ExtractionTriggers`); zero turns a trigger off.
+#[derive(Clone, Copy, PartialEq, Message)]
+pub struct StoredTriggers {
+    #[prost(uint32, tag = "1")]
+    pub message_count: u32,
+    #[prost(uint32, tag = "2")]
+    pub token_count: u32,
+    #[prost(uint32, tag = "3")]
+    pub idle_seconds: u32,
+    #[prost(bool, tag = "4")]
+    pub on_session_end: bool,
 }
 
 /// Session ageing, with defaults already applied.
@@ -148,6 +167,98 @@ pub struct StoredSession {
     /// When the sweeper announced termination (zero before).
     #[prost(uint64, tag = "5")]
     pub terminated_us: u64,
+    /// Events waiting for each strategy's trigger (the extraction outbox's staging area).
+    #[prost(message, repeated, tag = "6")]
+    pub pending: Vec<StoredPending>,
+}
+
+/// Events of a session that a strategy has not yet turned into a job.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredPending {
+    #[prost(string, tag = "1")]
+    pub strategy_id: String,
+    /// 16-byte `EventSeq`s, in arrival order.
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub event_seqs: Vec<Vec<u8>>,
+    /// Estimated tokens of those events.
+    #[prost(uint64, tag = "3")]
+    pub tokens: u64,
+}
+
+/// An extraction job (see `memd.v1.ExtractionJob`). Written in the same batch as the event
+/// or session transition that triggered it; deleted in the same batch as its results.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredJob {
+    #[prost(string, tag = "1")]
+    pub strategy_id: String,
+    #[prost(string, tag = "2")]
+    pub session_id: String,
+    #[prost(bytes = "vec", repeated, tag = "3")]
+    pub event_seqs: Vec<Vec<u8>>,
+    /// The session had ended when the job was made (summaries and episodes are final).
+    #[prost(bool, tag = "4")]
+    pub session_ended: bool,
+    #[prost(string, tag = "5")]
+    pub trigger: String,
+    /// `memd.v1.ExtractionJobStatus` number (PENDING or FAILED; RUNNING is not stored).
+    #[prost(int32, tag = "6")]
+    pub status: i32,
+    #[prost(uint32, tag = "7")]
+    pub attempts: u32,
+    #[prost(string, tag = "8")]
+    pub failure_reason: String,
+    #[prost(uint64, tag = "9")]
+    pub create_us: u64,
+    /// Due time of its `queue` entry (zero when it has none: failed or self-managed).
+    #[prost(uint64, tag = "10")]
+    pub due_us: u64,
+}
+
+/// A long-term memory record (see `memd.v1.MemoryRecord`).
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredRecord {
+    #[prost(string, tag = "1")]
+    pub record_id: String,
+    #[prost(string, tag = "2")]
+    pub namespace: String,
+    #[prost(string, tag = "3")]
+    pub strategy_id: String,
+    #[prost(string, tag = "4")]
+    pub text: String,
+    #[prost(btree_map = "string, string", tag = "5")]
+    pub metadata: BTreeMap<String, String>,
+    #[prost(uint64, tag = "6")]
+    pub create_us: u64,
+    #[prost(uint64, tag = "7")]
+    pub update_us: u64,
+    #[prost(uint64, tag = "8")]
+    pub valid_from_us: u64,
+    /// Zero while the record is live.
+    #[prost(uint64, tag = "9")]
+    pub invalid_from_us: u64,
+    #[prost(string, repeated, tag = "10")]
+    pub source_event_ids: Vec<String>,
+    #[prost(string, tag = "11")]
+    pub actor_id: String,
+    #[prost(string, tag = "12")]
+    pub session_id: String,
+    #[prost(string, tag = "13")]
+    pub extractor: String,
+    #[prost(string, tag = "14")]
+    pub extractor_version: String,
+    #[prost(uint64, tag = "15")]
+    pub version: u64,
+    #[prost(string, tag = "16")]
+    pub superseded_by: String,
+    /// Records this one superseded (their history is part of this one's).
+    #[prost(string, repeated, tag = "17")]
+    pub supersedes: Vec<String>,
+    /// The consolidation slot: "running:KEY" or "exclusive:KEY", empty for none.
+    #[prost(string, tag = "18")]
+    pub slot: String,
+    /// Zero: never expires.
+    #[prost(uint64, tag = "19")]
+    pub expire_us: u64,
 }
 
 /// A conversation branch of a session.
@@ -210,6 +321,9 @@ pub struct StoredTurn {
     pub role: i32,
     #[prost(string, tag = "2")]
     pub text: String,
+    /// Who spoke; empty for the default (actor id for users, the role otherwise).
+    #[prost(string, tag = "3")]
+    pub name: String,
 }
 
 #[cfg(test)]

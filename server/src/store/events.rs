@@ -4,7 +4,7 @@
 use super::codec::{self, StoredActor, StoredBranch, StoredEvent, StoredSession, StoredToken};
 use super::commit::Batch;
 use super::keys::{self, EventSeq, cf};
-use super::{SessionTransition, Store, page};
+use super::{SessionTransition, Store, outbox, page};
 use crate::error::{Result, ServiceError};
 use crate::lifecycle;
 use memd_proto::v1::SessionState;
@@ -27,6 +27,8 @@ pub struct NewEvent {
     pub client_token: String,
     /// Hash of the request without its token (compared on token reuse).
     pub request_hash: Vec<u8>,
+    /// Whether the memory's strategies extract from it (`extraction_mode` not SKIP).
+    pub extract: bool,
 }
 
 /// An event as reads return it.
@@ -139,11 +141,15 @@ impl Store {
                 .unwrap_or_default(),
         };
         let event_key = keys::event_key(&session_key, seq);
+        let tokens = new
+            .extract
+            .then(|| outbox::extractable_tokens(&event.payload))
+            .flatten();
         batch.put(cf::EVENTS, &event_key, codec::encode(&event));
 
-        let session = match &previous {
+        let mut session = match &previous {
             Some(old) => {
-                if let Some(deadline) = lifecycle::next_deadline(old, &policy) {
+                if let Some(deadline) = outbox::timer_deadline(old, &policy, &memory) {
                     batch.delete(cf::TIMERS, keys::timer_key(deadline, &session_key));
                 }
                 StoredSession {
@@ -168,11 +174,28 @@ impl Store {
                     event_count: 1,
                     announced_state: SessionState::Active as i32,
                     terminated_us: 0,
+                    pending: Vec::new(),
                 }
             }
         };
+        let ids = (
+            new.memory_id.as_str(),
+            new.actor_id.as_str(),
+            new.session_id.as_str(),
+        );
+        let jobs = match tokens {
+            Some(tokens) => self.stage_event(ids, &memory, &mut session, seq, tokens, now_us),
+            None => Vec::new(),
+        };
+        let queued = jobs.iter().any(|j| j.queue_key.is_some());
+        for job in jobs {
+            batch.put(cf::JOBS, &job.job_key, job.value);
+            if let Some(queue_key) = job.queue_key {
+                batch.put(cf::QUEUE, queue_key, []);
+            }
+        }
         batch.put(cf::SESSIONS, &session_key, codec::encode(&session));
-        if let Some(deadline) = lifecycle::next_deadline(&session, &policy) {
+        if let Some(deadline) = outbox::timer_deadline(&session, &policy, &memory) {
             batch.put(cf::TIMERS, keys::timer_key(deadline, &session_key), []);
         }
         if let Some(token_key) = token_key {
@@ -184,6 +207,9 @@ impl Store {
             batch.put(cf::TOKENS, token_key, codec::encode(&token));
         }
         self.committer.commit(batch).await?;
+        if queued {
+            self.jobs_ready.notify_one();
+        }
 
         let from = match previous
             .as_ref()

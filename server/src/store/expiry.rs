@@ -141,6 +141,7 @@ mod tests {
                 content: Some(StoredContent::Conversational(StoredTurn {
                     role: 1,
                     text: "x".into(),
+                    name: String::new(),
                 })),
             }],
             branch: String::new(),
@@ -148,6 +149,7 @@ mod tests {
             metadata: Default::default(),
             client_token: String::new(),
             request_hash: vec![],
+            extract: true,
         };
         // Written three days ago (server time), and just now.
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -15,12 +15,24 @@
 //! | `events`      | memory_id \0 actor_id \0 session_id \0 ts_us:u64 seq:u64     | StoredEvent    |
 //! | `tokens`      | memory_id \0 actor_id \0 client_token                        | StoredToken    |
 //! | `timers`      | deadline_us:u64 memory_id \0 actor_id \0 session_id \0       | (empty)        |
+//! | `jobs`        | memory_id \0 actor_id \0 job_id                             | StoredJob      |
+//! | `queue`       | due_us:u64 memory_id \0 actor_id \0 job_id                  | (empty)        |
+//! | `records`     | memory_id \0 record_id \0                                   | StoredRecord   |
+//! | `record_ns`   | memory_id \0 namespace \0 record_id \0                      | (empty)        |
+//! | `record_history` | memory_id \0 record_id \0 version:u64                    | StoredRecord   |
+//! | `actor_records`  | memory_id \0 actor_id \0 record_id \0                    | (empty)        |
 //!
 //! Everything one actor owns in `actors`, `sessions`, `branches`, `events` and `tokens` starts
 //! with the *actor prefix* `memory_id \0 actor_id \0`: one contiguous range per actor, which
 //! the prefix bloom filters index, scans stay inside, and `DeleteActor` range-deletes. A whole
 //! memory is the range of `memory_id \0`. Timers are ordered by deadline so the session sweeper
 //! reads only what is due; stale timers (of deleted sessions) are dropped when they come due.
+//!
+//! Long-term memory: job ids are 16 hex digits of a time-based counter, so an actor's jobs
+//! list in creation order; the `queue` holds one entry per runnable job, by due time (stale
+//! entries of erased actors are dropped when they come due). `record_ns` indexes live records
+//! by namespace (byte-prefix listings); `actor_records` lets `DeleteActor` find an actor's
+//! records, which live outside its actor prefix.
 
 use crate::error::{Result, ServiceError};
 
@@ -35,12 +47,53 @@ pub mod cf {
     pub const EVENTS: &str = "events";
     pub const TOKENS: &str = "tokens";
     pub const TIMERS: &str = "timers";
+    pub const JOBS: &str = "jobs";
+    pub const QUEUE: &str = "queue";
+    pub const RECORDS: &str = "records";
+    pub const RECORD_NS: &str = "record_ns";
+    pub const RECORD_HISTORY: &str = "record_history";
+    pub const ACTOR_RECORDS: &str = "actor_records";
     /// Every column family, in creation order.
-    pub const ALL: [&str; 9] = [
-        MEMORIES, META, API_KEYS, ACTORS, SESSIONS, BRANCHES, EVENTS, TOKENS, TIMERS,
+    pub const ALL: [&str; 15] = [
+        MEMORIES,
+        META,
+        API_KEYS,
+        ACTORS,
+        SESSIONS,
+        BRANCHES,
+        EVENTS,
+        TOKENS,
+        TIMERS,
+        JOBS,
+        QUEUE,
+        RECORDS,
+        RECORD_NS,
+        RECORD_HISTORY,
+        ACTOR_RECORDS,
     ];
     /// Column families whose keys start with the actor prefix (range-deleted with an actor).
-    pub const ACTOR_SCOPED: [&str; 5] = [ACTORS, SESSIONS, BRANCHES, EVENTS, TOKENS];
+    pub const ACTOR_SCOPED: [&str; 7] = [
+        ACTORS,
+        SESSIONS,
+        BRANCHES,
+        EVENTS,
+        TOKENS,
+        JOBS,
+        ACTOR_RECORDS,
+    ];
+    /// Column families whose keys start with `memory_id \0` (range-deleted with a memory).
+    pub const MEMORY_SCOPED: [&str; 10] = [
+        ACTORS,
+        SESSIONS,
+        BRANCHES,
+        EVENTS,
+        TOKENS,
+        JOBS,
+        ACTOR_RECORDS,
+        RECORDS,
+        RECORD_NS,
+        RECORD_HISTORY,
+    ];
 }
 
 const SEP: u8 = 0;
@@ -221,6 +274,82 @@ pub fn decode_timer_key(key: &[u8]) -> Result<(u64, &[u8])> {
         u64::from_be_bytes(deadline.try_into().expect("8 bytes")),
         session,
     ))
+}
+
+/// Key of a job: the actor prefix and the job id.
+pub fn job_key(memory_id: &str, actor_id: &str, job_id: &str) -> Vec<u8> {
+    let mut key = actor_prefix(memory_id, actor_id);
+    key.extend_from_slice(job_id.as_bytes());
+    key
+}
+
+/// Decodes a job key into (memory_id, actor_id, job_id).
+pub fn decode_job_key(key: &[u8]) -> Result<(&str, &str, &str)> {
+    let (memory_id, rest) = take_id(key, "memory_id")?;
+    let (actor_id, rest) = take_id(rest, "actor_id")?;
+    let job_id = std::str::from_utf8(rest)
+        .map_err(|_| ServiceError::DataLoss("job id in key is not UTF-8".into()))?;
+    Ok((memory_id, actor_id, job_id))
+}
+
+/// Key of a queue entry: due time first, so runnable jobs are a prefix of the CF.
+pub fn queue_key(due_us: u64, job_key: &[u8]) -> Vec<u8> {
+    timer_key(due_us, job_key)
+}
+
+/// Decodes a queue key into (due_us, job key).
+pub fn decode_queue_key(key: &[u8]) -> Result<(u64, &[u8])> {
+    decode_timer_key(key)
+}
+
+/// Key of a record in `records` (and, with a version appended, in `record_history`).
+pub fn record_key(memory_id: &str, record_id: &str) -> Vec<u8> {
+    let mut key = memory_prefix(memory_id);
+    push_id(&mut key, record_id);
+    key
+}
+
+/// Key of a record version in `record_history`.
+pub fn record_history_key(memory_id: &str, record_id: &str, version: u64) -> Vec<u8> {
+    let mut key = record_key(memory_id, record_id);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+/// Key of a live record in the namespace index.
+pub fn record_ns_key(memory_id: &str, namespace: &str, record_id: &str) -> Vec<u8> {
+    let mut key = namespace_prefix(memory_id, namespace);
+    push_id(&mut key, record_id);
+    key
+}
+
+/// `memory_id \0 namespace \0`: the index range of one namespace exactly.
+pub fn namespace_prefix(memory_id: &str, namespace: &str) -> Vec<u8> {
+    let mut key = memory_prefix(memory_id);
+    push_id(&mut key, namespace);
+    key
+}
+
+/// Decodes a `record_ns` key into (namespace, record_id).
+pub fn decode_record_ns_key(key: &[u8]) -> Result<(&str, &str)> {
+    let (_, rest) = take_id(key, "memory_id")?;
+    let (namespace, rest) = take_id(rest, "namespace")?;
+    let (record_id, _) = take_id(rest, "record_id")?;
+    Ok((namespace, record_id))
+}
+
+/// Key of an actor's record in `actor_records`.
+pub fn actor_record_key(memory_id: &str, actor_id: &str, record_id: &str) -> Vec<u8> {
+    let mut key = actor_prefix(memory_id, actor_id);
+    push_id(&mut key, record_id);
+    key
+}
+
+/// Decodes an `actor_records` key into its record id.
+pub fn decode_actor_record_key(key: &[u8]) -> Result<&str> {
+    let (_, rest) = take_id(key, "memory_id")?;
+    let (_, rest) = take_id(rest, "actor_id")?;
+    Ok(take_id(rest, "record_id")?.0)
 }
 
 /// Prefix extractor for actor-scoped CFs: the key up to and including the second NUL.

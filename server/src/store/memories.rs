@@ -113,7 +113,7 @@ impl Store {
         let prefix = keys::memory_prefix(memory_id);
         let end = keys::prefix_end(&prefix);
         let mut batch = WriteBatch::default();
-        for name in cf::ACTOR_SCOPED {
+        for name in cf::MEMORY_SCOPED {
             batch.delete_range_cf(self.cf(name), &prefix, &end);
         }
         batch.delete_cf(self.cf(cf::MEMORIES), memory_id.as_bytes());

@@ -16,10 +16,16 @@ mod apikeys;
 mod commit;
 mod events;
 mod expiry;
+mod jobs;
 mod memories;
+mod outbox;
+mod records;
 mod sessions;
 
 pub use events::{EventFilterSpec, EventListing, EventView, MetadataCondition, NewEvent};
+pub use jobs::{JobFilter, JobView, LoadedEvent};
+pub use outbox::{default_triggers, runs_in_process, triggers};
+pub use records::{RecordChange, RecordListing};
 pub use sessions::{SessionTransition, SessionView};
 
 use crate::error::{Result, ServiceError};
@@ -81,6 +87,8 @@ pub struct Store {
     /// across restarts.
     next_seq: AtomicU64,
     transitions: broadcast::Sender<SessionTransition>,
+    /// Woken after a commit that queued extraction jobs.
+    jobs_ready: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -175,6 +183,7 @@ impl Store {
             memory_gate: AsyncRwLock::new(()),
             next_seq: AtomicU64::new(now_us().saturating_mul(1000)),
             transitions,
+            jobs_ready: Arc::default(),
         };
         store.load_memories()?;
         Ok(store)
@@ -243,6 +252,11 @@ impl Store {
 
     fn actor_gate(&self, memory_id: &str, actor_id: &str) -> &AsyncRwLock<()> {
         &self.actor_gates[stripe(&[memory_id, actor_id])]
+    }
+
+    /// Notified whenever a commit queued extraction jobs (the extraction workers wait on it).
+    pub fn jobs_ready(&self) -> Arc<tokio::sync::Notify> {
+        self.jobs_ready.clone()
     }
 
     /// Subscribes to session state transitions (see [`SessionTransition`]).

@@ -4,6 +4,7 @@
 
 use super::codec::{self, StoredSession};
 use super::keys::{self, cf};
+use super::outbox::{Flush, timer_deadline};
 use super::{Store, page};
 use crate::error::{Result, ServiceError};
 use crate::lifecycle;
@@ -139,19 +140,40 @@ impl Store {
         let announced = SessionState::try_from(stored.announced_state).unwrap_or_default();
         let state = lifecycle::state_at(&stored, &policy, now_us);
         let changed = state != announced;
+        let staged = stored.pending.clone();
         if changed {
             stored.announced_state = state as i32;
             if state == SessionState::Terminated {
                 stored.terminated_us = lifecycle::terminate_at(&stored, &policy).min(now_us);
             }
+        }
+        // Extraction triggers: session end flushes everything, else idle triggers that are due.
+        let flush = if changed && state == SessionState::Terminated {
+            Flush::SessionEnd
+        } else {
+            Flush::Idle
+        };
+        let ids = (memory_id, actor_id, session_id);
+        let jobs = self.flush_session(ids, &memory, &mut stored, flush, now_us);
+        let queued = jobs.iter().any(|j| j.queue_key.is_some());
+        for job in jobs {
+            batch.put_cf(self.cf(cf::JOBS), &job.job_key, job.value);
+            if let Some(queue_key) = job.queue_key {
+                batch.put_cf(self.cf(cf::QUEUE), queue_key, []);
+            }
+        }
+        if changed || stored.pending != staged {
             batch.put_cf(self.cf(cf::SESSIONS), session_key, codec::encode(&stored));
         }
         // Re-arm from the current policy (which may have changed since this timer was set);
         // the put comes after the delete above, so re-arming the same key keeps it.
-        if let Some(next) = lifecycle::next_deadline(&stored, &policy) {
+        if let Some(next) = timer_deadline(&stored, &policy, &memory) {
             batch.put_cf(self.cf(cf::TIMERS), keys::timer_key(next, session_key), []);
         }
         self.commit(batch)?;
+        if queued {
+            self.jobs_ready.notify_one();
+        }
         if changed {
             self.broadcast(SessionTransition {
                 memory_id: memory_id.to_string(),

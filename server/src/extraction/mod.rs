@@ -1,0 +1,10 @@
+//! Long-term memory extraction: background workers drain the job queue that appends and
+//! session transitions fill (see `store::outbox`), run an extractor on each job's events,
+//! consolidate the candidates with the namespace's records, and commit the results together
+//! with the job's removal.
+
+mod job;
+mod turns;
+mod worker;
+
+pub use worker::{ExtractionWorkers, WorkerOptions};

@@ -1,0 +1,209 @@
+//! The in-process worker pool: one scheduler task finds actors with due jobs and hands each
+//! to a blocking worker (at most `concurrency` at once, one worker per actor at a time), which
+//! runs that actor's jobs in creation order. A job in backoff holds back the later jobs of
+//! its strategy for that actor, so per-actor order survives retries.
+
+use super::job::{self, JobError, NamespaceLocks, Outcome};
+use crate::metrics::ExtractionMetrics;
+use crate::store::Store;
+use crate::time::now_us;
+use memd_extractor::{BuiltinExtractor, Extractor};
+use memd_proto::v1::ExtractionJobStatus;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Settings of the worker pool.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Actors extracted at the same time.
+    pub concurrency: usize,
+    /// Attempts before a job is FAILED.
+    pub max_attempts: u32,
+    /// First retry delay; doubles with every attempt up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+/// Handle to the worker pool: which jobs run right now (for listings).
+#[derive(Clone, Default)]
+pub struct ExtractionWorkers {
+    running: Arc<Mutex<HashSet<Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for ExtractionWorkers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtractionWorkers").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ExtractionWorkers {
+    /// Whether a worker holds this job now.
+    pub fn is_running(&self, job_key: &[u8]) -> bool {
+        lock(&self.running).contains(job_key)
+    }
+
+    /// Drains the queue until `stop` resolves; in-flight jobs finish first.
+    pub async fn run(
+        self,
+        store: Arc<Store>,
+        options: WorkerOptions,
+        metrics: ExtractionMetrics,
+        stop: impl Future<Output = ()>,
+    ) {
+        let ready = store.jobs_ready();
+        let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        let busy: Arc<Mutex<HashSet<Vec<u8>>>> = Arc::default();
+        let extractor: Arc<dyn Extractor> = Arc::new(BuiltinExtractor);
+        let locks = Arc::new(NamespaceLocks::default());
+        tokio::pin!(stop);
+        loop {
+            // Register interest before scanning, so a job queued mid-scan is not missed.
+            let notified = ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let scan_store = store.clone();
+            let now = now_us();
+            let due = tokio::task::spawn_blocking(move || {
+                Ok::<_, crate::error::ServiceError>((
+                    scan_store.due_actors(now, 1024)?,
+                    scan_store.next_due()?,
+                ))
+            })
+            .await;
+            let (actors, next_due) = match due {
+                Ok(Ok(found)) => found,
+                Ok(Err(err)) => {
+                    tracing::error!(%err, "reading the extraction queue failed");
+                    (Vec::new(), None)
+                }
+                Err(err) => {
+                    tracing::error!(%err, "extraction scan task failed");
+                    (Vec::new(), None)
+                }
+            };
+            for actor in actors {
+                if !lock(&busy).insert(actor.clone()) {
+                    continue;
+                }
+                let permit = tokio::select! {
+                    permit = permits.clone().acquire_owned() => permit.expect("never closed"),
+                    () = &mut stop => return self.drain(&permits, options.concurrency).await,
+                };
+                let (store, extractor, locks, busy, running, ready, metrics, options) = (
+                    store.clone(),
+                    extractor.clone(),
+                    locks.clone(),
+                    busy.clone(),
+                    self.running.clone(),
+                    ready.clone(),
+                    metrics.clone(),
+                    options.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    let worker = ActorWorker {
+                        store: &store,
+                        extractor: extractor.as_ref(),
+                        locks: &locks,
+                        running: &running,
+                        metrics: &metrics,
+                        options: &options,
+                    };
+                    if let Err(err) = worker.run_actor(&actor) {
+                        tracing::error!(%err, "extraction worker failed");
+                    }
+                    lock(&busy).remove(&actor);
+                    drop(permit);
+                    ready.notify_one();
+                });
+            }
+            // Sleep until new work, the next retry, or a periodic re-check.
+            let wait = next_due
+                .map(|due| Duration::from_micros(due.saturating_sub(now_us())))
+                .unwrap_or(Duration::from_secs(1))
+                .clamp(Duration::from_millis(5), Duration::from_secs(1));
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep(wait) => {}
+                () = &mut stop => return self.drain(&permits, options.concurrency).await,
+            }
+        }
+    }
+
+    /// Waits for in-flight workers to finish their current actor.
+    async fn drain(&self, permits: &Arc<Semaphore>, concurrency: usize) {
+        let _all = permits.acquire_many(concurrency.max(1) as u32).await;
+    }
+}
+
+struct ActorWorker<'a> {
+    store: &'a Store,
+    extractor: &'a dyn Extractor,
+    locks: &'a NamespaceLocks,
+    running: &'a Mutex<HashSet<Vec<u8>>>,
+    metrics: &'a ExtractionMetrics,
+    options: &'a WorkerOptions,
+}
+
+impl ActorWorker<'_> {
+    fn run_actor(&self, actor_prefix: &[u8]) -> crate::error::Result<()> {
+        let mut held_back: HashSet<String> = HashSet::new();
+        for (job_key, job) in self.store.actor_jobs(actor_prefix)? {
+            let now = now_us();
+            // Failed jobs wait for a re-drive; self-managed ones for an external worker.
+            if job.status == ExtractionJobStatus::Failed as i32 || job.due_us == 0 {
+                continue;
+            }
+            if held_back.contains(&job.strategy_id) || job.due_us > now {
+                held_back.insert(job.strategy_id.clone());
+                continue;
+            }
+            lock(self.running).insert(job_key.clone());
+            let result = job::run(self.store, self.extractor, self.locks, &job_key, &job, now);
+            lock(self.running).remove(&job_key);
+            match result {
+                Ok(Outcome::Done { lag_us, changes }) => {
+                    tracing::debug!(lag_us, changes, "extraction job committed");
+                    self.metrics.succeeded(lag_us);
+                }
+                Ok(Outcome::Dropped) => self.metrics.outcome("dropped"),
+                Err(err) => {
+                    held_back.insert(job.strategy_id.clone());
+                    self.failed(&job_key, &job, &err, now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn failed(
+        &self,
+        job_key: &[u8],
+        job: &crate::store::codec::StoredJob,
+        err: &JobError,
+        now: u64,
+    ) -> crate::error::Result<()> {
+        let attempts = job.attempts + 1;
+        let retry_at = (err.retryable() && attempts < self.options.max_attempts).then(|| {
+            let backoff = self
+                .options
+                .initial_backoff
+                .saturating_mul(1 << (attempts - 1).min(20))
+                .min(self.options.max_backoff);
+            now + backoff.as_micros() as u64
+        });
+        tracing::warn!(%err, attempts, retry = retry_at.is_some(), "extraction job failed");
+        self.metrics.outcome(if retry_at.is_some() {
+            "retried"
+        } else {
+            "failed"
+        });
+        self.store
+            .fail_attempt(job_key, job, &err.to_string(), retry_at)
+    }
+}

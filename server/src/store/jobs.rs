@@ -1,0 +1,263 @@
+//! Extraction jobs: what the workers run (per actor, in creation order), retries with
+//! backoff, failure, listing and re-driving.
+
+use super::codec::{self, StoredEvent, StoredJob};
+use super::keys::{self, EventSeq, cf};
+use super::{Store, page};
+use crate::error::{Result, ServiceError};
+use memd_proto::v1::ExtractionJobStatus;
+use rocksdb::WriteBatch;
+
+/// A job as listings return it.
+#[derive(Debug, Clone)]
+pub struct JobView {
+    pub memory_id: String,
+    pub actor_id: String,
+    pub job_id: String,
+    pub job: StoredJob,
+}
+
+/// Which jobs a listing returns (empty fields match everything).
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub strategy_id: String,
+    pub actor_id: String,
+    pub session_id: String,
+    /// `None`: every status.
+    pub status: Option<ExtractionJobStatus>,
+}
+
+/// An event loaded for extraction.
+#[derive(Debug, Clone)]
+pub struct LoadedEvent {
+    pub seq: EventSeq,
+    pub event: StoredEvent,
+}
+
+impl Store {
+    /// Actor prefixes with a queue entry due at `now_us`, in due order, without repeats.
+    pub fn due_actors(&self, now_us: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let end = keys::queue_key(now_us.saturating_add(1), &[]);
+        let mut actors: Vec<Vec<u8>> = Vec::new();
+        for item in self.range(cf::QUEUE, &[], &end, false) {
+            let (key, _) = item?;
+            let (_, job_key) = keys::decode_queue_key(&key)?;
+            let actor = keys::actor_prefix_of(job_key).to_vec();
+            if !actors.contains(&actor) {
+                actors.push(actor);
+                if actors.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(actors)
+    }
+
+    /// The earliest due time in the queue.
+    pub fn next_due(&self) -> Result<Option<u64>> {
+        let first = self.range(cf::QUEUE, &[], &[0xff; 9], false).next();
+        first
+            .transpose()?
+            .map(|(key, _)| keys::decode_queue_key(&key).map(|(due, _)| due))
+            .transpose()
+    }
+
+    /// The jobs of one actor (queued or failed), in creation order. A queue entry whose job
+    /// is gone (the actor was erased) is dropped here.
+    pub fn actor_jobs(&self, actor_prefix: &[u8]) -> Result<Vec<(Vec<u8>, StoredJob)>> {
+        let mut jobs = Vec::new();
+        for item in self.range(
+            cf::JOBS,
+            actor_prefix,
+            &keys::prefix_end(actor_prefix),
+            false,
+        ) {
+            let (key, value) = item?;
+            jobs.push((key.to_vec(), codec::decode::<StoredJob>(&value)?));
+        }
+        if jobs.is_empty() {
+            // Only stale queue entries point here.
+            let mut batch = WriteBatch::default();
+            for item in self.range(cf::QUEUE, &[], &[0xff; 9], false) {
+                let (key, _) = item?;
+                let (_, job_key) = keys::decode_queue_key(&key)?;
+                if job_key.starts_with(actor_prefix) {
+                    batch.delete_cf(self.cf(cf::QUEUE), &key);
+                }
+            }
+            self.commit(batch)?;
+        }
+        Ok(jobs)
+    }
+
+    /// Events of a session by position (missing ones, deleted or expired, are skipped).
+    pub fn events_at(&self, session_key: &[u8], seqs: &[EventSeq]) -> Result<Vec<LoadedEvent>> {
+        let mut out = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            if let Some(event) =
+                self.get_decoded::<StoredEvent>(cf::EVENTS, &keys::event_key(session_key, seq))?
+            {
+                out.push(LoadedEvent { seq, event });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` events of a session before `before` (all of them when `None`), oldest
+    /// first: the context of a job, or a whole session for summaries.
+    pub fn session_events(
+        &self,
+        session_key: &[u8],
+        before: Option<EventSeq>,
+        limit: usize,
+    ) -> Result<Vec<LoadedEvent>> {
+        let end = match before {
+            Some(seq) => keys::event_key(session_key, seq),
+            None => keys::prefix_end(session_key),
+        };
+        let start = keys::event_key(session_key, EventSeq { ts_us: 0, seq: 0 });
+        let mut out = Vec::new();
+        for item in self.range(cf::EVENTS, &start, &end, true).take(limit) {
+            let (key, value) = item?;
+            let seq = EventSeq::from_bytes(&key[session_key.len()..])
+                .ok_or_else(|| ServiceError::DataLoss("event key with a bad sequence".into()))?;
+            out.push(LoadedEvent {
+                seq,
+                event: codec::decode(&value)?,
+            });
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Records a failed attempt: the job runs again at `retry_at_us`, or, with `None`, is
+    /// FAILED and leaves the queue until it is re-driven.
+    pub fn fail_attempt(
+        &self,
+        job_key: &[u8],
+        job: &StoredJob,
+        reason: &str,
+        retry_at_us: Option<u64>,
+    ) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        if job.due_us != 0 {
+            batch.delete_cf(self.cf(cf::QUEUE), keys::queue_key(job.due_us, job_key));
+        }
+        let mut job = job.clone();
+        job.attempts += 1;
+        job.failure_reason = reason.chars().take(1000).collect();
+        match retry_at_us {
+            Some(due) => {
+                job.due_us = due;
+                batch.put_cf(self.cf(cf::QUEUE), keys::queue_key(due, job_key), []);
+            }
+            None => {
+                job.due_us = 0;
+                job.status = ExtractionJobStatus::Failed as i32;
+            }
+        }
+        // Only if the job still exists (its actor may have been erased meanwhile).
+        if self.get(cf::JOBS, job_key)?.is_some() {
+            batch.put_cf(self.cf(cf::JOBS), job_key, codec::encode(&job));
+            self.commit(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Drops a job whose strategy no longer exists.
+    pub fn drop_job(&self, job_key: &[u8], job: &StoredJob) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(cf::JOBS), job_key);
+        if job.due_us != 0 {
+            batch.delete_cf(self.cf(cf::QUEUE), keys::queue_key(job.due_us, job_key));
+        }
+        self.commit(batch)
+    }
+
+    /// One page of a memory's jobs that `filter` and `visible` (by actor) admit, in
+    /// (actor, creation) order. `running` tells which jobs a worker holds right now.
+    pub fn list_jobs(
+        &self,
+        memory_id: &str,
+        filter: &JobFilter,
+        page_size: usize,
+        page_token: &str,
+        visible: impl Fn(&str) -> bool,
+        running: impl Fn(&[u8]) -> bool,
+    ) -> Result<(Vec<JobView>, String)> {
+        self.memory(memory_id)?;
+        let prefix = if filter.actor_id.is_empty() {
+            keys::memory_prefix(memory_id)
+        } else {
+            keys::actor_prefix(memory_id, &filter.actor_id)
+        };
+        let scope = [b"jobs\0".as_slice(), &prefix].concat();
+        let start = match page::decode("page_token", page_token, &scope)? {
+            Some(cursor) => [cursor.as_slice(), &[0]].concat(),
+            None => prefix.clone(),
+        };
+        let mut out: Vec<JobView> = Vec::new();
+        for item in self.range(cf::JOBS, &start, &keys::prefix_end(&prefix), false) {
+            let (key, value) = item?;
+            let (_, actor_id, job_id) = keys::decode_job_key(&key)?;
+            if !visible(actor_id) {
+                continue;
+            }
+            let mut job: StoredJob = codec::decode(&value)?;
+            if running(&key) {
+                job.status = ExtractionJobStatus::Running as i32;
+            }
+            let matches = (filter.strategy_id.is_empty() || job.strategy_id == filter.strategy_id)
+                && (filter.session_id.is_empty() || job.session_id == filter.session_id)
+                && filter.status.is_none_or(|s| s as i32 == job.status);
+            if !matches {
+                continue;
+            }
+            if out.len() == page_size {
+                let last = out.last().expect("page_size >= 1");
+                let cursor = keys::job_key(memory_id, &last.actor_id, &last.job_id);
+                return Ok((out, page::encode(&scope, &cursor)));
+            }
+            out.push(JobView {
+                memory_id: memory_id.to_string(),
+                actor_id: actor_id.to_string(),
+                job_id: job_id.to_string(),
+                job,
+            });
+        }
+        Ok((out, String::new()))
+    }
+
+    /// Finds a job of a memory by id (jobs are few: completed ones are removed).
+    pub fn find_job(&self, memory_id: &str, job_id: &str) -> Result<(Vec<u8>, StoredJob)> {
+        self.memory(memory_id)?;
+        let prefix = keys::memory_prefix(memory_id);
+        for item in self.range(cf::JOBS, &prefix, &keys::prefix_end(&prefix), false) {
+            let (key, value) = item?;
+            if keys::decode_job_key(&key)?.2 == job_id {
+                return Ok((key.to_vec(), codec::decode(&value)?));
+            }
+        }
+        Err(ServiceError::not_found(format!("extraction job {job_id}")))
+    }
+
+    /// Re-drives a FAILED job: pending again, attempts reset, due now.
+    pub fn redrive_job(&self, job_key: &[u8], job: &StoredJob, now_us: u64) -> Result<StoredJob> {
+        if job.status != ExtractionJobStatus::Failed as i32 {
+            return Err(ServiceError::FailedPrecondition(
+                "only FAILED jobs can be re-driven; this one is still pending".into(),
+            ));
+        }
+        let mut job = job.clone();
+        job.status = ExtractionJobStatus::Pending as i32;
+        job.attempts = 0;
+        job.due_us = now_us;
+        job.trigger = "redrive".into();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(cf::JOBS), job_key, codec::encode(&job));
+        batch.put_cf(self.cf(cf::QUEUE), keys::queue_key(now_us, job_key), []);
+        self.commit(batch)?;
+        self.jobs_ready.notify_one();
+        Ok(job)
+    }
+}

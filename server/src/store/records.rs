@@ -1,0 +1,293 @@
+//! Long-term memory records: reads, listings by namespace prefix, deletion, history, and
+//! the atomic commit of an extraction job's results.
+
+use super::codec::{self, StoredJob, StoredRecord};
+use super::keys::{self, cf};
+use super::{Store, page};
+use crate::error::{Result, ServiceError};
+use rocksdb::WriteBatch;
+
+/// What a job does to one record; applied in one batch with the job's removal.
+#[derive(Debug, Clone)]
+pub enum RecordChange {
+    /// A new record.
+    Create(StoredRecord),
+    /// The same record restated: more source events, same text and version (no history).
+    Provenance(StoredRecord),
+    /// A new version of a live record (`old` goes to history).
+    Update {
+        old: StoredRecord,
+        new: StoredRecord,
+    },
+    /// `old` is superseded by the new record `new`: both are kept, `old` leaves the
+    /// namespace index with its validity interval closed and shows in `new`'s history.
+    Supersede {
+        old: StoredRecord,
+        new: StoredRecord,
+    },
+}
+
+/// A validated ListMemoryRecords request.
+#[derive(Debug, Clone)]
+pub struct RecordListing {
+    pub memory_id: String,
+    pub namespace_prefix: String,
+    pub strategy_id: String,
+    pub page_size: usize,
+    pub page_token: String,
+}
+
+/// A record is readable: live, not expired.
+fn readable(record: &StoredRecord, now_us: u64) -> bool {
+    record.invalid_from_us == 0 && (record.expire_us == 0 || record.expire_us > now_us)
+}
+
+impl Store {
+    /// A record by id (superseded ones too, which carry `invalid_from`); expired records and
+    /// records `visible` rejects are NOT_FOUND, so a denial reveals nothing.
+    pub fn record(
+        &self,
+        memory_id: &str,
+        record_id: &str,
+        now_us: u64,
+        visible: impl Fn(&StoredRecord) -> bool,
+    ) -> Result<StoredRecord> {
+        self.memory(memory_id)?;
+        self.get_decoded::<StoredRecord>(cf::RECORDS, &keys::record_key(memory_id, record_id))?
+            .filter(|r| (r.expire_us == 0 || r.expire_us > now_us) && visible(r))
+            .ok_or_else(|| ServiceError::not_found(format!("memory record {record_id}")))
+    }
+
+    /// The live records of exactly one namespace (consolidation compares with them).
+    pub fn namespace_records(
+        &self,
+        memory_id: &str,
+        namespace: &str,
+        now_us: u64,
+    ) -> Result<Vec<StoredRecord>> {
+        let prefix = keys::namespace_prefix(memory_id, namespace);
+        let mut out = Vec::new();
+        for item in self.range(cf::RECORD_NS, &prefix, &keys::prefix_end(&prefix), false) {
+            let (key, _) = item?;
+            let (_, record_id) = keys::decode_record_ns_key(&key)?;
+            if let Some(record) = self
+                .get_decoded::<StoredRecord>(cf::RECORDS, &keys::record_key(memory_id, record_id))?
+                .filter(|r| readable(r, now_us))
+            {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One page of live records whose namespace starts with the listing's prefix, in
+    /// (namespace, record id) order; `visible` runs inside the scan.
+    pub fn list_records(
+        &self,
+        listing: &RecordListing,
+        now_us: u64,
+        visible: impl Fn(&StoredRecord) -> bool,
+    ) -> Result<(Vec<StoredRecord>, String)> {
+        self.memory(&listing.memory_id)?;
+        let memory = keys::memory_prefix(&listing.memory_id);
+        let scope = [
+            b"records\0".as_slice(),
+            &memory,
+            listing.namespace_prefix.as_bytes(),
+            b"\0",
+            listing.strategy_id.as_bytes(),
+        ]
+        .concat();
+        let lower = [memory.as_slice(), listing.namespace_prefix.as_bytes()].concat();
+        let start = match page::decode("page_token", &listing.page_token, &scope)? {
+            Some(cursor) => [memory.as_slice(), &cursor, &[0]].concat(),
+            None => lower.clone(),
+        };
+        let end = keys::prefix_successor(&lower).min(keys::prefix_end(&memory));
+        let mut records: Vec<StoredRecord> = Vec::new();
+        for item in self.range(cf::RECORD_NS, &start, &end, false) {
+            let (key, _) = item?;
+            let (namespace, record_id) = keys::decode_record_ns_key(&key)?;
+            let Some(record) = self
+                .get_decoded::<StoredRecord>(
+                    cf::RECORDS,
+                    &keys::record_key(&listing.memory_id, record_id),
+                )?
+                .filter(|r| readable(r, now_us))
+                .filter(|r| listing.strategy_id.is_empty() || r.strategy_id == listing.strategy_id)
+                .filter(&visible)
+            else {
+                continue;
+            };
+            if records.len() == listing.page_size {
+                let last = records.last().expect("page_size >= 1");
+                let cursor = [last.namespace.as_bytes(), b"\0", last.record_id.as_bytes()].concat();
+                return Ok((records, page::encode(&scope, &cursor)));
+            }
+            debug_assert_eq!(namespace, record.namespace);
+            records.push(record);
+        }
+        Ok((records, String::new()))
+    }
+
+    /// The record as it is now, its earlier versions, then (recursively) the records it
+    /// superseded, each newest first.
+    pub fn record_history(
+        &self,
+        memory_id: &str,
+        record_id: &str,
+        now_us: u64,
+        visible: impl Fn(&StoredRecord) -> bool + Copy,
+    ) -> Result<Vec<StoredRecord>> {
+        let current = self.record(memory_id, record_id, now_us, visible)?;
+        let mut out = Vec::new();
+        let mut todo = vec![current];
+        while let Some(record) = todo.pop() {
+            let prefix = keys::record_key(memory_id, &record.record_id);
+            let mut versions = Vec::new();
+            for item in self.range(
+                cf::RECORD_HISTORY,
+                &prefix,
+                &keys::prefix_end(&prefix),
+                true,
+            ) {
+                let (_, value) = item?;
+                versions.push(codec::decode::<StoredRecord>(&value)?);
+            }
+            for older in record.supersedes.iter().rev() {
+                if let Some(old) = self
+                    .get_decoded::<StoredRecord>(cf::RECORDS, &keys::record_key(memory_id, older))?
+                    .filter(|r| visible(r))
+                {
+                    todo.push(old);
+                }
+            }
+            out.push(record);
+            out.extend(versions);
+            if out.len() > 10_000 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes a record with its history and index entries.
+    pub fn delete_record(&self, record: &StoredRecord, memory_id: &str) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.erase_record(&mut batch, memory_id, record);
+        self.commit(batch)
+    }
+
+    pub(super) fn erase_record(&self, batch: &mut WriteBatch, memory_id: &str, r: &StoredRecord) {
+        let key = keys::record_key(memory_id, &r.record_id);
+        batch.delete_cf(self.cf(cf::RECORDS), &key);
+        batch.delete_range_cf(self.cf(cf::RECORD_HISTORY), &key, &keys::prefix_end(&key));
+        batch.delete_cf(
+            self.cf(cf::RECORD_NS),
+            keys::record_ns_key(memory_id, &r.namespace, &r.record_id),
+        );
+        if !r.actor_id.is_empty() {
+            batch.delete_cf(
+                self.cf(cf::ACTOR_RECORDS),
+                keys::actor_record_key(memory_id, &r.actor_id, &r.record_id),
+            );
+        }
+    }
+
+    /// Erases every record drawn from an actor's events (part of `DeleteActor`).
+    pub(super) fn erase_actor_records(
+        &self,
+        batch: &mut WriteBatch,
+        memory_id: &str,
+        actor_id: &str,
+    ) -> Result<()> {
+        let prefix = keys::actor_prefix(memory_id, actor_id);
+        for item in self.range(
+            cf::ACTOR_RECORDS,
+            &prefix,
+            &keys::prefix_end(&prefix),
+            false,
+        ) {
+            let (key, _) = item?;
+            let record_id = keys::decode_actor_record_key(&key)?;
+            if let Some(record) = self
+                .get_decoded::<StoredRecord>(cf::RECORDS, &keys::record_key(memory_id, record_id))?
+            {
+                self.erase_record(batch, memory_id, &record);
+            }
+        }
+        Ok(())
+    }
+
+    fn put_record(&self, batch: &mut WriteBatch, memory_id: &str, r: &StoredRecord, live: bool) {
+        batch.put_cf(
+            self.cf(cf::RECORDS),
+            keys::record_key(memory_id, &r.record_id),
+            codec::encode(r),
+        );
+        let ns_key = keys::record_ns_key(memory_id, &r.namespace, &r.record_id);
+        if live {
+            batch.put_cf(self.cf(cf::RECORD_NS), ns_key, []);
+        } else {
+            batch.delete_cf(self.cf(cf::RECORD_NS), ns_key);
+        }
+        if !r.actor_id.is_empty() {
+            batch.put_cf(
+                self.cf(cf::ACTOR_RECORDS),
+                keys::actor_record_key(memory_id, &r.actor_id, &r.record_id),
+                [],
+            );
+        }
+    }
+
+    fn archive(&self, batch: &mut WriteBatch, memory_id: &str, old: &StoredRecord) {
+        batch.put_cf(
+            self.cf(cf::RECORD_HISTORY),
+            keys::record_history_key(memory_id, &old.record_id, old.version),
+            codec::encode(old),
+        );
+    }
+
+    /// Commits a job's record changes and removes the job and its queue entry, atomically:
+    /// a crash before this commit re-runs the job; after it, the job is gone.
+    pub fn complete_job(
+        &self,
+        job_key: &[u8],
+        job: &StoredJob,
+        changes: &[RecordChange],
+    ) -> Result<()> {
+        let (memory_id, actor_id, _) = keys::decode_job_key(job_key)?;
+        let _memory_gate = self.memory_gate.blocking_read();
+        let _actor_gate = self.actor_gate(memory_id, actor_id).blocking_read();
+        // The actor (or memory) may have been erased while the job ran: write nothing.
+        if self.get(cf::JOBS, job_key)?.is_none() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for change in changes {
+            match change {
+                RecordChange::Create(new) | RecordChange::Provenance(new) => {
+                    self.put_record(&mut batch, memory_id, new, true)
+                }
+                RecordChange::Update { old, new } => {
+                    self.archive(&mut batch, memory_id, old);
+                    self.put_record(&mut batch, memory_id, new, true);
+                }
+                RecordChange::Supersede { old, new } => {
+                    // The closed record keeps its text; only its validity ends.
+                    let mut closed = old.clone();
+                    closed.invalid_from_us = new.valid_from_us.max(old.valid_from_us);
+                    closed.superseded_by = new.record_id.clone();
+                    closed.update_us = new.update_us;
+                    self.put_record(&mut batch, memory_id, &closed, false);
+                    self.put_record(&mut batch, memory_id, new, true);
+                }
+            }
+        }
+        batch.delete_cf(self.cf(cf::JOBS), job_key);
+        if job.due_us != 0 {
+            batch.delete_cf(self.cf(cf::QUEUE), keys::queue_key(job.due_us, job_key));
+        }
+        self.commit(batch)
+    }
+}
