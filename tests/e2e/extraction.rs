@@ -178,6 +178,39 @@ async fn a_conversation_becomes_facts_preferences_a_summary_and_an_episode() {
         "small talk became a fact: {facts:#?}"
     );
 
+    // Pages of one record each walk the same records in the same order.
+    let all = records(&client, &m, "").await;
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_memory_records(pb::ListMemoryRecordsRequest {
+                memory_id: m.clone(),
+                page_size: 1,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        paged.extend(page.memory_records);
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(paged, all);
+    let strategy_only: Vec<pb::MemoryRecord> = client
+        .all_memory_records(pb::ListMemoryRecordsRequest {
+            memory_id: m.clone(),
+            strategy_id: "facts".into(),
+            page_size: 2,
+            ..Default::default()
+        })
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(strategy_only, facts);
+
     let prefs = records(&client, &m, "/strategies/prefs/").await;
     assert_eq!(prefs.len(), 1, "{prefs:#?}");
     assert!(

@@ -100,7 +100,8 @@ impl Store {
         .concat();
         let lower = [memory.as_slice(), listing.namespace_prefix.as_bytes()].concat();
         let start = match page::decode("page_token", &listing.page_token, &scope)? {
-            Some(cursor) => [memory.as_slice(), &cursor, &[0]].concat(),
+            // Resume just after the last key returned (its key ends in NUL).
+            Some(cursor) => [memory.as_slice(), &cursor, &[0, 0]].concat(),
             None => lower.clone(),
         };
         let end = keys::prefix_successor(&lower).min(keys::prefix_end(&memory));
