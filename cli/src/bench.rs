@@ -18,6 +18,9 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 pub enum BenchCommand {
     /// CreateEvent throughput and latency vs. no-op gRPC and raw RocksDB floors.
     Write(WriteArgs),
+    /// Extraction lag and rate under full CreateEvent load, and CreateEvent throughput with
+    /// extraction on vs. off.
+    Extract(crate::bench_extract::ExtractArgs),
 }
 
 #[derive(Debug, Args)]
@@ -38,11 +41,11 @@ pub struct WriteArgs {
 
 /// Throughput and latency percentiles of one measured cell.
 #[derive(Debug, Clone, Copy)]
-struct Stats {
-    per_second: f64,
-    p50_us: f64,
-    p95_us: f64,
-    p99_us: f64,
+pub(crate) struct Stats {
+    pub per_second: f64,
+    pub p50_us: f64,
+    pub p95_us: f64,
+    pub p99_us: f64,
 }
 
 impl Stats {
@@ -63,7 +66,7 @@ impl Stats {
         }
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub fn json(&self) -> serde_json::Value {
         json!({ "per_second": self.per_second.round(), "p50_us": self.p50_us, "p95_us": self.p95_us, "p99_us": self.p99_us })
     }
 }
@@ -72,7 +75,11 @@ const WARMUP: Duration = Duration::from_millis(300);
 
 /// Runs `call(worker)` in `concurrency` tasks for warm-up + `measure`; records the latencies
 /// of calls started after the warm-up.
-async fn drive<F, Fut>(concurrency: usize, measure: Duration, call: F) -> anyhow::Result<Stats>
+pub(crate) async fn drive<F, Fut>(
+    concurrency: usize,
+    measure: Duration,
+    call: F,
+) -> anyhow::Result<Stats>
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
@@ -157,18 +164,22 @@ fn rocksdb_floor(
 }
 
 /// An in-process server on a temp dir (development mode, loopback).
-struct LocalServer {
-    endpoint: String,
+pub(crate) struct LocalServer {
+    pub endpoint: String,
     _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl LocalServer {
-    async fn start(sync_writes: bool) -> anyhow::Result<Self> {
+    pub async fn start(sync_writes: bool) -> anyhow::Result<Self> {
+        Self::start_with(|config| config.sync_writes = sync_writes).await
+    }
+
+    pub async fn start_with(change: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut config = Config::for_test(dir.path());
-        config.sync_writes = sync_writes;
+        change(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let server = Server::open(config)?;
@@ -191,7 +202,7 @@ impl LocalServer {
         })
     }
 
-    async fn stop(mut self) {
+    pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -200,7 +211,7 @@ impl LocalServer {
 }
 
 /// One connection per worker up to 16, then shared round-robin (as many agents would).
-async fn connections(
+pub(crate) async fn connections(
     endpoint: &str,
     key: Option<String>,
     concurrency: usize,
@@ -305,7 +316,10 @@ async fn measure_server(
 }
 
 pub async fn run(ctx: &Globals, command: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Write(args) = command;
+    let args = match command {
+        BenchCommand::Write(args) => args,
+        BenchCommand::Extract(args) => return crate::bench_extract::run(ctx, args).await,
+    };
     anyhow::ensure!(
         args.concurrency.iter().all(|&c| c > 0),
         "--concurrency values must be positive"

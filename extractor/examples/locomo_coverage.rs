@@ -93,6 +93,7 @@ fn extract(sessions: &[Vec<Turn>]) -> Vec<Record> {
                     turns: std::slice::from_ref(turn),
                     context: &turns[..i],
                     session_ended: false,
+                    state: None,
                 };
                 for candidate in extractor.extract(&input).unwrap() {
                     let records = namespaces.entry((kind, turn.speaker.clone())).or_default();

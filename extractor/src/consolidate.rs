@@ -4,13 +4,20 @@
 //! rewrites that slot's record; a candidate for an exclusive slot restates (no-op), refines
 //! (update) or contradicts (supersede) the slot's record; otherwise lexical overlap decides
 //! between no-op, refinement and a new record.
+//!
+//! [`Namespace`] keeps what the decisions need (normal forms, word sets, slots and an inverted
+//! word index), so a worker can hold it across jobs and each decision only looks at records
+//! that share a distinctive word with the candidate.
 
 use crate::text::{content_words, jaccard, normalize};
 use crate::{Candidate, Slot};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Word overlap at which two statements say the same thing.
 const SAME: f64 = 0.8;
+/// Below this many records every record is compared; above, only those sharing a word that
+/// at most an eighth of the records contain.
+const SCAN_ALL_BELOW: usize = 64;
 
 /// A live record of the candidate's namespace.
 #[derive(Debug, Clone, Copy)]
@@ -34,50 +41,146 @@ pub enum Decision {
     New,
 }
 
-/// Decides what `candidate` does, given the live records of its namespace.
-pub fn consolidate(candidate: &Candidate, existing: &[Existing<'_>]) -> Decision {
-    let normal = normalize(&candidate.text);
-    if let Some(same) = existing.iter().find(|e| normalize(e.text) == normal) {
-        return Decision::Duplicate(same.id.to_string());
+#[derive(Debug, Clone)]
+struct Known {
+    normal: String,
+    words: BTreeSet<String>,
+    slot: Option<Slot>,
+}
+
+/// The live records of one namespace, indexed for consolidation decisions.
+#[derive(Debug, Clone, Default)]
+pub struct Namespace {
+    records: HashMap<String, Known>,
+    by_normal: HashMap<String, String>,
+    by_slot: HashMap<Slot, String>,
+    postings: HashMap<String, HashSet<String>>,
+}
+
+impl Namespace {
+    /// Number of live records.
+    pub fn len(&self) -> usize {
+        self.records.len()
     }
-    let words = content_words(&candidate.text);
-    if let Some(slot) = &candidate.slot
-        && let Some(holder) = existing.iter().find(|e| e.slot == Some(slot))
-    {
-        return match slot {
-            Slot::Running(_) => Decision::Refine(holder.id.to_string()),
-            Slot::Exclusive(_) => {
-                let theirs = content_words(holder.text);
-                if jaccard(&words, &theirs) >= SAME {
-                    Decision::Duplicate(holder.id.to_string())
-                } else if refines(&words, &theirs) {
-                    Decision::Refine(holder.id.to_string())
-                } else {
-                    Decision::Supersede(holder.id.to_string())
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Adds (or replaces) a live record.
+    pub fn insert(&mut self, id: &str, text: &str, slot: Option<Slot>) {
+        self.remove(id);
+        let known = Known {
+            normal: normalize(text),
+            words: content_words(text),
+            slot,
+        };
+        self.by_normal.insert(known.normal.clone(), id.to_string());
+        if let Some(slot) = &known.slot {
+            self.by_slot.insert(slot.clone(), id.to_string());
+        }
+        for word in &known.words {
+            self.postings
+                .entry(word.clone())
+                .or_default()
+                .insert(id.to_string());
+        }
+        self.records.insert(id.to_string(), known);
+    }
+
+    /// Removes a record (superseded or deleted).
+    pub fn remove(&mut self, id: &str) {
+        let Some(known) = self.records.remove(id) else {
+            return;
+        };
+        if self.by_normal.get(&known.normal).is_some_and(|i| i == id) {
+            self.by_normal.remove(&known.normal);
+        }
+        if let Some(slot) = &known.slot
+            && self.by_slot.get(slot).is_some_and(|i| i == id)
+        {
+            self.by_slot.remove(slot);
+        }
+        for word in &known.words {
+            if let Some(ids) = self.postings.get_mut(word) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.postings.remove(word);
                 }
             }
-        };
+        }
     }
-    let mut best: Option<(f64, &Existing<'_>, BTreeSet<String>)> = None;
+
+    /// The live record holding a slot, if any.
+    pub fn holder(&self, slot: &Slot) -> Option<&str> {
+        self.by_slot.get(slot).map(String::as_str)
+    }
+
+    /// Decides what `candidate` does to this namespace.
+    pub fn decide(&self, candidate: &Candidate) -> Decision {
+        if let Some(id) = self.by_normal.get(&normalize(&candidate.text)) {
+            return Decision::Duplicate(id.clone());
+        }
+        let words = content_words(&candidate.text);
+        if let Some(slot) = &candidate.slot
+            && let Some(holder) = self.by_slot.get(slot)
+        {
+            let theirs = &self.records[holder].words;
+            return match slot {
+                Slot::Running(_) => Decision::Refine(holder.clone()),
+                Slot::Exclusive(_) if jaccard(&words, theirs) >= SAME => {
+                    Decision::Duplicate(holder.clone())
+                }
+                Slot::Exclusive(_) if refines(&words, theirs) => Decision::Refine(holder.clone()),
+                Slot::Exclusive(_) => Decision::Supersede(holder.clone()),
+            };
+        }
+        let mut best: Option<(f64, &String, &Known)> = None;
+        for id in self.neighbours(&words) {
+            let known = &self.records[id];
+            let similarity = jaccard(&words, &known.words);
+            if best.as_ref().is_none_or(|(s, best_id, _)| {
+                similarity > *s || (similarity == *s && id < *best_id)
+            }) {
+                best = Some((similarity, id, known));
+            }
+        }
+        match best {
+            Some((similarity, id, _)) if similarity >= SAME => Decision::Duplicate(id.clone()),
+            Some((_, id, known)) if refines(&words, &known.words) => Decision::Refine(id.clone()),
+            Some((_, id, known)) if !words.is_empty() && words.is_subset(&known.words) => {
+                Decision::Duplicate(id.clone())
+            }
+            _ => Decision::New,
+        }
+    }
+
+    /// Records worth comparing with a candidate of these words.
+    fn neighbours<'a>(&'a self, words: &BTreeSet<String>) -> Vec<&'a String> {
+        if self.records.len() < SCAN_ALL_BELOW {
+            return self.records.keys().collect();
+        }
+        let rare = (self.records.len() / 8).max(SCAN_ALL_BELOW / 8);
+        let mut out: HashSet<&String> = HashSet::new();
+        for word in words {
+            if let Some(ids) = self.postings.get(word)
+                && ids.len() <= rare
+            {
+                out.extend(ids);
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
+/// Decides what `candidate` does, given the live records of its namespace (builds a
+/// [`Namespace`]; workers that decide many candidates keep one instead).
+pub fn consolidate(candidate: &Candidate, existing: &[Existing<'_>]) -> Decision {
+    let mut namespace = Namespace::default();
     for record in existing {
-        let theirs = content_words(record.text);
-        let similarity = jaccard(&words, &theirs);
-        if best.as_ref().is_none_or(|(s, _, _)| similarity > *s) {
-            best = Some((similarity, record, theirs));
-        }
+        namespace.insert(record.id, record.text, record.slot.cloned());
     }
-    match best {
-        Some((similarity, record, _)) if similarity >= SAME => {
-            Decision::Duplicate(record.id.to_string())
-        }
-        Some((_, record, theirs)) if refines(&words, &theirs) => {
-            Decision::Refine(record.id.to_string())
-        }
-        Some((_, record, theirs)) if !words.is_empty() && words.is_subset(&theirs) => {
-            Decision::Duplicate(record.id.to_string())
-        }
-        _ => Decision::New,
-    }
+    namespace.decide(candidate)
 }
 
 /// The candidate keeps everything the record says and adds a little more.
@@ -95,6 +198,7 @@ mod tests {
             source_event_ids: vec!["e".into()],
             slot,
             valid_from: chrono::DateTime::UNIX_EPOCH,
+            state: None,
         }
     }
 
@@ -158,5 +262,32 @@ mod tests {
             Some(slot.clone()),
         );
         assert_eq!(consolidate(&c, &records), Decision::Refine("r1".into()));
+    }
+
+    #[test]
+    fn large_namespaces_find_duplicates_through_rare_words() {
+        let mut namespace = Namespace::default();
+        for i in 0..500 {
+            namespace.insert(
+                &format!("r{i}"),
+                &format!("Caroline booked {i} tickets for the concert in city{i}."),
+                None,
+            );
+        }
+        let again = candidate(
+            "Caroline booked 250 tickets for the concert in city250!",
+            None,
+        );
+        assert_eq!(namespace.decide(&again), Decision::Duplicate("r250".into()));
+        let more = candidate(
+            "Caroline booked 250 tickets for the concert in city250 with her brother Sam.",
+            None,
+        );
+        assert_eq!(namespace.decide(&more), Decision::Refine("r250".into()));
+        let fresh = candidate("Caroline booked 7 tickets for the opera in Vienna.", None);
+        assert_eq!(namespace.decide(&fresh), Decision::New);
+        namespace.remove("r250");
+        assert_eq!(namespace.decide(&again), Decision::New);
+        assert_eq!(namespace.len(), 499);
     }
 }

@@ -68,13 +68,32 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
     ]
 });
 
+/// One pass that tells whether any pattern could match (most sentences have no date).
+static ANY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!(
+        r"(?i)\b(?:ago|yesterday|today|tonight|tomorrow|last\s+night|(?:last|this|next|past)\s+(?:week|weekend|month|year|morning|afternoon|evening|{WEEKDAY})|from\s+now|in\s+(?:{NUMBER})\s+(?:{UNIT})s?)\b"
+    ))
+    .expect("valid")
+});
+
+/// Whether `text` mentions a relative date that [`resolve`] would rewrite.
+pub fn mentions_relative_date(text: &str) -> bool {
+    ANY.is_match(text)
+}
+
 /// Rewrites the relative dates in `text` as absolute dates, as seen on `said_on`.
 ///
 /// `"I went there yesterday"` said on 8 May 2023 becomes `"I went there on 7 May 2023"`;
 /// `"since last month"` becomes `"since April 2023"`.
 pub fn resolve(text: &str, said_on: NaiveDate) -> Resolved {
-    let mut text = text.to_string();
     let mut earliest: Option<NaiveDate> = None;
+    if !mentions_relative_date(text) {
+        return Resolved {
+            text: text.to_string(),
+            earliest,
+        };
+    }
+    let mut text = text.to_string();
     for pattern in PATTERNS.iter() {
         if !pattern.regex.is_match(&text) {
             continue;

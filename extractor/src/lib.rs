@@ -14,7 +14,7 @@ pub mod dates;
 pub mod text;
 
 pub use builtin::BuiltinExtractor;
-pub use consolidate::{Decision, Existing, consolidate};
+pub use consolidate::{Decision, Existing, Namespace, consolidate};
 
 use chrono::{DateTime, Utc};
 
@@ -63,16 +63,28 @@ pub struct Input<'a> {
     pub context: &'a [Turn],
     /// The session has ended: summaries and episodes are final.
     pub session_ended: bool,
+    /// What the extractor returned as [`Candidate::state`] for this slot last time (running
+    /// summaries fold new turns into it instead of re-reading the whole session).
+    pub state: Option<&'a str>,
 }
 
 /// How a candidate relates to records that describe the same thing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Slot {
     /// At most one live record per key, rewritten in place (a session's running summary).
     Running(String),
     /// At most one value can hold per key ("Caroline lives in X"): a different value
     /// supersedes the old record, which stays in history with its validity interval.
     Exclusive(String),
+}
+
+/// The slot of the one running record a kind keeps per namespace (summaries, episodes).
+pub fn running_slot(kind: RecordKind) -> Option<Slot> {
+    match kind {
+        RecordKind::Summary => Some(Slot::Running("summary".into())),
+        RecordKind::Episode => Some(Slot::Running("episode".into())),
+        RecordKind::Fact | RecordKind::Preference => None,
+    }
 }
 
 /// A record an extractor proposes; consolidation decides whether it is written.
@@ -84,6 +96,8 @@ pub struct Candidate {
     pub slot: Option<Slot>,
     /// When the fact became true: a resolved date in the text, else the turn's time.
     pub valid_from: DateTime<Utc>,
+    /// Opaque state to hand back in the next [`Input::state`] for the same slot.
+    pub state: Option<String>,
 }
 
 /// Why an extraction failed.

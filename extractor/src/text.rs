@@ -1,7 +1,8 @@
 //! Text utilities shared by the extractors and consolidation: sentences, words, stopwords
 //! and the normal form used to recognise the same statement twice.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::LazyLock;
 
 /// Replaces typographic quotes and dashes with ASCII so patterns see one spelling.
 pub fn ascii_punctuation(text: &str) -> String {
@@ -91,9 +92,12 @@ const STOPWORDS: &[&str] = &[
     "just", "even", "still", "others", "one", "way", "s", "t", "don't", "can't",
 ];
 
+static STOPWORD_SET: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| STOPWORDS.iter().copied().collect());
+
 /// True for words that carry no content on their own.
 pub fn is_stopword(word: &str) -> bool {
-    STOPWORDS.contains(&word)
+    STOPWORD_SET.contains(word)
 }
 
 /// The content words of a text (lower case, stopwords removed, light plural folding).

@@ -32,6 +32,10 @@ pub struct Config {
     pub block_cache_mb: usize,
     /// Actors whose extraction jobs run at the same time (0: one per CPU core).
     pub extraction_workers: usize,
+    /// Run the in-process extraction workers (off: jobs queue up until they are turned on).
+    pub extraction_enabled: bool,
+    /// Nice value of the extraction threads (0-19; higher yields more CPU to requests).
+    pub extraction_nice: i32,
     /// Attempts before an extraction job is FAILED.
     pub extraction_max_attempts: u32,
     /// First retry delay of a failed extraction job; doubles per attempt up to the maximum.
@@ -51,6 +55,7 @@ impl Config {
                 0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
                 n => n,
             },
+            nice: self.extraction_nice,
             max_attempts: self.extraction_max_attempts,
             initial_backoff: std::time::Duration::from_millis(self.extraction_initial_backoff_ms),
             max_backoff: std::time::Duration::from_millis(self.extraction_max_backoff_ms),
@@ -72,6 +77,8 @@ impl Default for Config {
             session_sweep_interval_ms: 1000,
             block_cache_mb: 128,
             extraction_workers: 0,
+            extraction_enabled: true,
+            extraction_nice: 10,
             extraction_max_attempts: 5,
             extraction_initial_backoff_ms: 1000,
             extraction_max_backoff_ms: 300_000,
@@ -105,7 +112,7 @@ pub struct Overrides {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-const ENV_KEYS: [&str; 16] = [
+const ENV_KEYS: [&str; 18] = [
     "listen",
     "data_dir",
     "metrics_listen",
@@ -117,6 +124,8 @@ const ENV_KEYS: [&str; 16] = [
     "session_sweep_interval_ms",
     "block_cache_mb",
     "extraction_workers",
+    "extraction_enabled",
+    "extraction_nice",
     "extraction_max_attempts",
     "extraction_initial_backoff_ms",
     "extraction_max_backoff_ms",
@@ -176,6 +185,9 @@ impl Config {
                     "tls_cert_path and tls_key_path must be set together".into(),
                 ));
             }
+        }
+        if !(0..=19).contains(&self.extraction_nice) {
+            return Err(ConfigError("extraction_nice must be 0-19".into()));
         }
         if self.extraction_max_attempts == 0 {
             return Err(ConfigError(

@@ -137,12 +137,16 @@ impl Server {
             }));
         }
         let workers = ExtractionWorkers::default();
-        background.push(tokio::spawn(workers.clone().run(
-            store.clone(),
-            config.worker_options(),
-            metrics.extraction(),
-            stopped(),
-        )));
+        if config.extraction_enabled {
+            background.push(tokio::spawn(workers.clone().run(
+                store.clone(),
+                config.worker_options(),
+                metrics.extraction(),
+                stopped(),
+            )));
+        } else {
+            tracing::warn!("extraction_enabled = false: extraction jobs queue up unprocessed");
+        }
         let sweep = Duration::from_millis(config.session_sweep_interval_ms);
         background.push(tokio::spawn(lifecycle::run_sweeper(
             store.clone(),

@@ -6,20 +6,15 @@
 
 mod attribute;
 mod statements;
+mod summary;
 
 pub use attribute::attribute;
 pub use statements::{Statement, statements};
 
 use crate::dates::format_day;
-use crate::text::{content_words, is_stopword};
+
 use crate::{Candidate, ExtractError, Extractor, Input, RecordKind, Role, Slot, Turn};
 use chrono::{DateTime, NaiveTime, Utc};
-use std::collections::{BTreeMap, BTreeSet};
-
-/// Key points a summary keeps.
-const SUMMARY_POINTS: usize = 10;
-/// Topics a summary names.
-const SUMMARY_TOPICS: usize = 6;
 
 /// The default extractor. Deterministic: the same input always gives the same candidates.
 #[derive(Debug, Default, Clone)]
@@ -38,22 +33,22 @@ impl Extractor for BuiltinExtractor {
         Ok(match input.kind {
             RecordKind::Fact => facts(input),
             RecordKind::Preference => preferences(input),
-            RecordKind::Summary => summary(input).into_iter().collect(),
+            RecordKind::Summary => summary::summary(input).into_iter().collect(),
             RecordKind::Episode => episode(input).into_iter().collect(),
         })
     }
 }
 
 /// A statement with the turn it came from.
-struct Sourced<'a> {
-    turn: &'a Turn,
-    statement: Statement,
+pub(super) struct Sourced<'a> {
+    pub turn: &'a Turn,
+    pub statement: Statement,
     /// The turn before, when another participant said it.
     previous: Option<&'a Turn>,
 }
 
 /// Every statement of the input's turns; "you" resolves to the previous other speaker.
-fn sourced<'a>(input: &Input<'a>) -> Vec<Sourced<'a>> {
+pub(super) fn sourced<'a>(input: &Input<'a>) -> Vec<Sourced<'a>> {
     let mut out = Vec::new();
     let mut previous: Option<&Turn> = input.context.last();
     for turn in input.turns {
@@ -87,6 +82,7 @@ fn facts(input: &Input<'_>) -> Vec<Candidate> {
             valid_from: valid_from(&s.statement, s.turn),
             source_event_ids: vec![s.turn.event_id.clone()],
             text: s.statement.text,
+            state: None,
         })
         .collect()
 }
@@ -144,6 +140,7 @@ fn preferences(input: &Input<'_>) -> Vec<Candidate> {
                 valid_from: valid_from(&s.statement, s.turn),
                 source_event_ids: vec![s.turn.event_id.clone()],
                 text,
+                state: None,
             })
         })
         .collect()
@@ -163,7 +160,7 @@ fn last_question(text: &str) -> Option<String> {
 }
 
 /// "8 May 2023" or "8 May 2023 to 10 May 2023".
-fn span(turns: &[Turn]) -> String {
+pub(super) fn span(turns: &[Turn]) -> String {
     let first = turns.first().map(|t| t.time.date_naive());
     let last = turns.last().map(|t| t.time.date_naive());
     match (first, last) {
@@ -173,7 +170,7 @@ fn span(turns: &[Turn]) -> String {
     }
 }
 
-fn participants(turns: &[Turn]) -> Vec<&str> {
+pub(super) fn participants(turns: &[Turn]) -> Vec<&str> {
     let mut seen = Vec::new();
     for turn in turns {
         if turn.role != Role::Tool && !seen.contains(&turn.speaker.as_str()) {
@@ -183,93 +180,7 @@ fn participants(turns: &[Turn]) -> Vec<&str> {
     seen
 }
 
-/// The most frequent content words of the session, names and small talk excluded.
-fn topics(turns: &[Turn], names: &[&str]) -> Vec<String> {
-    let names: BTreeSet<String> = names.iter().map(|n| n.to_lowercase()).collect();
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for turn in turns {
-        for word in content_words(&turn.text) {
-            if word.len() > 3
-                && !is_stopword(&word)
-                && !names.contains(&word)
-                && word.chars().all(char::is_alphabetic)
-            {
-                *counts.entry(word).or_default() += 1;
-            }
-        }
-    }
-    let mut ranked: Vec<(String, usize)> = counts.into_iter().filter(|(_, n)| *n > 1).collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    ranked
-        .into_iter()
-        .take(SUMMARY_TOPICS)
-        .map(|(w, _)| w)
-        .collect()
-}
-
-/// The `n` best statements, back in conversation order.
-fn best(all: Vec<Sourced<'_>>, n: usize) -> Vec<Sourced<'_>> {
-    let mut order: Vec<usize> = (0..all.len()).collect();
-    order.sort_by(|&a, &b| {
-        all[b]
-            .statement
-            .score
-            .total_cmp(&all[a].statement.score)
-            .then(a.cmp(&b))
-    });
-    let keep: BTreeSet<usize> = order.into_iter().take(n).collect();
-    all.into_iter()
-        .enumerate()
-        .filter(|(i, _)| keep.contains(i))
-        .map(|(_, s)| s)
-        .collect()
-}
-
-fn summary(input: &Input<'_>) -> Option<Candidate> {
-    let turns = input.turns;
-    let first = turns.first()?;
-    let people = participants(turns);
-    let points = best(sourced(input), SUMMARY_POINTS);
-    let mut text = format!(
-        "{} between {} on {} ({} turns{}).",
-        if input.session_ended {
-            "Conversation"
-        } else {
-            "Ongoing conversation"
-        },
-        join_names(&people),
-        span(turns),
-        turns.len(),
-        if input.session_ended { ", ended" } else { "" },
-    );
-    let topics = topics(turns, &people);
-    if !topics.is_empty() {
-        text.push_str(&format!(" Topics: {}.", topics.join(", ")));
-    }
-    if !points.is_empty() {
-        text.push_str(" Key points: ");
-        text.push_str(
-            &points
-                .iter()
-                .map(|p| p.statement.text.as_str())
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
-    }
-    let mut sources: Vec<String> = points.iter().map(|p| p.turn.event_id.clone()).collect();
-    sources.dedup();
-    if sources.is_empty() {
-        sources.push(first.event_id.clone());
-    }
-    Some(Candidate {
-        text,
-        source_event_ids: sources,
-        slot: Some(Slot::Running("summary".into())),
-        valid_from: first.time,
-    })
-}
-
-fn join_names(names: &[&str]) -> String {
+pub(super) fn join_names(names: &[&str]) -> String {
     match names {
         [] => "unknown participants".into(),
         [one] => (*one).into(),
@@ -325,8 +236,9 @@ fn episode(input: &Input<'_>) -> Option<Candidate> {
     Some(Candidate {
         text,
         source_event_ids: sources,
-        slot: Some(Slot::Running("episode".into())),
+        slot: crate::running_slot(RecordKind::Episode),
         valid_from: first.time,
+        state: None,
     })
 }
 

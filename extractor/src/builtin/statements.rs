@@ -6,6 +6,7 @@ use crate::text::{ascii_punctuation, content_words, sentences, words};
 use crate::{Role, Turn};
 use chrono::NaiveDate;
 use regex::Regex;
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 /// One informative sentence, attributed and with absolute dates.
@@ -114,6 +115,9 @@ const REACTIONS: &[&str] = &[
     "doing",
 ];
 
+static REACTION_SET: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| REACTIONS.iter().copied().collect());
+
 /// The statements worth remembering from one turn.
 pub fn statements(turn: &Turn, listener: Option<&str>) -> Vec<Statement> {
     let said_on = turn.time.date_naive();
@@ -151,7 +155,7 @@ fn informativeness(sentence: &str, turn: &Turn, listener: Option<&str>) -> Optio
     let all_words = words(sentence);
     let content: Vec<String> = content_words(sentence)
         .into_iter()
-        .filter(|w| !REACTIONS.contains(&w.as_str()))
+        .filter(|w| !REACTION_SET.contains(w.as_str()))
         .collect();
     let first_person = FIRST_PERSON.is_match(sentence);
     let numbers = all_words

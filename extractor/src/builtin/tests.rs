@@ -53,6 +53,7 @@ fn run(kind: RecordKind, turns: &[Turn], ended: bool) -> Vec<Candidate> {
             turns,
             context: &[],
             session_ended: ended,
+            state: None,
         })
         .unwrap()
 }
@@ -193,4 +194,35 @@ proptest::proptest! {
         let facts = run(RecordKind::Fact, &[turn("e1", "Zoë", Role::User, &text)], false);
         proptest::prop_assert!(facts.iter().all(|f| f.text.starts_with("Zoë visited the café")));
     }
+}
+
+#[test]
+fn summaries_fold_new_turns_into_their_state() {
+    let turns = conversation();
+    let one_shot = run(RecordKind::Summary, &turns, true);
+    let first = BuiltinExtractor
+        .extract(&Input {
+            kind: RecordKind::Summary,
+            turns: &turns[..3],
+            context: &[],
+            session_ended: false,
+            state: None,
+        })
+        .unwrap();
+    assert!(
+        first[0].text.starts_with("Ongoing conversation"),
+        "{}",
+        first[0].text
+    );
+    let second = BuiltinExtractor
+        .extract(&Input {
+            kind: RecordKind::Summary,
+            turns: &turns[3..],
+            context: &turns[..3],
+            session_ended: true,
+            state: first[0].state.as_deref(),
+        })
+        .unwrap();
+    assert_eq!(second[0].text, one_shot[0].text);
+    assert_eq!(second[0].source_event_ids, one_shot[0].source_event_ids);
 }

@@ -1,30 +1,29 @@
-//! Running one job: load its events, extract, consolidate with the namespace, commit.
+//! Running one job into a batch: load its events, extract, consolidate with the namespace.
+//! The batch commits the results (see `batch`).
 
+use super::batch::Batch;
+use super::namespaces::slot_string;
 use super::turns::turns;
 use crate::error::ServiceError;
 use crate::store::codec::{StoredJob, StoredRecord, StoredStrategy};
 use crate::store::keys::{self, EventSeq};
 use crate::store::{RecordChange, Store};
-use memd_extractor::{
-    Candidate, Decision, Existing, ExtractError, Extractor, Input, RecordKind, Slot, consolidate,
-};
+use memd_extractor::{Candidate, Decision, ExtractError, Extractor, Input, RecordKind, Slot};
 use memd_proto::v1::StrategyType;
 use sha2::{Digest, Sha256};
-use std::sync::Mutex;
 
 /// Events of the session before a job's first event that the extractor sees as context.
 const CONTEXT_EVENTS: usize = 4;
 /// Events a summary or episode is built from at most (the latest ones).
 const SESSION_EVENTS: usize = 2000;
-const NAMESPACE_STRIPES: usize = 256;
 
-/// How a job ended.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Records committed; `lag_us` from the job's creation.
-    Done { lag_us: u64, changes: usize },
-    /// The strategy no longer exists; the job was dropped.
-    Dropped,
+/// What running a job did to the batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The job and its results are in the batch.
+    Added,
+    /// The namespace is locked by another worker: commit the batch, then run the job again.
+    Busy,
 }
 
 /// Why a job did not complete.
@@ -34,31 +33,15 @@ pub enum JobError {
     Extract(#[from] ExtractError),
     #[error(transparent)]
     Store(#[from] ServiceError),
+    /// A store error while the job was changing the batch: the batch must be dropped.
+    #[error("{0}")]
+    Tainted(ServiceError),
 }
 
 impl JobError {
     /// Whether another attempt can help.
     pub fn retryable(&self) -> bool {
         !matches!(self, Self::Extract(ExtractError::Permanent(_)))
-    }
-}
-
-/// Serialises consolidation per namespace, so two jobs never both add the same fact.
-pub struct NamespaceLocks(Box<[Mutex<()>]>);
-
-impl Default for NamespaceLocks {
-    fn default() -> Self {
-        Self((0..NAMESPACE_STRIPES).map(|_| Mutex::new(())).collect())
-    }
-}
-
-impl NamespaceLocks {
-    fn lock(&self, memory_id: &str, namespace: &str) -> std::sync::MutexGuard<'_, ()> {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (memory_id, namespace).hash(&mut hasher);
-        let stripe = &self.0[(hasher.finish() as usize) % NAMESPACE_STRIPES];
-        stripe.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -87,23 +70,6 @@ pub fn namespace(strategy: &StoredStrategy, actor_id: &str, session_id: &str) ->
         .replace("{memoryStrategyId}", &strategy.strategy_id)
 }
 
-fn slot_string(slot: &Option<Slot>) -> String {
-    match slot {
-        Some(Slot::Running(key)) => format!("running:{key}"),
-        Some(Slot::Exclusive(key)) => format!("exclusive:{key}"),
-        None => String::new(),
-    }
-}
-
-fn parse_slot(text: &str) -> Option<Slot> {
-    if let Some(key) = text.strip_prefix("running:") {
-        Some(Slot::Running(key.to_string()))
-    } else {
-        text.strip_prefix("exclusive:")
-            .map(|key| Slot::Exclusive(key.to_string()))
-    }
-}
-
 /// Record ids are derived from the job and the candidate's position, so a re-run after a
 /// crash writes the same ids (and the job's removal in the same batch stops a second run).
 fn record_id(job_key: &[u8], strategy_id: &str, index: usize) -> String {
@@ -115,15 +81,24 @@ fn record_id(job_key: &[u8], strategy_id: &str, index: usize) -> String {
     hex::encode(&hasher.finalize()[..16])
 }
 
-/// Runs one job to completion (or error).
+fn merge_sources(record: &mut StoredRecord, candidate: &Candidate) {
+    for source in &candidate.source_event_ids {
+        if !record.source_event_ids.contains(source) {
+            record.source_event_ids.push(source.clone());
+        }
+    }
+}
+
+/// Runs one job into `batch`. Errors other than [`JobError::Tainted`] leave the batch as it
+/// was.
 pub fn run(
     store: &Store,
     extractor: &dyn Extractor,
-    locks: &NamespaceLocks,
+    batch: &mut Batch<'_>,
     job_key: &[u8],
     job: &StoredJob,
     now_us: u64,
-) -> Result<Outcome, JobError> {
+) -> Result<Step, JobError> {
     let (memory_id, actor_id, _) = keys::decode_job_key(job_key)?;
     let memory = store.memory(memory_id)?;
     let Some(strategy) = memory
@@ -131,8 +106,9 @@ pub fn run(
         .iter()
         .find(|s| s.strategy_id == job.strategy_id)
     else {
-        store.drop_job(job_key, job)?;
-        return Ok(Outcome::Dropped);
+        // The strategy was removed: the job goes with the batch, writing nothing.
+        batch.jobs.push((job_key.to_vec(), job.clone()));
+        return Ok(Step::Added);
     };
     let kind = kind(strategy)?;
     let session_key = keys::session_key(memory_id, actor_id, &job.session_id);
@@ -141,8 +117,14 @@ pub fn run(
         .iter()
         .filter_map(|s| EventSeq::from_bytes(s))
         .collect();
+    // Episodes read the whole session; everything else reads the job's events (summaries
+    // fold them into the state kept with their running record).
     let (events, context) = match kind {
-        RecordKind::Fact | RecordKind::Preference => {
+        RecordKind::Episode => (
+            store.session_events(&session_key, None, SESSION_EVENTS)?,
+            Vec::new(),
+        ),
+        _ => {
             let events = store.events_at(&session_key, &seqs)?;
             let context = match seqs.iter().min() {
                 Some(&first) => store.session_events(&session_key, Some(first), CONTEXT_EVENTS)?,
@@ -150,14 +132,29 @@ pub fn run(
             };
             (events, context)
         }
-        RecordKind::Summary | RecordKind::Episode => (
-            store.session_events(&session_key, None, SESSION_EVENTS)?,
-            Vec::new(),
-        ),
     };
     let turns_now = turns(&events, actor_id);
     let context = turns(&context, actor_id);
-    let candidates = if turns_now.is_empty() {
+
+    let namespace = namespace(strategy, actor_id, &job.session_id);
+    let running_id = {
+        let Some(index) = batch.index(store, memory_id, &namespace, now_us)? else {
+            return Ok(Step::Busy);
+        };
+        memd_extractor::running_slot(kind)
+            .and_then(|slot| index.holder(&slot))
+            .map(str::to_string)
+    };
+    let running = match running_id {
+        Some(id) => match batch.written.get(&id) {
+            Some(record) => Some(record.clone()),
+            None => store.stored_record(memory_id, &id)?,
+        },
+        None => None,
+    };
+    // A final summary is still due when the session ends with nothing new to fold in.
+    let finalise = job.session_ended && running.is_some() && kind == RecordKind::Summary;
+    let candidates = if turns_now.is_empty() && !finalise {
         Vec::new()
     } else {
         extractor.extract(&Input {
@@ -165,29 +162,18 @@ pub fn run(
             turns: &turns_now,
             context: &context,
             session_ended: job.session_ended,
+            state: running
+                .as_ref()
+                .map(|r| r.extractor_state.as_str())
+                .filter(|s| !s.is_empty()),
         })?
     };
-
-    let namespace = namespace(strategy, actor_id, &job.session_id);
-    let _guard = locks.lock(memory_id, &namespace);
-    let mut live = store.namespace_records(memory_id, &namespace, now_us)?;
-    let mut changes = Vec::new();
     let expire_us = match strategy.record_expiry_days {
         0 => 0,
         days => now_us + u64::from(days) * 86_400 * 1_000_000,
     };
-    for (index, candidate) in candidates.into_iter().enumerate() {
-        let slots: Vec<Option<Slot>> = live.iter().map(|r| parse_slot(&r.slot)).collect();
-        let existing: Vec<Existing<'_>> = live
-            .iter()
-            .zip(&slots)
-            .map(|(r, slot)| Existing {
-                id: &r.record_id,
-                text: &r.text,
-                slot: slot.as_ref(),
-            })
-            .collect();
-        let decision = consolidate(&candidate, &existing);
+    let (index, written, changes) = batch.parts(memory_id, &namespace);
+    for (index_in_job, candidate) in candidates.into_iter().enumerate() {
         let fresh = |id: String, candidate: &Candidate| StoredRecord {
             record_id: id,
             namespace: namespace.clone(),
@@ -208,61 +194,83 @@ pub fn run(
             supersedes: Vec::new(),
             slot: slot_string(&candidate.slot),
             expire_us,
+            extractor_state: candidate.state.clone().unwrap_or_default(),
         };
-        let position = |id: &str| live.iter().position(|r| r.record_id == id);
-        match decision {
-            Decision::New => {
-                let record = fresh(record_id(job_key, &strategy.strategy_id, index), &candidate);
-                live.push(record.clone());
-                changes.push(RecordChange::Create(record));
+        // Decide; a decision against a record that has meanwhile expired is re-decided
+        // without it.
+        let (decision, old) = loop {
+            let decision = index.decide(&candidate);
+            let target = match &decision {
+                Decision::New => break (decision, None),
+                Decision::Duplicate(id) | Decision::Refine(id) | Decision::Supersede(id) => {
+                    id.clone()
+                }
+            };
+            let old = match written.get(&target) {
+                Some(record) => Some(record.clone()),
+                None => store
+                    .stored_record(memory_id, &target)
+                    .map_err(JobError::Tainted)?
+                    .filter(|r| r.invalid_from_us == 0)
+                    .filter(|r| r.expire_us == 0 || r.expire_us > now_us),
+            };
+            match old {
+                Some(old) => break (decision, Some(old)),
+                None => index.remove(&target),
             }
-            Decision::Duplicate(id) => {
+        };
+        let change = match (decision, old) {
+            (Decision::Duplicate(_), Some(mut record)) => {
                 // Same statement again: only its provenance grows.
-                let Some(at) = position(&id) else { continue };
-                let mut new = live[at].clone();
-                let before = new.source_event_ids.len();
-                for source in &candidate.source_event_ids {
-                    if !new.source_event_ids.contains(source) {
-                        new.source_event_ids.push(source.clone());
-                    }
+                let before = record.source_event_ids.len();
+                merge_sources(&mut record, &candidate);
+                if record.source_event_ids.len() == before {
+                    continue;
                 }
-                if new.source_event_ids.len() != before {
-                    live[at] = new.clone();
-                    changes.push(RecordChange::Provenance(new));
-                }
+                RecordChange::Provenance(record)
             }
-            Decision::Refine(id) => {
-                let Some(at) = position(&id) else { continue };
-                let old = live[at].clone();
+            (Decision::Refine(_), Some(old)) => {
                 let mut new = old.clone();
                 new.text = candidate.text.clone();
                 new.update_us = now_us;
                 new.version += 1;
                 new.extractor = extractor.name().to_string();
                 new.extractor_version = extractor.version().to_string();
-                for source in &candidate.source_event_ids {
-                    if !new.source_event_ids.contains(source) {
-                        new.source_event_ids.push(source.clone());
-                    }
-                }
                 new.expire_us = expire_us;
-                live[at] = new.clone();
-                changes.push(RecordChange::Update { old, new });
+                new.extractor_state = candidate.state.clone().unwrap_or_default();
+                if matches!(candidate.slot, Some(Slot::Running(_))) {
+                    // A rewritten summary cites what it says now.
+                    new.source_event_ids = candidate.source_event_ids.clone();
+                } else {
+                    merge_sources(&mut new, &candidate);
+                }
+                index.insert(&new.record_id, &new.text, candidate.slot.clone());
+                RecordChange::Update { old, new }
             }
-            Decision::Supersede(id) => {
-                let Some(at) = position(&id) else { continue };
-                let old = live.remove(at);
-                let mut new = fresh(record_id(job_key, &strategy.strategy_id, index), &candidate);
+            (Decision::Supersede(_), Some(old)) => {
+                let mut new = fresh(
+                    record_id(job_key, &strategy.strategy_id, index_in_job),
+                    &candidate,
+                );
                 new.supersedes.push(old.record_id.clone());
-                live.push(new.clone());
-                changes.push(RecordChange::Supersede { old, new });
+                index.remove(&old.record_id);
+                index.insert(&new.record_id, &new.text, candidate.slot.clone());
+                RecordChange::Supersede { old, new }
             }
+            _ => {
+                let record = fresh(
+                    record_id(job_key, &strategy.strategy_id, index_in_job),
+                    &candidate,
+                );
+                index.insert(&record.record_id, &record.text, candidate.slot.clone());
+                RecordChange::Create(record)
+            }
+        };
+        for record in change.written() {
+            written.insert(record.record_id.clone(), record.clone());
         }
+        changes.push(change);
     }
-    let count = changes.len();
-    store.complete_job(job_key, job, &changes)?;
-    Ok(Outcome::Done {
-        lag_us: now_us.saturating_sub(job.create_us),
-        changes: count,
-    })
+    batch.jobs.push((job_key.to_vec(), job.clone()));
+    Ok(Step::Added)
 }

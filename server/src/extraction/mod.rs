@@ -3,7 +3,10 @@
 //! consolidate the candidates with the namespace's records, and commit the results together
 //! with the job's removal.
 
+mod batch;
 mod job;
+mod namespaces;
+mod threads;
 mod turns;
 mod worker;
 

@@ -3,7 +3,11 @@
 //! runs that actor's jobs in creation order. A job in backoff holds back the later jobs of
 //! its strategy for that actor, so per-actor order survives retries.
 
-use super::job::{self, JobError, NamespaceLocks, Outcome};
+use super::batch::Batch;
+use super::job::{self, JobError, Step};
+use super::namespaces::Namespaces;
+use super::threads::ThreadPool;
+use crate::error::ServiceError;
 use crate::metrics::ExtractionMetrics;
 use crate::store::Store;
 use crate::time::now_us;
@@ -11,14 +15,22 @@ use memd_extractor::{BuiltinExtractor, Extractor};
 use memd_proto::v1::ExtractionJobStatus;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Jobs of one actor committed together at most.
+const MAX_BATCH_JOBS: usize = 256;
+/// How long a batch stays open before it is committed (bounds the added lag).
+const MAX_BATCH_TIME: Duration = Duration::from_millis(50);
 use tokio::sync::Semaphore;
 
 /// Settings of the worker pool.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// Actors extracted at the same time.
+    /// Actors extracted at the same time (one thread each).
     pub concurrency: usize,
+    /// Nice value of the worker threads (0-19): above zero, requests win the CPU whenever
+    /// both want it, so extraction never slows the write path; it catches up when load drops.
+    pub nice: i32,
     /// Attempts before a job is FAILED.
     pub max_attempts: u32,
     /// First retry delay; doubles with every attempt up to `max_backoff`.
@@ -58,9 +70,16 @@ impl ExtractionWorkers {
     ) {
         let ready = store.jobs_ready();
         let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        let pool = match ThreadPool::start(options.concurrency.max(1), options.nice) {
+            Ok(pool) => pool,
+            Err(err) => {
+                tracing::error!(%err, "cannot start extraction threads; extraction is off");
+                return;
+            }
+        };
         let busy: Arc<Mutex<HashSet<Vec<u8>>>> = Arc::default();
         let extractor: Arc<dyn Extractor> = Arc::new(BuiltinExtractor);
-        let locks = Arc::new(NamespaceLocks::default());
+        let namespaces = Arc::new(Namespaces::default());
         tokio::pin!(stop);
         loop {
             // Register interest before scanning, so a job queued mid-scan is not missed.
@@ -95,21 +114,21 @@ impl ExtractionWorkers {
                     permit = permits.clone().acquire_owned() => permit.expect("never closed"),
                     () = &mut stop => return self.drain(&permits, options.concurrency).await,
                 };
-                let (store, extractor, locks, busy, running, ready, metrics, options) = (
+                let (store, extractor, namespaces, busy, running, ready, metrics, options) = (
                     store.clone(),
                     extractor.clone(),
-                    locks.clone(),
+                    namespaces.clone(),
                     busy.clone(),
                     self.running.clone(),
                     ready.clone(),
                     metrics.clone(),
                     options.clone(),
                 );
-                tokio::task::spawn_blocking(move || {
+                pool.run(move || {
                     let worker = ActorWorker {
                         store: &store,
                         extractor: extractor.as_ref(),
-                        locks: &locks,
+                        namespaces: &namespaces,
                         running: &running,
                         metrics: &metrics,
                         options: &options,
@@ -144,15 +163,17 @@ impl ExtractionWorkers {
 struct ActorWorker<'a> {
     store: &'a Store,
     extractor: &'a dyn Extractor,
-    locks: &'a NamespaceLocks,
+    namespaces: &'a Namespaces,
     running: &'a Mutex<HashSet<Vec<u8>>>,
     metrics: &'a ExtractionMetrics,
     options: &'a WorkerOptions,
 }
 
-impl ActorWorker<'_> {
+impl<'a> ActorWorker<'a> {
     fn run_actor(&self, actor_prefix: &[u8]) -> crate::error::Result<()> {
         let mut held_back: HashSet<String> = HashSet::new();
+        let mut batch = Batch::new(self.namespaces);
+        let mut opened = Instant::now();
         for (job_key, job) in self.store.actor_jobs(actor_prefix)? {
             let now = now_us();
             // Failed jobs wait for a re-drive; self-managed ones for an external worker.
@@ -164,21 +185,65 @@ impl ActorWorker<'_> {
                 continue;
             }
             lock(self.running).insert(job_key.clone());
-            let result = job::run(self.store, self.extractor, self.locks, &job_key, &job, now);
-            lock(self.running).remove(&job_key);
-            match result {
-                Ok(Outcome::Done { lag_us, changes }) => {
-                    tracing::debug!(lag_us, changes, "extraction job committed");
-                    self.metrics.succeeded(lag_us);
+            loop {
+                match job::run(self.store, self.extractor, &mut batch, &job_key, &job, now) {
+                    Ok(Step::Added) => break,
+                    Ok(Step::Busy) => {
+                        // Another worker holds a namespace this job needs: commit what we
+                        // have (releasing our locks), then wait for it with a fresh batch.
+                        batch = self.flush(batch)?;
+                        opened = Instant::now();
+                    }
+                    Err(err) => {
+                        if matches!(err, JobError::Tainted(_)) {
+                            // The batch holds part of this job: drop it; its other jobs are
+                            // still queued and run again.
+                            self.release(&batch);
+                            batch = Batch::new(self.namespaces);
+                        }
+                        lock(self.running).remove(&job_key);
+                        held_back.insert(job.strategy_id.clone());
+                        self.failed(&job_key, &job, &err, now)?;
+                        break;
+                    }
                 }
-                Ok(Outcome::Dropped) => self.metrics.outcome("dropped"),
+            }
+            if batch.jobs.len() >= MAX_BATCH_JOBS || opened.elapsed() >= MAX_BATCH_TIME {
+                batch = self.flush(batch)?;
+                opened = Instant::now();
+            }
+        }
+        self.flush(batch)?;
+        Ok(())
+    }
+
+    /// Commits a batch (recording each job's lag) and returns a fresh one.
+    fn flush(&self, batch: Batch<'a>) -> crate::error::Result<Batch<'a>> {
+        let namespaces = self.namespaces;
+        let jobs: Vec<(Vec<u8>, crate::store::codec::StoredJob)> = batch.jobs.clone();
+        let changes = batch.changes.len();
+        let result = batch.commit(self.store);
+        let now = now_us();
+        for (key, job) in &jobs {
+            lock(self.running).remove(key);
+            match &result {
+                Ok(()) => self.metrics.succeeded(now.saturating_sub(job.create_us)),
                 Err(err) => {
-                    held_back.insert(job.strategy_id.clone());
-                    self.failed(&job_key, &job, &err, now)?;
+                    let err = JobError::Store(ServiceError::Internal(err.to_string()));
+                    self.failed(key, job, &err, now)?;
                 }
             }
         }
-        Ok(())
+        if result.is_ok() && !jobs.is_empty() {
+            tracing::debug!(jobs = jobs.len(), changes, "extraction batch committed");
+        }
+        Ok(Batch::new(namespaces))
+    }
+
+    fn release(&self, batch: &Batch<'a>) {
+        for (key, _) in &batch.jobs {
+            lock(self.running).remove(key);
+        }
     }
 
     fn failed(

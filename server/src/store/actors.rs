@@ -76,6 +76,8 @@ impl Store {
         }
         // Session timers and queue entries are keyed by time; they find their session or job
         // gone and drop out.
-        self.commit(batch)
+        self.commit(batch)?;
+        self.bump_records_generation();
+        Ok(())
     }
 }

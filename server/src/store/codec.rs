@@ -259,6 +259,9 @@ pub struct StoredRecord {
     /// Zero: never expires.
     #[prost(uint64, tag = "19")]
     pub expire_us: u64,
+    /// The extractor's own state for running records (a summary's counts and key points).
+    #[prost(string, tag = "20")]
+    pub extractor_state: String,
 }
 
 /// A conversation branch of a session.

@@ -164,16 +164,6 @@ impl Store {
         Ok(())
     }
 
-    /// Drops a job whose strategy no longer exists.
-    pub fn drop_job(&self, job_key: &[u8], job: &StoredJob) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.cf(cf::JOBS), job_key);
-        if job.due_us != 0 {
-            batch.delete_cf(self.cf(cf::QUEUE), keys::queue_key(job.due_us, job_key));
-        }
-        self.commit(batch)
-    }
-
     /// One page of a memory's jobs that `filter` and `visible` (by actor) admit, in
     /// (actor, creation) order. `running` tells which jobs a worker holds right now.
     pub fn list_jobs(

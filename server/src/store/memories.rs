@@ -118,6 +118,7 @@ impl Store {
         }
         batch.delete_cf(self.cf(cf::MEMORIES), memory_id.as_bytes());
         self.commit(batch)?;
+        self.bump_records_generation();
         write(&self.memories).remove(memory_id);
         self.expiry.set(memory_id, None);
         Ok(())

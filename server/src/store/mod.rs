@@ -89,6 +89,8 @@ pub struct Store {
     transitions: broadcast::Sender<SessionTransition>,
     /// Woken after a commit that queued extraction jobs.
     jobs_ready: Arc<tokio::sync::Notify>,
+    /// See [`Store::records_generation`].
+    records_generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -184,6 +186,7 @@ impl Store {
             next_seq: AtomicU64::new(now_us().saturating_mul(1000)),
             transitions,
             jobs_ready: Arc::default(),
+            records_generation: AtomicU64::new(0),
         };
         store.load_memories()?;
         Ok(store)
@@ -198,6 +201,15 @@ impl Store {
     /// Commits one request's changes atomically, with the configured durability.
     fn commit(&self, batch: WriteBatch) -> Result<()> {
         self.db.write_opt(batch, &self.write_opts)?;
+        Ok(())
+    }
+
+    /// Commits without waiting for an fsync: for writes that are re-derived after a crash
+    /// (extraction results, which go together with their job's removal).
+    fn commit_relaxed(&self, batch: WriteBatch) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(false);
+        self.db.write_opt(batch, &opts)?;
         Ok(())
     }
 

@@ -27,6 +27,16 @@ pub enum RecordChange {
     },
 }
 
+impl RecordChange {
+    /// The records this change leaves in place (new or rewritten versions).
+    pub fn written(&self) -> Vec<&StoredRecord> {
+        match self {
+            Self::Create(r) | Self::Provenance(r) => vec![r],
+            Self::Update { new, .. } | Self::Supersede { new, .. } => vec![new],
+        }
+    }
+}
+
 /// A validated ListMemoryRecords request.
 #[derive(Debug, Clone)]
 pub struct RecordListing {
@@ -56,6 +66,23 @@ impl Store {
         self.get_decoded::<StoredRecord>(cf::RECORDS, &keys::record_key(memory_id, record_id))?
             .filter(|r| (r.expire_us == 0 || r.expire_us > now_us) && visible(r))
             .ok_or_else(|| ServiceError::not_found(format!("memory record {record_id}")))
+    }
+
+    /// A stored record as is (superseded or expired ones too), for the extraction workers.
+    pub fn stored_record(&self, memory_id: &str, record_id: &str) -> Result<Option<StoredRecord>> {
+        self.get_decoded(cf::RECORDS, &keys::record_key(memory_id, record_id))
+    }
+
+    /// Bumped by every change to records made outside the extraction workers (deletions),
+    /// so the workers' namespace caches know to reload.
+    pub fn records_generation(&self) -> u64 {
+        self.records_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(super) fn bump_records_generation(&self) {
+        self.records_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// The live records of exactly one namespace (consolidation compares with them).
@@ -176,7 +203,9 @@ impl Store {
     pub fn delete_record(&self, record: &StoredRecord, memory_id: &str) -> Result<()> {
         let mut batch = WriteBatch::default();
         self.erase_record(&mut batch, memory_id, record);
-        self.commit(batch)
+        self.commit(batch)?;
+        self.bump_records_generation();
+        Ok(())
     }
 
     pub(super) fn erase_record(&self, batch: &mut WriteBatch, memory_id: &str, r: &StoredRecord) {
@@ -249,22 +278,32 @@ impl Store {
         );
     }
 
-    /// Commits a job's record changes and removes the job and its queue entry, atomically:
-    /// a crash before this commit re-runs the job; after it, the job is gone.
-    pub fn complete_job(
+    /// Commits some jobs' record changes and removes the jobs and their queue entries,
+    /// atomically: a crash before this commit re-runs the jobs; after it, they are gone. All
+    /// jobs belong to one actor.
+    pub fn complete_jobs(
         &self,
-        job_key: &[u8],
-        job: &StoredJob,
+        jobs: &[(Vec<u8>, StoredJob)],
         changes: &[RecordChange],
     ) -> Result<()> {
-        let (memory_id, actor_id, _) = keys::decode_job_key(job_key)?;
+        let Some((first, _)) = jobs.first() else {
+            return Ok(());
+        };
+        let (memory_id, actor_id, _) = keys::decode_job_key(first)?;
         let _memory_gate = self.memory_gate.blocking_read();
         let _actor_gate = self.actor_gate(memory_id, actor_id).blocking_read();
-        // The actor (or memory) may have been erased while the job ran: write nothing.
-        if self.get(cf::JOBS, job_key)?.is_none() {
-            return Ok(());
-        }
         let mut batch = WriteBatch::default();
+        for (job_key, job) in jobs {
+            // A job vanishes only when its actor (or memory) is erased while the batch ran:
+            // then nothing of the batch may be written.
+            if self.get(cf::JOBS, job_key)?.is_none() {
+                return Ok(());
+            }
+            batch.delete_cf(self.cf(cf::JOBS), job_key);
+            if job.due_us != 0 {
+                batch.delete_cf(self.cf(cf::QUEUE), keys::queue_key(job.due_us, job_key));
+            }
+        }
         for change in changes {
             match change {
                 RecordChange::Create(new) | RecordChange::Provenance(new) => {
@@ -285,10 +324,8 @@ impl Store {
                 }
             }
         }
-        batch.delete_cf(self.cf(cf::JOBS), job_key);
-        if job.due_us != 0 {
-            batch.delete_cf(self.cf(cf::QUEUE), keys::queue_key(job.due_us, job_key));
-        }
-        self.commit(batch)
+        // No fsync of its own: the batch is atomic, and if a crash loses it, it loses the
+        // jobs' removal too, so they run again. The next synced write persists it.
+        self.commit_relaxed(batch)
     }
 }
