@@ -472,6 +472,60 @@ impl MemdClient {
             .memory_records)
     }
 
+    /// Creates records directly; one result per item, in order.
+    pub async fn batch_create_memory_records(
+        &self,
+        memory_id: impl Into<String>,
+        records: Vec<pb::MemoryRecordInput>,
+    ) -> Result<Vec<pb::BatchItemResult>, Status> {
+        let request = pb::BatchCreateMemoryRecordsRequest {
+            memory_id: memory_id.into(),
+            records,
+        };
+        Ok(self
+            .memory()
+            .batch_create_memory_records(request)
+            .await?
+            .into_inner()
+            .results)
+    }
+
+    /// Rewrites live records; one result per item, in order.
+    pub async fn batch_update_memory_records(
+        &self,
+        memory_id: impl Into<String>,
+        records: Vec<pb::MemoryRecordUpdate>,
+    ) -> Result<Vec<pb::BatchItemResult>, Status> {
+        let request = pb::BatchUpdateMemoryRecordsRequest {
+            memory_id: memory_id.into(),
+            records,
+        };
+        Ok(self
+            .memory()
+            .batch_update_memory_records(request)
+            .await?
+            .into_inner()
+            .results)
+    }
+
+    /// Deletes records; one result per id, in order.
+    pub async fn batch_delete_memory_records(
+        &self,
+        memory_id: impl Into<String>,
+        memory_record_ids: Vec<String>,
+    ) -> Result<Vec<pb::BatchItemResult>, Status> {
+        let request = pb::BatchDeleteMemoryRecordsRequest {
+            memory_id: memory_id.into(),
+            memory_record_ids,
+        };
+        Ok(self
+            .memory()
+            .batch_delete_memory_records(request)
+            .await?
+            .into_inner()
+            .results)
+    }
+
     /// Every unfinished extraction job the request selects, across all pages.
     pub fn all_extraction_jobs(
         &self,

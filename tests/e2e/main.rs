@@ -8,6 +8,7 @@ mod isolation;
 mod limits;
 mod memories;
 mod ops;
+mod records;
 mod sessions;
 mod tls;
 

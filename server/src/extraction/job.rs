@@ -195,6 +195,7 @@ pub fn run(
             slot: slot_string(&candidate.slot),
             expire_us,
             extractor_state: candidate.state.clone().unwrap_or_default(),
+            client_token: String::new(),
         };
         // Decide; a decision against a record that has meanwhile expired is re-decided
         // without it.

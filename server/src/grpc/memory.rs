@@ -1,6 +1,6 @@
 //! `memd.v1.MemoryService`: short-term memory (events, actors, sessions).
 
-use super::{blocking, convert, records, request_hash, validate};
+use super::{blocking, convert, record_batches, records, request_hash, validate};
 use crate::auth::{Principal, principal};
 use crate::error::ServiceError;
 use crate::extraction::ExtractionWorkers;
@@ -318,5 +318,35 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         let caller = principal(&request)?;
         let job = records::redrive(self.store.clone(), caller, request.into_inner()).await?;
         Ok(Response::new(job))
+    }
+
+    async fn batch_create_memory_records(
+        &self,
+        request: Request<pb::BatchCreateMemoryRecordsRequest>,
+    ) -> Reply<pb::BatchMemoryRecordsResponse> {
+        let caller = principal(&request)?;
+        let results =
+            record_batches::create(self.store.clone(), caller, request.into_inner()).await?;
+        Ok(Response::new(results))
+    }
+
+    async fn batch_update_memory_records(
+        &self,
+        request: Request<pb::BatchUpdateMemoryRecordsRequest>,
+    ) -> Reply<pb::BatchMemoryRecordsResponse> {
+        let caller = principal(&request)?;
+        let results =
+            record_batches::update(self.store.clone(), caller, request.into_inner()).await?;
+        Ok(Response::new(results))
+    }
+
+    async fn batch_delete_memory_records(
+        &self,
+        request: Request<pb::BatchDeleteMemoryRecordsRequest>,
+    ) -> Reply<pb::BatchMemoryRecordsResponse> {
+        let caller = principal(&request)?;
+        let results =
+            record_batches::delete(self.store.clone(), caller, request.into_inner()).await?;
+        Ok(Response::new(results))
     }
 }

@@ -3,6 +3,7 @@
 pub mod control;
 pub mod convert;
 pub mod memory;
+mod record_batches;
 mod records;
 mod validate;
 

@@ -14,7 +14,7 @@ use memd_proto::v1 as pb;
 use memd_proto::v1::api_key_policy::Action;
 use std::sync::Arc;
 
-fn record_id(id: &str) -> Result<()> {
+pub(super) fn record_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(ServiceError::invalid(
             "memory_record_id",

@@ -262,6 +262,9 @@ pub struct StoredRecord {
     /// The extractor's own state for running records (a summary's counts and key points).
     #[prost(string, tag = "20")]
     pub extractor_state: String,
+    /// The idempotency token it was created with through the API (freed on deletion).
+    #[prost(string, tag = "21")]
+    pub client_token: String,
 }
 
 /// A conversation branch of a session.

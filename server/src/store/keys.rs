@@ -8,6 +8,7 @@
 //! |---------------|--------------------------------------------------------------|----------------|
 //! | `memories`    | memory_id                                                    | StoredMemory   |
 //! | `meta`        | `t/` client_token                                            | StoredToken    |
+//! | `meta`        | `r/` memory_id \0 client_token (record tokens)               | StoredToken    |
 //! | `apikeys`     | key_id                                                       | StoredApiKey   |
 //! | `actors`      | memory_id \0 actor_id \0                                     | StoredActor    |
 //! | `sessions`    | memory_id \0 actor_id \0 session_id \0                       | StoredSession  |
@@ -254,6 +255,16 @@ pub fn event_token_key(memory_id: &str, actor_id: &str, token: &str) -> Vec<u8> 
 /// Key of a CreateMemory idempotency token in `meta`.
 pub fn memory_token_key(token: &str) -> Vec<u8> {
     [b"t/".as_slice(), token.as_bytes()].concat()
+}
+
+/// Key of a record-creation idempotency token in `meta`.
+pub fn record_token_key(memory_id: &str, token: &str) -> Vec<u8> {
+    [record_tokens_prefix(memory_id).as_slice(), token.as_bytes()].concat()
+}
+
+/// `r/ memory_id \0`: every record token of a memory in `meta`.
+pub fn record_tokens_prefix(memory_id: &str) -> Vec<u8> {
+    [b"r/".as_slice(), &memory_prefix(memory_id)].concat()
 }
 
 /// Key of a session timer: the deadline first, so due timers are a prefix of the CF.

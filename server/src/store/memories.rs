@@ -116,6 +116,8 @@ impl Store {
         for name in cf::MEMORY_SCOPED {
             batch.delete_range_cf(self.cf(name), &prefix, &end);
         }
+        let tokens = keys::record_tokens_prefix(memory_id);
+        batch.delete_range_cf(self.cf(cf::META), &tokens, &keys::prefix_end(&tokens));
         batch.delete_cf(self.cf(cf::MEMORIES), memory_id.as_bytes());
         self.commit(batch)?;
         self.bump_records_generation();

@@ -25,7 +25,7 @@ mod sessions;
 pub use events::{EventFilterSpec, EventListing, EventView, MetadataCondition, NewEvent};
 pub use jobs::{JobFilter, JobView, LoadedEvent};
 pub use outbox::{default_triggers, runs_in_process, triggers};
-pub use records::{RecordChange, RecordListing};
+pub use records::{ItemResult, NewRecord, RecordChange, RecordEdit, RecordListing};
 pub use sessions::{SessionTransition, SessionView};
 
 use crate::error::{Result, ServiceError};
@@ -91,6 +91,8 @@ pub struct Store {
     jobs_ready: Arc<tokio::sync::Notify>,
     /// See [`Store::records_generation`].
     records_generation: AtomicU64,
+    /// Serialises record writes through the API (idempotency tokens are checked, then set).
+    record_api_lock: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -187,6 +189,7 @@ impl Store {
             transitions,
             jobs_ready: Arc::default(),
             records_generation: AtomicU64::new(0),
+            record_api_lock: std::sync::Mutex::new(()),
         };
         store.load_memories()?;
         Ok(store)

@@ -6,6 +6,7 @@ use super::keys::{self, cf};
 use super::{Store, page};
 use crate::error::{Result, ServiceError};
 use rocksdb::WriteBatch;
+use std::collections::BTreeMap;
 
 /// What a job does to one record; applied in one batch with the job's removal.
 #[derive(Debug, Clone)]
@@ -35,6 +36,23 @@ impl RecordChange {
             Self::Update { new, .. } | Self::Supersede { new, .. } => vec![new],
         }
     }
+}
+
+/// A record to create through the API, validated.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    pub record: StoredRecord,
+    /// SHA-256 of the item without its token (compared when the token is reused).
+    pub request_hash: Vec<u8>,
+}
+
+/// A change to a live record through the API, validated.
+#[derive(Debug, Clone)]
+pub struct RecordEdit {
+    pub record_id: String,
+    pub text: Option<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub valid_from_us: Option<u64>,
 }
 
 /// A validated ListMemoryRecords request.
@@ -222,6 +240,12 @@ impl Store {
                 keys::actor_record_key(memory_id, &r.actor_id, &r.record_id),
             );
         }
+        if !r.client_token.is_empty() {
+            batch.delete_cf(
+                self.cf(cf::META),
+                keys::record_token_key(memory_id, &r.client_token),
+            );
+        }
     }
 
     /// Erases every record drawn from an actor's events (part of `DeleteActor`).
@@ -327,5 +351,178 @@ impl Store {
         // No fsync of its own: the batch is atomic, and if a crash loses it, it loses the
         // jobs' removal too, so they run again. The next synced write persists it.
         self.commit_relaxed(batch)
+    }
+}
+
+/// What one item of a batch call came to: the record id, or why it failed.
+pub type ItemResult = Result<String>;
+
+impl Store {
+    /// Creates records written through the API in one batch. Items that failed validation
+    /// come in as errors and go out unchanged; each other item succeeds or fails on its own.
+    pub fn create_records(
+        &self,
+        memory_id: &str,
+        items: Vec<Result<NewRecord>>,
+    ) -> Result<Vec<ItemResult>> {
+        self.memory(memory_id)?;
+        let _memory_gate = self.memory_gate.blocking_read();
+        let _writes = self
+            .record_api_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut batch = WriteBatch::default();
+        let mut results = Vec::with_capacity(items.len());
+        let mut tokens_in_call: BTreeMap<String, (Vec<u8>, String)> = BTreeMap::new();
+        for item in items {
+            let new = match item {
+                Ok(new) => new,
+                Err(err) => {
+                    results.push(Err(err));
+                    continue;
+                }
+            };
+            let record = new.record;
+            if !record.client_token.is_empty() {
+                let key = keys::record_token_key(memory_id, &record.client_token);
+                let earlier = match tokens_in_call.get(&record.client_token) {
+                    Some((hash, id)) => Some((hash.clone(), id.clone())),
+                    None => self
+                        .get_decoded::<codec::StoredToken>(cf::META, &key)?
+                        .map(|t| {
+                            (
+                                t.request_hash,
+                                String::from_utf8_lossy(&t.target).into_owned(),
+                            )
+                        }),
+                };
+                if let Some((hash, id)) = earlier {
+                    results.push(if hash == new.request_hash {
+                        Ok(id)
+                    } else {
+                        Err(ServiceError::AlreadyExists(format!(
+                            "client_token {} was used for a different record",
+                            record.client_token
+                        )))
+                    });
+                    continue;
+                }
+                let token = codec::StoredToken {
+                    request_hash: new.request_hash.clone(),
+                    target: record.record_id.as_bytes().to_vec(),
+                    create_us: record.create_us,
+                };
+                batch.put_cf(self.cf(cf::META), key, codec::encode(&token));
+                tokens_in_call.insert(
+                    record.client_token.clone(),
+                    (new.request_hash, record.record_id.clone()),
+                );
+            }
+            self.put_record(&mut batch, memory_id, &record, true);
+            results.push(Ok(record.record_id));
+        }
+        self.commit(batch)?;
+        self.bump_records_generation();
+        Ok(results)
+    }
+
+    /// Rewrites live records the caller may see (`visible`); earlier versions go to history.
+    pub fn update_records(
+        &self,
+        memory_id: &str,
+        items: Vec<Result<RecordEdit>>,
+        now_us: u64,
+        visible: impl Fn(&StoredRecord) -> bool,
+    ) -> Result<Vec<ItemResult>> {
+        self.memory(memory_id)?;
+        let _memory_gate = self.memory_gate.blocking_read();
+        let _writes = self
+            .record_api_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut batch = WriteBatch::default();
+        let mut results = Vec::with_capacity(items.len());
+        let mut touched: BTreeMap<String, StoredRecord> = BTreeMap::new();
+        for item in items {
+            let edit = match item {
+                Ok(edit) => edit,
+                Err(err) => {
+                    results.push(Err(err));
+                    continue;
+                }
+            };
+            let current = match touched.get(&edit.record_id) {
+                Some(record) => Some(record.clone()),
+                None => self.stored_record(memory_id, &edit.record_id)?,
+            };
+            let Some(old) = current.filter(|r| readable(r, now_us) && visible(r)) else {
+                results.push(Err(ServiceError::not_found(format!(
+                    "memory record {}",
+                    edit.record_id
+                ))));
+                continue;
+            };
+            let mut new = old.clone();
+            if let Some(text) = edit.text {
+                new.text = text;
+            }
+            if let Some(metadata) = edit.metadata {
+                new.metadata = metadata;
+            }
+            if let Some(valid_from) = edit.valid_from_us {
+                new.valid_from_us = valid_from;
+            }
+            new.version += 1;
+            new.update_us = now_us;
+            self.archive(&mut batch, memory_id, &old);
+            self.put_record(&mut batch, memory_id, &new, true);
+            touched.insert(new.record_id.clone(), new);
+            results.push(Ok(edit.record_id));
+        }
+        self.commit(batch)?;
+        self.bump_records_generation();
+        Ok(results)
+    }
+
+    /// Deletes records the caller may see, with their history and index entries.
+    pub fn delete_records(
+        &self,
+        memory_id: &str,
+        ids: Vec<Result<String>>,
+        now_us: u64,
+        visible: impl Fn(&StoredRecord) -> bool,
+    ) -> Result<Vec<ItemResult>> {
+        self.memory(memory_id)?;
+        let _memory_gate = self.memory_gate.blocking_read();
+        let _writes = self
+            .record_api_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut batch = WriteBatch::default();
+        let mut results = Vec::with_capacity(ids.len());
+        let mut deleted = std::collections::BTreeSet::new();
+        for id in ids {
+            let id = match id {
+                Ok(id) => id,
+                Err(err) => {
+                    results.push(Err(err));
+                    continue;
+                }
+            };
+            let record = self
+                .stored_record(memory_id, &id)?
+                .filter(|r| r.expire_us == 0 || r.expire_us > now_us)
+                .filter(|r| visible(r));
+            match record {
+                Some(record) if deleted.insert(id.clone()) => {
+                    self.erase_record(&mut batch, memory_id, &record);
+                    results.push(Ok(id));
+                }
+                _ => results.push(Err(ServiceError::not_found(format!("memory record {id}")))),
+            }
+        }
+        self.commit(batch)?;
+        self.bump_records_generation();
+        Ok(results)
     }
 }

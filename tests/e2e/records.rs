@@ -1,0 +1,186 @@
+//! Records written through the API: per-item results, idempotent tokens, updates with
+//! history, deletions, namespace authorisation.
+
+use crate::assert_status;
+use memd_client::pb;
+use memd_tests::{TestServer, create_memory};
+use tonic::Code;
+
+fn item(namespace: &str, text: &str, token: &str) -> pb::MemoryRecordInput {
+    pb::MemoryRecordInput {
+        namespace: namespace.into(),
+        text: text.into(),
+        client_token: token.into(),
+        ..Default::default()
+    }
+}
+
+fn code(result: &pb::BatchItemResult) -> Code {
+    Code::from_i32(result.code)
+}
+
+#[tokio::test]
+async fn batch_writes_report_per_item_and_are_idempotent() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let m = create_memory(&admin, "imports", None).await.memory_id;
+
+    let mut with_strategy = item("/acme/facts", "Unknown strategy", "");
+    with_strategy.strategy_id = "nope".into();
+    let results = admin
+        .batch_create_memory_records(
+            &m,
+            vec![
+                item("/acme/facts", "Ann prefers aisle seats.", "t1"),
+                item("/acme/facts", "", ""),
+                with_strategy,
+                item("acme/no-slash", "Bad namespace", ""),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 4);
+    assert_eq!(code(&results[0]), Code::Ok);
+    assert_eq!(
+        (code(&results[1]), results[1].index),
+        (Code::InvalidArgument, 1)
+    );
+    assert!(
+        results[1].message.contains("records[1].text"),
+        "{results:#?}"
+    );
+    assert!(
+        results[2].message.contains("records[2].strategy_id"),
+        "{results:#?}"
+    );
+    assert!(
+        results[3].message.contains("records[3].namespace"),
+        "{results:#?}"
+    );
+    let id = results[0].memory_record_id.clone();
+    let record = admin.get_memory_record(&m, &id).await.unwrap();
+    assert_eq!(
+        (
+            record.text.as_str(),
+            record.extractor.as_str(),
+            record.version
+        ),
+        ("Ann prefers aisle seats.", "api", 1)
+    );
+
+    // The same token: the same record, nothing new; with other content: ALREADY_EXISTS.
+    let again = admin
+        .batch_create_memory_records(
+            &m,
+            vec![
+                item("/acme/facts", "Ann prefers aisle seats.", "t1"),
+                item("/acme/facts", "Ann prefers window seats.", "t1"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code(&again[0]), again[0].memory_record_id.as_str()),
+        (Code::Ok, id.as_str())
+    );
+    assert_eq!(code(&again[1]), Code::AlreadyExists);
+
+    // Updates keep history; unknown ids fail alone.
+    let updated = admin
+        .batch_update_memory_records(
+            &m,
+            vec![
+                pb::MemoryRecordUpdate {
+                    memory_record_id: id.clone(),
+                    text: "Ann prefers window seats now.".into(),
+                    update_mask: vec!["text".into()],
+                    ..Default::default()
+                },
+                pb::MemoryRecordUpdate {
+                    memory_record_id: "0123456789abcdef0123456789abcdef".into(),
+                    text: "x".into(),
+                    ..Default::default()
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(code(&updated[0]), Code::Ok);
+    assert_eq!(code(&updated[1]), Code::NotFound);
+    let history = admin.get_memory_record_history(&m, &id).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|r| (r.version, r.text.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (2, "Ann prefers window seats now."),
+            (1, "Ann prefers aisle seats.")
+        ]
+    );
+
+    // A key limited to /acme/ writes only there.
+    let acme_key = admin
+        .create_api_key(
+            "acme-writer",
+            pb::ApiKeyPolicy {
+                memory_ids: vec![m.clone()],
+                actor_patterns: vec!["acme/*".into()],
+                namespace_prefixes: vec!["/acme/".into()],
+                actions: vec![pb::api_key_policy::Action::Write as i32],
+            },
+        )
+        .await
+        .unwrap();
+    let acme = server.client(Some(&acme_key.secret)).await;
+    let scoped = acme
+        .batch_create_memory_records(
+            &m,
+            vec![
+                item("/acme/notes", "Quarterly review is in May.", ""),
+                item("/globex/notes", "Not mine.", ""),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(code(&scoped[0]), Code::Ok);
+    assert_eq!(code(&scoped[1]), Code::PermissionDenied);
+
+    // Deletion is per item, frees the token, and a second delete is NOT_FOUND.
+    let deleted = admin
+        .batch_delete_memory_records(&m, vec![id.clone(), id.clone(), "bad id".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted.iter().map(code).collect::<Vec<_>>(),
+        [Code::Ok, Code::NotFound, Code::InvalidArgument]
+    );
+    assert_status(
+        admin.get_memory_record(&m, &id).await,
+        Code::NotFound,
+        "memory record",
+    );
+    let recreated = admin
+        .batch_create_memory_records(
+            &m,
+            vec![item("/acme/facts", "Ann prefers window seats.", "t1")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(code(&recreated[0]), Code::Ok);
+
+    // Whole-call limits.
+    let too_many: Vec<pb::MemoryRecordInput> = (0..101)
+        .map(|i| item("/acme/x", &format!("fact {i}"), ""))
+        .collect();
+    assert_status(
+        admin.batch_create_memory_records(&m, too_many).await,
+        Code::InvalidArgument,
+        "records",
+    );
+    assert_status(
+        admin.batch_delete_memory_records(&m, vec![]).await,
+        Code::InvalidArgument,
+        "records",
+    );
+}
