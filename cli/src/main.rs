@@ -3,6 +3,7 @@
 mod bench;
 mod bench_extract;
 mod control;
+mod longterm;
 mod memory;
 mod output;
 
@@ -49,6 +50,15 @@ enum Command {
     /// Append, list, read and delete events.
     #[command(subcommand)]
     Events(memory::EventsCommand),
+    /// Long-term memory records: list, get, delete, export, import (JSON Lines).
+    #[command(subcommand)]
+    Records(longterm::RecordsCommand),
+    /// The namespaces that hold records, with counts.
+    #[command(subcommand)]
+    Namespaces(longterm::NamespacesCommand),
+    /// Extraction jobs: list, re-drive failed ones.
+    #[command(subcommand)]
+    Jobs(longterm::JobsCommand),
     /// Check that the server is up and serving (gRPC health); exit 1 if not.
     Health,
     /// Benchmarks.
@@ -119,6 +129,9 @@ async fn main() {
         Command::Actors(cmd) => memory::actors(&ctx, cmd).await,
         Command::Sessions(cmd) => memory::sessions(&ctx, cmd).await,
         Command::Events(cmd) => memory::events(&ctx, cmd).await,
+        Command::Records(cmd) => longterm::records(&ctx, cmd).await,
+        Command::Namespaces(cmd) => longterm::namespaces(&ctx, cmd).await,
+        Command::Jobs(cmd) => longterm::jobs(&ctx, cmd).await,
         Command::Health => health(&ctx).await,
         Command::Bench(cmd) => bench::run(&ctx, cmd).await,
     };

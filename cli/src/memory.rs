@@ -194,7 +194,7 @@ fn parse_pair(raw: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected key=value, got {raw:?}"))
 }
 
-fn parse_time(raw: &str) -> anyhow::Result<prost_types::Timestamp> {
+pub(crate) fn parse_time(raw: &str) -> anyhow::Result<prost_types::Timestamp> {
     let time = humantime::parse_rfc3339_weak(raw)
         .with_context(|| format!("--timestamp {raw:?} is not RFC 3339"))?;
     let since = time

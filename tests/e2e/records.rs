@@ -3,7 +3,7 @@
 
 use crate::assert_status;
 use memd_client::pb;
-use memd_tests::{TestServer, create_memory};
+use memd_tests::{ADMIN_KEY, TestServer, create_memory, memctl_binary};
 use tonic::Code;
 
 fn item(namespace: &str, text: &str, token: &str) -> pb::MemoryRecordInput {
@@ -182,5 +182,79 @@ async fn batch_writes_report_per_item_and_are_idempotent() {
         admin.batch_delete_memory_records(&m, vec![]).await,
         Code::InvalidArgument,
         "records",
+    );
+}
+
+/// Runs memctl against the test server and returns its stdout (panics on failure).
+fn memctl(server: &TestServer, args: &[&str]) -> String {
+    let output = std::process::Command::new(memctl_binary())
+        .args(["--endpoint", &server.endpoint(), "--api-key", ADMIN_KEY])
+        .args(args)
+        .output()
+        .expect("memctl runs");
+    assert!(
+        output.status.success(),
+        "memctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memctl_exports_and_imports_records_idempotently() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let source = create_memory(&admin, "source", None).await.memory_id;
+    let target = create_memory(&admin, "target", None).await.memory_id;
+    let mut dated = item("/team/notes", "The launch moved to 3 March.", "");
+    dated.metadata.insert("topic".into(), "launch".into());
+    dated.actor_id = "ann".into();
+    admin
+        .batch_create_memory_records(
+            &source,
+            vec![dated, item("/team/notes", "Budget approved: 40k EUR.", "")],
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("records.jsonl");
+    let file = file.to_str().unwrap();
+    memctl(&server, &["records", "export", &source, "--output", file]);
+    assert_eq!(std::fs::read_to_string(file).unwrap().lines().count(), 2);
+    for _ in 0..2 {
+        let out = memctl(&server, &["records", "import", &target, file]);
+        assert!(out.contains("imported 2 records, 0 failed"), "{out}");
+    }
+    let listing = memctl(&server, &["--json", "records", "list", &target]);
+    let imported: serde_json::Value = serde_json::from_str(&listing).unwrap();
+    let mut texts: Vec<&str> = imported
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["text"].as_str().unwrap())
+        .collect();
+    texts.sort();
+    assert_eq!(
+        texts,
+        ["Budget approved: 40k EUR.", "The launch moved to 3 March."]
+    );
+    let launch = imported
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["text"] == "The launch moved to 3 March.")
+        .unwrap();
+    assert_eq!(
+        (
+            launch["metadata"]["topic"].as_str(),
+            launch["actorId"].as_str()
+        ),
+        (Some("launch"), Some("ann"))
+    );
+    let namespaces = memctl(&server, &["--json", "namespaces", "list", &target]);
+    let namespaces: serde_json::Value = serde_json::from_str(&namespaces).unwrap();
+    assert_eq!(
+        namespaces,
+        serde_json::json!([{ "namespace": "/team/notes", "recordCount": 2 }])
     );
 }

@@ -160,7 +160,16 @@ pub fn text_of(event: &pb::Event) -> &str {
 
 /// The `memd` binary next to the test executable (built by `cargo build --bins`), or `MEMD_BIN`.
 pub fn memd_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("MEMD_BIN") {
+    workspace_binary("memd", "MEMD_BIN")
+}
+
+/// The `memctl` binary next to the test executable, or `MEMCTL_BIN`.
+pub fn memctl_binary() -> PathBuf {
+    workspace_binary("memctl", "MEMCTL_BIN")
+}
+
+fn workspace_binary(name: &str, env: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("test executable path");
@@ -168,10 +177,10 @@ pub fn memd_binary() -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>/deps/<test>");
-    let binary = profile_dir.join("memd");
+    let binary = profile_dir.join(name);
     assert!(
         binary.is_file(),
-        "{} is missing: run `cargo build --bins` first (or set MEMD_BIN)",
+        "{} is missing: run `cargo build --bins` first (or set {env})",
         binary.display()
     );
     binary
