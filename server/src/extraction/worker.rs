@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 /// Jobs of one actor committed together at most.
 const MAX_BATCH_JOBS: usize = 256;
+/// How long the scheduler waits after a wake-up before it looks for due jobs.
+const COALESCE: Duration = Duration::from_millis(10);
 /// How long a batch stays open before it is committed (bounds the added lag).
 const MAX_BATCH_TIME: Duration = Duration::from_millis(50);
 use tokio::sync::Semaphore;
@@ -147,7 +149,14 @@ impl ExtractionWorkers {
                 .unwrap_or(Duration::from_secs(1))
                 .clamp(Duration::from_millis(5), Duration::from_secs(1));
             tokio::select! {
-                () = &mut notified => {}
+                () = &mut notified => {
+                    // Let a burst of appends queue up, so one scan and one batch serve many
+                    // events instead of one each (adds at most COALESCE to the lag).
+                    tokio::select! {
+                        () = tokio::time::sleep(COALESCE) => {}
+                        () = &mut stop => return self.drain(&permits, options.concurrency).await,
+                    }
+                }
                 () = tokio::time::sleep(wait) => {}
                 () = &mut stop => return self.drain(&permits, options.concurrency).await,
             }
