@@ -11,10 +11,12 @@
 pub mod builtin;
 pub mod consolidate;
 pub mod dates;
+pub mod llm;
 pub mod text;
 
 pub use builtin::BuiltinExtractor;
 pub use consolidate::{Decision, Existing, Namespace, consolidate};
+pub use llm::{LlmConfig, LlmExtractor};
 
 use chrono::{DateTime, Utc};
 
@@ -118,4 +120,8 @@ pub trait Extractor: Send + Sync {
     /// Bumped whenever the same input would give different records.
     fn version(&self) -> &str;
     fn extract(&self, input: &Input<'_>) -> Result<Vec<Candidate>, ExtractError>;
+    /// Model tokens spent so far (a running total; zero for extractors without a model).
+    fn tokens_used(&self) -> u64 {
+        0
+    }
 }

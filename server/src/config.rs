@@ -41,6 +41,19 @@ pub struct Config {
     /// First retry delay of a failed extraction job; doubles per attempt up to the maximum.
     pub extraction_initial_backoff_ms: u64,
     pub extraction_max_backoff_ms: u64,
+    /// The LLM extractor's endpoint (OpenAI-compatible, up to the version: `.../v1`), model and
+    /// key; strategies may override them.
+    pub llm_base_url: Option<String>,
+    pub llm_model: Option<String>,
+    pub llm_api_key: Option<String>,
+    pub llm_timeout_seconds: u64,
+    pub llm_max_concurrent_requests: usize,
+    /// Token budget per minute per endpoint (0: unlimited).
+    pub llm_tokens_per_minute: u32,
+    pub llm_max_output_tokens: u32,
+    /// A directory whose semantic.md, preference.md, summary.md or episodic.md replace the
+    /// built-in prompts.
+    pub llm_prompts_dir: Option<PathBuf>,
     /// `text` or `json`.
     pub log_format: String,
     /// A tracing filter, e.g. `info` or `memd_server=debug,info`.
@@ -59,6 +72,16 @@ impl Config {
             max_attempts: self.extraction_max_attempts,
             initial_backoff: std::time::Duration::from_millis(self.extraction_initial_backoff_ms),
             max_backoff: std::time::Duration::from_millis(self.extraction_max_backoff_ms),
+            llm: crate::extraction::LlmDefaults {
+                base_url: self.llm_base_url.clone(),
+                model: self.llm_model.clone(),
+                api_key: self.llm_api_key.clone(),
+                timeout: std::time::Duration::from_secs(self.llm_timeout_seconds.max(1)),
+                max_concurrent: self.llm_max_concurrent_requests.max(1),
+                tokens_per_minute: self.llm_tokens_per_minute,
+                max_output_tokens: self.llm_max_output_tokens.max(16),
+                prompts_dir: self.llm_prompts_dir.clone(),
+            },
         }
     }
 }
@@ -82,6 +105,14 @@ impl Default for Config {
             extraction_max_attempts: 5,
             extraction_initial_backoff_ms: 1000,
             extraction_max_backoff_ms: 300_000,
+            llm_base_url: None,
+            llm_model: None,
+            llm_api_key: None,
+            llm_timeout_seconds: 60,
+            llm_max_concurrent_requests: 4,
+            llm_tokens_per_minute: 0,
+            llm_max_output_tokens: 1024,
+            llm_prompts_dir: None,
             log_format: "text".into(),
             log_level: "info".into(),
         }
@@ -112,7 +143,7 @@ pub struct Overrides {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-const ENV_KEYS: [&str; 18] = [
+const ENV_KEYS: [&str; 26] = [
     "listen",
     "data_dir",
     "metrics_listen",
@@ -129,6 +160,14 @@ const ENV_KEYS: [&str; 18] = [
     "extraction_max_attempts",
     "extraction_initial_backoff_ms",
     "extraction_max_backoff_ms",
+    "llm_base_url",
+    "llm_model",
+    "llm_api_key",
+    "llm_timeout_seconds",
+    "llm_max_concurrent_requests",
+    "llm_tokens_per_minute",
+    "llm_max_output_tokens",
+    "llm_prompts_dir",
     "log_format",
     "log_level",
 ];

@@ -27,6 +27,7 @@ const ROCKSDB_PROPERTIES: [&str; 6] = [
 pub struct ExtractionMetrics {
     jobs: IntCounterVec,
     lag: prometheus::Histogram,
+    tokens: prometheus::IntCounter,
 }
 
 impl ExtractionMetrics {
@@ -34,6 +35,14 @@ impl ExtractionMetrics {
     pub fn succeeded(&self, lag_us: u64) {
         self.outcome("succeeded");
         self.lag.observe(lag_us as f64 / 1e6);
+    }
+
+    /// Brings the model-token counter up to `total` (a running total from the extractors).
+    pub fn llm_tokens(&self, total: u64) {
+        let seen = self.tokens.get();
+        if total > seen {
+            self.tokens.inc_by(total - seen);
+        }
     }
 
     /// A job ended another way ("retried", "failed", "dropped").
@@ -138,6 +147,11 @@ impl Metrics {
                 ]),
             )
             .expect("valid metric"),
+            tokens: prometheus::IntCounter::new(
+                "memd_extraction_llm_tokens_total",
+                "Model tokens (prompt and completion) spent by LLM extractors",
+            )
+            .expect("valid metric"),
         };
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -145,6 +159,7 @@ impl Metrics {
             Box::new(rocksdb.clone()),
             Box::new(extraction.jobs.clone()),
             Box::new(extraction.lag.clone()),
+            Box::new(extraction.tokens.clone()),
         ] {
             registry
                 .register(collector)

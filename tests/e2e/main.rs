@@ -6,6 +6,7 @@ mod events;
 mod extraction;
 mod isolation;
 mod limits;
+mod llm;
 mod memories;
 mod ops;
 mod records;

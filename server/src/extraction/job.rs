@@ -2,14 +2,14 @@
 //! The batch commits the results (see `batch`).
 
 use super::batch::Batch;
+use super::extractors::{Extractors, kind};
 use super::namespaces::slot_string;
 use super::turns::turns;
 use crate::error::ServiceError;
 use crate::store::codec::{StoredJob, StoredRecord, StoredStrategy};
 use crate::store::keys::{self, EventSeq};
 use crate::store::{RecordChange, Store};
-use memd_extractor::{Candidate, Decision, ExtractError, Extractor, Input, RecordKind, Slot};
-use memd_proto::v1::StrategyType;
+use memd_extractor::{Candidate, Decision, ExtractError, Input, RecordKind, Slot};
 use sha2::{Digest, Sha256};
 
 /// Events of the session before a job's first event that the extractor sees as context.
@@ -45,22 +45,6 @@ impl JobError {
     }
 }
 
-fn kind(strategy: &StoredStrategy) -> Result<RecordKind, ExtractError> {
-    match StrategyType::try_from(strategy.strategy_type) {
-        Ok(StrategyType::Semantic) => Ok(RecordKind::Fact),
-        Ok(StrategyType::UserPreference) => Ok(RecordKind::Preference),
-        Ok(StrategyType::Summary) => Ok(RecordKind::Summary),
-        Ok(StrategyType::Episodic) => Ok(RecordKind::Episode),
-        _ => Err(ExtractError::Permanent(format!(
-            "strategy {} is {}: this server has no extractor for it (CUSTOM needs an LLM \
-             extractor, SELF_MANAGED an external worker)",
-            strategy.strategy_id,
-            StrategyType::try_from(strategy.strategy_type)
-                .map_or("an unknown type", |t| t.as_str_name())
-        ))),
-    }
-}
-
 /// The namespace a strategy writes to for an actor and session.
 pub fn namespace(strategy: &StoredStrategy, actor_id: &str, session_id: &str) -> String {
     strategy
@@ -93,7 +77,7 @@ fn merge_sources(record: &mut StoredRecord, candidate: &Candidate) {
 /// was.
 pub fn run(
     store: &Store,
-    extractor: &dyn Extractor,
+    extractors: &Extractors,
     batch: &mut Batch<'_>,
     job_key: &[u8],
     job: &StoredJob,
@@ -111,6 +95,8 @@ pub fn run(
         return Ok(Step::Added);
     };
     let kind = kind(strategy)?;
+    let extractor = extractors.for_strategy(strategy)?;
+    let extractor = extractor.as_ref();
     let session_key = keys::session_key(memory_id, actor_id, &job.session_id);
     let seqs: Vec<EventSeq> = job
         .event_seqs

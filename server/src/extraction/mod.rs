@@ -4,10 +4,12 @@
 //! with the job's removal.
 
 mod batch;
+mod extractors;
 mod job;
 mod namespaces;
 mod threads;
 mod turns;
 mod worker;
 
+pub use extractors::LlmDefaults;
 pub use worker::{ExtractionWorkers, WorkerOptions};

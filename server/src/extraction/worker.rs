@@ -4,6 +4,7 @@
 //! its strategy for that actor, so per-actor order survives retries.
 
 use super::batch::Batch;
+use super::extractors::{Extractors, LlmDefaults};
 use super::job::{self, JobError, Step};
 use super::namespaces::Namespaces;
 use super::threads::ThreadPool;
@@ -11,7 +12,6 @@ use crate::error::ServiceError;
 use crate::metrics::ExtractionMetrics;
 use crate::store::Store;
 use crate::time::now_us;
-use memd_extractor::{BuiltinExtractor, Extractor};
 use memd_proto::v1::ExtractionJobStatus;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -38,6 +38,8 @@ pub struct WorkerOptions {
     /// First retry delay; doubles with every attempt up to `max_backoff`.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// Server-wide settings of the LLM extractor.
+    pub llm: LlmDefaults,
 }
 
 /// Handle to the worker pool: which jobs run right now (for listings).
@@ -80,7 +82,13 @@ impl ExtractionWorkers {
             }
         };
         let busy: Arc<Mutex<HashSet<Vec<u8>>>> = Arc::default();
-        let extractor: Arc<dyn Extractor> = Arc::new(BuiltinExtractor);
+        let extractors = match Extractors::new(options.llm.clone()) {
+            Ok(extractors) => Arc::new(extractors),
+            Err(err) => {
+                tracing::error!(%err, "cannot read llm_prompts_dir; extraction is off");
+                return;
+            }
+        };
         let namespaces = Arc::new(Namespaces::default());
         tokio::pin!(stop);
         loop {
@@ -116,9 +124,9 @@ impl ExtractionWorkers {
                     permit = permits.clone().acquire_owned() => permit.expect("never closed"),
                     () = &mut stop => return self.drain(&permits, options.concurrency).await,
                 };
-                let (store, extractor, namespaces, busy, running, ready, metrics, options) = (
+                let (store, extractors, namespaces, busy, running, ready, metrics, options) = (
                     store.clone(),
-                    extractor.clone(),
+                    extractors.clone(),
                     namespaces.clone(),
                     busy.clone(),
                     self.running.clone(),
@@ -129,7 +137,7 @@ impl ExtractionWorkers {
                 pool.run(move || {
                     let worker = ActorWorker {
                         store: &store,
-                        extractor: extractor.as_ref(),
+                        extractors: &extractors,
                         namespaces: &namespaces,
                         running: &running,
                         metrics: &metrics,
@@ -171,7 +179,7 @@ impl ExtractionWorkers {
 
 struct ActorWorker<'a> {
     store: &'a Store,
-    extractor: &'a dyn Extractor,
+    extractors: &'a Extractors,
     namespaces: &'a Namespaces,
     running: &'a Mutex<HashSet<Vec<u8>>>,
     metrics: &'a ExtractionMetrics,
@@ -195,7 +203,7 @@ impl<'a> ActorWorker<'a> {
             }
             lock(self.running).insert(job_key.clone());
             loop {
-                match job::run(self.store, self.extractor, &mut batch, &job_key, &job, now) {
+                match job::run(self.store, self.extractors, &mut batch, &job_key, &job, now) {
                     Ok(Step::Added) => break,
                     Ok(Step::Busy) => {
                         // Another worker holds a namespace this job needs: commit what we
@@ -243,6 +251,7 @@ impl<'a> ActorWorker<'a> {
                 }
             }
         }
+        self.metrics.llm_tokens(self.extractors.tokens_used());
         if result.is_ok() && !jobs.is_empty() {
             tracing::debug!(jobs = jobs.len(), changes, "extraction batch committed");
         }

@@ -37,6 +37,22 @@ fn strategy(s: &StoredStrategy) -> pb::MemoryStrategy {
         description: s.description.clone(),
         triggers: Some(triggers(crate::store::triggers(s))),
         record_expiry_days: s.record_expiry_days as i32,
+        extractor: if s.extractor.is_empty() {
+            "builtin".into()
+        } else {
+            s.extractor.clone()
+        },
+        llm: s.llm.as_ref().map(|l| pb::LlmSettings {
+            base_url: l.base_url.clone(),
+            model: l.model.clone(),
+            api_key_env: l.api_key_env.clone(),
+            timeout_seconds: l.timeout_seconds,
+            max_concurrent_requests: l.max_concurrent_requests,
+            tokens_per_minute: l.tokens_per_minute,
+        }),
+        base_type: s.base_type,
+        prompt: s.prompt.clone(),
+        prompt_mode: s.prompt_mode,
     }
 }
 

@@ -5,8 +5,8 @@ use crate::error::{Result, ServiceError};
 use crate::ids;
 use crate::lifecycle;
 use crate::store::codec::{
-    StoredContent, StoredPayload, StoredPolicy, StoredSessionPolicy, StoredStrategy,
-    StoredTriggers, StoredTurn,
+    StoredContent, StoredLlmSettings, StoredPayload, StoredPolicy, StoredSessionPolicy,
+    StoredStrategy, StoredTriggers, StoredTurn,
 };
 use crate::store::keys::EventSeq;
 use crate::store::{EventFilterSpec, MetadataCondition};
@@ -296,6 +296,11 @@ pub fn strategies(strategies: Vec<pb::MemoryStrategy>) -> Result<Vec<StoredStrat
                     description: text,
                     triggers,
                     record_expiry_days,
+                    extractor,
+                    llm,
+                    base_type,
+                    prompt,
+                    prompt_mode,
                 },
             )| {
                 let field = |f: &str| format!("strategies[{i}].{f}");
@@ -342,7 +347,30 @@ pub fn strategies(strategies: Vec<pb::MemoryStrategy>) -> Result<Vec<StoredStrat
                         format!("must be 0 (never) to {MAX_EVENT_EXPIRY_DAYS}"),
                     ));
                 }
+                let (extractor, base_type) =
+                    strategy_extractor(&field, strategy_type, extractor, base_type, &prompt)?;
+                if let Some(llm) = &llm {
+                    llm_settings(&field("llm"), llm)?;
+                }
+                if pb::PromptMode::try_from(prompt_mode).is_err() {
+                    return Err(ServiceError::invalid(
+                        field("prompt_mode"),
+                        "must be a PROMPT_MODE_* value",
+                    ));
+                }
                 Ok(StoredStrategy {
+                    extractor,
+                    llm: llm.map(|l| StoredLlmSettings {
+                        base_url: l.base_url,
+                        model: l.model,
+                        api_key_env: l.api_key_env,
+                        timeout_seconds: l.timeout_seconds,
+                        max_concurrent_requests: l.max_concurrent_requests,
+                        tokens_per_minute: l.tokens_per_minute,
+                    }),
+                    base_type,
+                    prompt,
+                    prompt_mode,
                     strategy_id,
                     strategy_type: r#type,
                     namespace_template,
@@ -359,6 +387,87 @@ pub fn strategies(strategies: Vec<pb::MemoryStrategy>) -> Result<Vec<StoredStrat
             },
         )
         .collect()
+}
+
+/// The extractor a strategy runs ("builtin" or "llm") and, for CUSTOM, its base type.
+fn strategy_extractor(
+    field: &dyn Fn(&str) -> String,
+    strategy_type: pb::StrategyType,
+    extractor: String,
+    base_type: i32,
+    prompt: &str,
+) -> Result<(String, i32)> {
+    if prompt.chars().count() > 20_000 {
+        return Err(ServiceError::invalid(
+            field("prompt"),
+            "must be at most 20000 characters",
+        ));
+    }
+    let extractor = match extractor.as_str() {
+        "" | "builtin" if strategy_type != pb::StrategyType::Custom => "builtin".to_string(),
+        "" | "llm" => "llm".to_string(),
+        "builtin" => {
+            return Err(ServiceError::invalid(
+                field("extractor"),
+                "CUSTOM strategies run on the llm extractor",
+            ));
+        }
+        other => {
+            return Err(ServiceError::invalid(
+                field("extractor"),
+                format!("must be \"builtin\" or \"llm\", not {other:?}"),
+            ));
+        }
+    };
+    let base = pb::StrategyType::try_from(base_type).unwrap_or(pb::StrategyType::Unspecified);
+    if strategy_type == pb::StrategyType::Custom {
+        if !matches!(
+            base,
+            pb::StrategyType::Semantic
+                | pb::StrategyType::UserPreference
+                | pb::StrategyType::Summary
+                | pb::StrategyType::Episodic
+        ) {
+            return Err(ServiceError::invalid(
+                field("base_type"),
+                "a CUSTOM strategy needs SEMANTIC, USER_PREFERENCE, SUMMARY or EPISODIC",
+            ));
+        }
+    } else if base != pb::StrategyType::Unspecified || !prompt.is_empty() {
+        return Err(ServiceError::invalid(
+            field("base_type"),
+            "base_type and prompt are for CUSTOM strategies",
+        ));
+    }
+    Ok((extractor, base_type))
+}
+
+fn llm_settings(field: &str, llm: &pb::LlmSettings) -> Result<()> {
+    let is_url = llm.base_url.starts_with("http://") || llm.base_url.starts_with("https://");
+    if !llm.base_url.is_empty() && !is_url {
+        return Err(ServiceError::invalid(
+            format!("{field}.base_url"),
+            "must be an http:// or https:// URL",
+        ));
+    }
+    if !llm.api_key_env.is_empty()
+        && !llm
+            .api_key_env
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(ServiceError::invalid(
+            format!("{field}.api_key_env"),
+            "must be an environment variable name ([A-Za-z0-9_])",
+        ));
+    }
+    if llm.base_url.len() > 512 || llm.model.len() > 256 {
+        return Err(ServiceError::invalid(
+            field,
+            "base_url or model is too long",
+        ));
+    }
+    Ok(())
 }
 
 /// A namespace prefix to list or search under: at most 512 characters, no NUL.

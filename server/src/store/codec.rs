@@ -71,6 +71,36 @@ pub struct StoredStrategy {
     /// Zero: records never expire.
     #[prost(uint32, tag = "7")]
     pub record_expiry_days: u32,
+    /// "builtin" or "llm" (empty: builtin).
+    #[prost(string, tag = "8")]
+    pub extractor: String,
+    #[prost(message, optional, tag = "9")]
+    pub llm: Option<StoredLlmSettings>,
+    /// CUSTOM: the `memd.v1.StrategyType` it customises.
+    #[prost(int32, tag = "10")]
+    pub base_type: i32,
+    #[prost(string, tag = "11")]
+    pub prompt: String,
+    /// `memd.v1.PromptMode` number.
+    #[prost(int32, tag = "12")]
+    pub prompt_mode: i32,
+}
+
+/// Per-strategy LLM overrides (see `memd.v1.LlmSettings`).
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredLlmSettings {
+    #[prost(string, tag = "1")]
+    pub base_url: String,
+    #[prost(string, tag = "2")]
+    pub model: String,
+    #[prost(string, tag = "3")]
+    pub api_key_env: String,
+    #[prost(uint32, tag = "4")]
+    pub timeout_seconds: u32,
+    #[prost(uint32, tag = "5")]
+    pub max_concurrent_requests: u32,
+    #[prost(uint32, tag = "6")]
+    pub tokens_per_minute: u32,
 }
 
 /// When a strategy extracts (see `memd.v1.ExtractionTriggers`); zero turns a trigger off.
