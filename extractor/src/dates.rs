@@ -13,7 +13,8 @@ pub struct Resolved {
     pub earliest: Option<NaiveDate>,
 }
 
-const PREPOSITIONS: &str = r"since|until|till|from|by|before|after|on|in|during|over|at|for";
+const PREPOSITIONS: &str =
+    r"since|until|till|from|by|before|after|on|in|during|over|at|for|to|around|through";
 const NUMBER: &str = r"\d+|a|an|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|a couple of|a couple|couple of|a few|few|several";
 const UNIT: &str = r"day|week|month|year";
 const WEEKDAY: &str = r"monday|tuesday|wednesday|thursday|friday|saturday|sunday";
@@ -352,6 +353,7 @@ mod tests {
         assert_eq!(text("last Friday"), "on Friday, 5 May 2023");
         assert_eq!(text("next Monday"), "on Monday, 15 May 2023");
         assert_eq!(text("during this month"), "during May 2023");
+        assert_eq!(text("moved to next Friday"), "moved to Friday, 12 May 2023");
     }
 
     #[test]
