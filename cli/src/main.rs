@@ -6,6 +6,7 @@ mod control;
 mod longterm;
 mod memory;
 mod output;
+mod worker;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -59,6 +60,8 @@ enum Command {
     /// Extraction jobs: list, re-drive failed ones.
     #[command(subcommand)]
     Jobs(longterm::JobsCommand),
+    /// Run an extraction worker against a server (leases jobs, extracts, completes them).
+    Worker(worker::WorkerArgs),
     /// Check that the server is up and serving (gRPC health); exit 1 if not.
     Health,
     /// Benchmarks.
@@ -132,6 +135,7 @@ async fn main() {
         Command::Records(cmd) => longterm::records(&ctx, cmd).await,
         Command::Namespaces(cmd) => longterm::namespaces(&ctx, cmd).await,
         Command::Jobs(cmd) => longterm::jobs(&ctx, cmd).await,
+        Command::Worker(args) => worker::run(&ctx, args).await,
         Command::Health => health(&ctx).await,
         Command::Bench(cmd) => bench::run(&ctx, cmd).await,
     };

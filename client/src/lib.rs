@@ -63,12 +63,16 @@ type Transport = InterceptedService<Channel, BearerAuth>;
 pub type ControlClient = pb::control_service_client::ControlServiceClient<Transport>;
 /// The generated MemoryService stub, authenticated.
 pub type MemoryClient = pb::memory_service_client::MemoryServiceClient<Transport>;
+/// The generated ExtractionWorkerService client with the bearer interceptor.
+pub type WorkerClient =
+    pb::extraction_worker_service_client::ExtractionWorkerServiceClient<Transport>;
 
 /// A connection to one memd server. Cheap to clone; clones share the connection.
 #[derive(Clone, Debug)]
 pub struct MemdClient {
     control: ControlClient,
     memory: MemoryClient,
+    workers: WorkerClient,
     channel: Channel,
 }
 
@@ -141,13 +145,23 @@ impl MemdClient {
         )
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let memory =
-            pb::memory_service_client::MemoryServiceClient::with_interceptor(channel.clone(), auth)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let memory = pb::memory_service_client::MemoryServiceClient::with_interceptor(
+            channel.clone(),
+            auth.clone(),
+        )
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let workers =
+            pb::extraction_worker_service_client::ExtractionWorkerServiceClient::with_interceptor(
+                channel.clone(),
+                auth,
+            )
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Self {
             control,
             memory,
+            workers,
             channel,
         })
     }
@@ -163,6 +177,11 @@ impl MemdClient {
     }
 
     /// The raw MemoryService stub.
+    /// The raw ExtractionWorkerService client (lease, heartbeat, complete).
+    pub fn workers(&self) -> WorkerClient {
+        self.workers.clone()
+    }
+
     pub fn memory(&self) -> MemoryClient {
         self.memory.clone()
     }

@@ -22,8 +22,9 @@ pub use config::{Config, ConfigError, Overrides};
 use auth::{AuthInterceptor, AuthMode, Authenticator};
 use extraction::ExtractionWorkers;
 use futures::StreamExt;
-use grpc::{control::ControlApi, memory::MemoryApi};
+use grpc::{control::ControlApi, memory::MemoryApi, workers::WorkerApi};
 use memd_proto::v1::control_service_server::ControlServiceServer;
+use memd_proto::v1::extraction_worker_service_server::ExtractionWorkerServiceServer;
 use memd_proto::v1::memory_service_server::MemoryServiceServer;
 use std::future::Future;
 use std::sync::Arc;
@@ -136,11 +137,10 @@ impl Server {
                 }
             }));
         }
-        let workers = ExtractionWorkers::default();
+        let workers = ExtractionWorkers::new(config.worker_options());
         if config.extraction_enabled {
             background.push(tokio::spawn(workers.clone().run(
                 store.clone(),
-                config.worker_options(),
                 metrics.extraction(),
                 stopped(),
             )));
@@ -159,6 +159,9 @@ impl Server {
             .set_serving::<ControlServiceServer<ControlApi>>()
             .await;
         health.set_serving::<MemoryServiceServer<MemoryApi>>().await;
+        health
+            .set_serving::<ExtractionWorkerServiceServer<WorkerApi>>()
+            .await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(memd_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -175,6 +178,12 @@ impl Server {
         );
         let memory = InterceptedService::new(
             MemoryServiceServer::new(MemoryApi::new(store.clone(), workers.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            interceptor.clone(),
+        );
+        let extraction_workers = InterceptedService::new(
+            ExtractionWorkerServiceServer::new(WorkerApi::new(store.clone(), workers.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             interceptor,
@@ -217,6 +226,7 @@ impl Server {
             .add_service(reflection_v1alpha)
             .add_service(control)
             .add_service(memory)
+            .add_service(extraction_workers)
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
                 tracing::info!("shutting down: draining in-flight requests");
@@ -225,6 +235,9 @@ impl Server {
                     .await;
                 drain_health
                     .set_not_serving::<MemoryServiceServer<MemoryApi>>()
+                    .await;
+                drain_health
+                    .set_not_serving::<ExtractionWorkerServiceServer<WorkerApi>>()
                     .await;
             })
             .await;

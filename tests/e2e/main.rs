@@ -12,6 +12,7 @@ mod ops;
 mod records;
 mod sessions;
 mod tls;
+mod workers;
 
 use tonic::Code;
 

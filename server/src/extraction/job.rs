@@ -8,7 +8,7 @@ use super::turns::turns;
 use crate::error::ServiceError;
 use crate::store::codec::{StoredJob, StoredRecord, StoredStrategy};
 use crate::store::keys::{self, EventSeq};
-use crate::store::{RecordChange, Store};
+use crate::store::{LoadedEvent, RecordChange, Store};
 use memd_extractor::{Candidate, Decision, ExtractError, Input, RecordKind, Slot};
 use sha2::{Digest, Sha256};
 
@@ -97,28 +97,7 @@ pub fn run(
     let kind = kind(strategy)?;
     let extractor = extractors.for_strategy(strategy)?;
     let extractor = extractor.as_ref();
-    let session_key = keys::session_key(memory_id, actor_id, &job.session_id);
-    let seqs: Vec<EventSeq> = job
-        .event_seqs
-        .iter()
-        .filter_map(|s| EventSeq::from_bytes(s))
-        .collect();
-    // Episodes read the whole session; everything else reads the job's events (summaries
-    // fold them into the state kept with their running record).
-    let (events, context) = match kind {
-        RecordKind::Episode => (
-            store.session_events(&session_key, None, SESSION_EVENTS)?,
-            Vec::new(),
-        ),
-        _ => {
-            let events = store.events_at(&session_key, &seqs)?;
-            let context = match seqs.iter().min() {
-                Some(&first) => store.session_events(&session_key, Some(first), CONTEXT_EVENTS)?,
-                None => Vec::new(),
-            };
-            (events, context)
-        }
-    };
+    let (events, context) = load_events(store, memory_id, actor_id, job, kind)?;
     let turns_now = turns(&events, actor_id);
     let context = turns(&context, actor_id);
 
@@ -154,6 +133,61 @@ pub fn run(
                 .filter(|s| !s.is_empty()),
         })?
     };
+    let provenance = (extractor.name(), extractor.version());
+    apply(
+        store, batch, job_key, job, strategy, &namespace, candidates, provenance, now_us,
+    )
+}
+
+/// The events a job extracts from and the earlier events that give them context. Episodes
+/// read the whole session; everything else reads the job's events (summaries fold them into
+/// the state kept with their running record).
+pub fn load_events(
+    store: &Store,
+    memory_id: &str,
+    actor_id: &str,
+    job: &StoredJob,
+    kind: RecordKind,
+) -> Result<(Vec<LoadedEvent>, Vec<LoadedEvent>), ServiceError> {
+    let session_key = keys::session_key(memory_id, actor_id, &job.session_id);
+    let seqs: Vec<EventSeq> = job
+        .event_seqs
+        .iter()
+        .filter_map(|s| EventSeq::from_bytes(s))
+        .collect();
+    if kind == RecordKind::Episode {
+        return Ok((
+            store.session_events(&session_key, None, SESSION_EVENTS)?,
+            Vec::new(),
+        ));
+    }
+    let events = store.events_at(&session_key, &seqs)?;
+    let context = match seqs.iter().min() {
+        Some(&first) => store.session_events(&session_key, Some(first), CONTEXT_EVENTS)?,
+        None => Vec::new(),
+    };
+    Ok((events, context))
+}
+
+/// Consolidates a job's candidates with its namespace and adds the results and the job to
+/// `batch`: the one code path behind the server's own workers and `CompleteExtractionJob`.
+#[allow(clippy::too_many_arguments)]
+pub fn apply(
+    store: &Store,
+    batch: &mut Batch<'_>,
+    job_key: &[u8],
+    job: &StoredJob,
+    strategy: &StoredStrategy,
+    namespace: &str,
+    candidates: Vec<Candidate>,
+    (extractor_name, extractor_version): (&str, &str),
+    now_us: u64,
+) -> Result<Step, JobError> {
+    let (memory_id, actor_id, _) = keys::decode_job_key(job_key)?;
+    if batch.index(store, memory_id, namespace, now_us)?.is_none() {
+        return Ok(Step::Busy);
+    }
+    let namespace = namespace.to_string();
     let expire_us = match strategy.record_expiry_days {
         0 => 0,
         days => now_us + u64::from(days) * 86_400 * 1_000_000,
@@ -173,8 +207,8 @@ pub fn run(
             source_event_ids: candidate.source_event_ids.clone(),
             actor_id: actor_id.to_string(),
             session_id: job.session_id.clone(),
-            extractor: extractor.name().to_string(),
-            extractor_version: extractor.version().to_string(),
+            extractor: extractor_name.to_string(),
+            extractor_version: extractor_version.to_string(),
             version: 1,
             superseded_by: String::new(),
             supersedes: Vec::new(),
@@ -221,8 +255,8 @@ pub fn run(
                 new.text = candidate.text.clone();
                 new.update_us = now_us;
                 new.version += 1;
-                new.extractor = extractor.name().to_string();
-                new.extractor_version = extractor.version().to_string();
+                new.extractor = extractor_name.to_string();
+                new.extractor_version = extractor_version.to_string();
                 new.expire_us = expire_us;
                 new.extractor_state = candidate.state.clone().unwrap_or_default();
                 if matches!(candidate.slot, Some(Slot::Running(_))) {

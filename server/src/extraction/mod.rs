@@ -3,10 +3,10 @@
 //! consolidate the candidates with the namespace's records, and commit the results together
 //! with the job's removal.
 
-mod batch;
-mod extractors;
-mod job;
-mod namespaces;
+pub mod batch;
+pub mod extractors;
+pub mod job;
+pub mod namespaces;
 mod threads;
 mod turns;
 mod worker;

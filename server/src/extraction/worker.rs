@@ -42,10 +42,14 @@ pub struct WorkerOptions {
     pub llm: LlmDefaults,
 }
 
-/// Handle to the worker pool: which jobs run right now (for listings).
-#[derive(Clone, Default)]
+/// Handle to the worker pool, shared with the gRPC side: which jobs run right now (for
+/// listings and leases), the namespace locks and caches (which `CompleteExtractionJob` uses
+/// too), and the retry settings.
+#[derive(Clone)]
 pub struct ExtractionWorkers {
     running: Arc<Mutex<HashSet<Vec<u8>>>>,
+    namespaces: Arc<Namespaces>,
+    options: Arc<WorkerOptions>,
 }
 
 impl std::fmt::Debug for ExtractionWorkers {
@@ -59,6 +63,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ExtractionWorkers {
+    pub fn new(options: WorkerOptions) -> Self {
+        Self {
+            running: Arc::default(),
+            namespaces: Arc::default(),
+            options: Arc::new(options),
+        }
+    }
+
+    /// The namespace locks and consolidation caches.
+    pub fn namespaces(&self) -> &Namespaces {
+        &self.namespaces
+    }
+
+    pub fn options(&self) -> &WorkerOptions {
+        &self.options
+    }
+
+    /// When a failed attempt runs again, or `None` when the job is out of attempts.
+    pub fn retry_at(&self, attempts_after: u32, retryable: bool, now_us: u64) -> Option<u64> {
+        let options = &self.options;
+        (retryable && attempts_after < options.max_attempts).then(|| {
+            let backoff = options
+                .initial_backoff
+                .saturating_mul(1 << attempts_after.saturating_sub(1).min(20))
+                .min(options.max_backoff);
+            now_us + backoff.as_micros() as u64
+        })
+    }
+
     /// Whether a worker holds this job now.
     pub fn is_running(&self, job_key: &[u8]) -> bool {
         lock(&self.running).contains(job_key)
@@ -68,10 +101,10 @@ impl ExtractionWorkers {
     pub async fn run(
         self,
         store: Arc<Store>,
-        options: WorkerOptions,
         metrics: ExtractionMetrics,
         stop: impl Future<Output = ()>,
     ) {
+        let options = (*self.options).clone();
         let ready = store.jobs_ready();
         let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
         let pool = match ThreadPool::start(options.concurrency.max(1), options.nice) {
@@ -89,7 +122,7 @@ impl ExtractionWorkers {
                 return;
             }
         };
-        let namespaces = Arc::new(Namespaces::default());
+        let namespaces = self.namespaces.clone();
         tokio::pin!(stop);
         loop {
             // Register interest before scanning, so a job queued mid-scan is not missed.
@@ -124,7 +157,7 @@ impl ExtractionWorkers {
                     permit = permits.clone().acquire_owned() => permit.expect("never closed"),
                     () = &mut stop => return self.drain(&permits, options.concurrency).await,
                 };
-                let (store, extractors, namespaces, busy, running, ready, metrics, options) = (
+                let (store, extractors, namespaces, busy, running, ready, metrics, handle) = (
                     store.clone(),
                     extractors.clone(),
                     namespaces.clone(),
@@ -132,7 +165,7 @@ impl ExtractionWorkers {
                     self.running.clone(),
                     ready.clone(),
                     metrics.clone(),
-                    options.clone(),
+                    self.clone(),
                 );
                 pool.run(move || {
                     let worker = ActorWorker {
@@ -141,7 +174,7 @@ impl ExtractionWorkers {
                         namespaces: &namespaces,
                         running: &running,
                         metrics: &metrics,
-                        options: &options,
+                        handle: &handle,
                     };
                     if let Err(err) = worker.run_actor(&actor) {
                         tracing::error!(%err, "extraction worker failed");
@@ -183,7 +216,7 @@ struct ActorWorker<'a> {
     namespaces: &'a Namespaces,
     running: &'a Mutex<HashSet<Vec<u8>>>,
     metrics: &'a ExtractionMetrics,
-    options: &'a WorkerOptions,
+    handle: &'a ExtractionWorkers,
 }
 
 impl<'a> ActorWorker<'a> {
@@ -197,7 +230,10 @@ impl<'a> ActorWorker<'a> {
             if job.status == ExtractionJobStatus::Failed as i32 || job.due_us == 0 {
                 continue;
             }
-            if held_back.contains(&job.strategy_id) || job.due_us > now {
+            // A job in backoff, or leased by an external worker, holds back the later jobs of
+            // its strategy.
+            if held_back.contains(&job.strategy_id) || job.due_us > now || job.lease_until_us > now
+            {
                 held_back.insert(job.strategy_id.clone());
                 continue;
             }
@@ -271,16 +307,8 @@ impl<'a> ActorWorker<'a> {
         err: &JobError,
         now: u64,
     ) -> crate::error::Result<()> {
-        let attempts = job.attempts + 1;
-        let retry_at = (err.retryable() && attempts < self.options.max_attempts).then(|| {
-            let backoff = self
-                .options
-                .initial_backoff
-                .saturating_mul(1 << (attempts - 1).min(20))
-                .min(self.options.max_backoff);
-            now + backoff.as_micros() as u64
-        });
-        tracing::warn!(%err, attempts, retry = retry_at.is_some(), "extraction job failed");
+        let retry_at = self.handle.retry_at(job.attempts + 1, err.retryable(), now);
+        tracing::warn!(%err, attempts = job.attempts + 1, retry = retry_at.is_some(), "extraction job failed");
         self.metrics.outcome(if retry_at.is_some() {
             "retried"
         } else {

@@ -28,7 +28,7 @@ pub fn memory(m: &StoredMemory) -> pb::Memory {
     }
 }
 
-fn strategy(s: &StoredStrategy) -> pb::MemoryStrategy {
+pub fn strategy(s: &StoredStrategy) -> pb::MemoryStrategy {
     pb::MemoryStrategy {
         strategy_id: s.strategy_id.clone(),
         r#type: s.strategy_type,

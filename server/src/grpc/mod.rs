@@ -6,6 +6,7 @@ pub mod memory;
 mod record_batches;
 mod records;
 mod validate;
+pub mod workers;
 
 use crate::error::Result;
 use sha2::{Digest, Sha256};

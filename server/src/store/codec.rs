@@ -242,6 +242,14 @@ pub struct StoredJob {
     /// Due time of its `queue` entry (zero when it has none: failed or self-managed).
     #[prost(uint64, tag = "10")]
     pub due_us: u64,
+    /// The current lease of an external worker (empty: none).
+    #[prost(string, tag = "11")]
+    pub lease_token: String,
+    #[prost(uint64, tag = "12")]
+    pub lease_until_us: u64,
+    /// When the job may run (self-managed jobs have no queue entry but may be in backoff).
+    #[prost(uint64, tag = "13")]
+    pub not_before_us: u64,
 }
 
 /// A long-term memory record (see `memd.v1.MemoryRecord`).

@@ -140,17 +140,22 @@ impl Store {
         retry_at_us: Option<u64>,
     ) -> Result<()> {
         let mut batch = WriteBatch::default();
-        if job.due_us != 0 {
+        // Jobs of in-process strategies live in the queue; external ones (leased) do not.
+        let queued = job.due_us != 0;
+        if queued {
             batch.delete_cf(self.cf(cf::QUEUE), keys::queue_key(job.due_us, job_key));
         }
         let mut job = job.clone();
         job.attempts += 1;
         job.failure_reason = reason.chars().take(1000).collect();
+        job.lease_token.clear();
+        job.lease_until_us = 0;
         match retry_at_us {
-            Some(due) => {
+            Some(due) if queued => {
                 job.due_us = due;
                 batch.put_cf(self.cf(cf::QUEUE), keys::queue_key(due, job_key), []);
             }
+            Some(due) => job.not_before_us = due,
             None => {
                 job.due_us = 0;
                 job.status = ExtractionJobStatus::Failed as i32;
@@ -238,16 +243,141 @@ impl Store {
                 "only FAILED jobs can be re-driven; this one is still pending".into(),
             ));
         }
+        let (memory_id, _, _) = keys::decode_job_key(job_key)?;
+        let in_process = self
+            .memory(memory_id)?
+            .strategies
+            .iter()
+            .find(|s| s.strategy_id == job.strategy_id)
+            .is_none_or(|s| super::outbox::runs_in_process(s.strategy_type));
         let mut job = job.clone();
         job.status = ExtractionJobStatus::Pending as i32;
         job.attempts = 0;
-        job.due_us = now_us;
         job.trigger = "redrive".into();
+        job.not_before_us = now_us;
         let mut batch = WriteBatch::default();
+        if in_process {
+            job.due_us = now_us;
+            batch.put_cf(self.cf(cf::QUEUE), keys::queue_key(now_us, job_key), []);
+        }
         batch.put_cf(self.cf(cf::JOBS), job_key, codec::encode(&job));
-        batch.put_cf(self.cf(cf::QUEUE), keys::queue_key(now_us, job_key), []);
         self.commit(batch)?;
         self.jobs_ready.notify_one();
         Ok(job)
+    }
+}
+
+/// A job handed to an external worker.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub job_key: Vec<u8>,
+    pub job: StoredJob,
+}
+
+impl Store {
+    /// Leases up to `max` jobs of a memory to an external worker: for each actor and
+    /// strategy only its oldest unfinished job, and only when it is pending, not in backoff,
+    /// not running in-process (`running`) and not leased. A job whose lease ran out counts
+    /// that as a failed attempt; out of attempts, it is FAILED instead of leased again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lease_jobs(
+        &self,
+        memory_id: &str,
+        eligible: impl Fn(&str, &StoredJob) -> bool,
+        running: impl Fn(&[u8]) -> bool,
+        max: usize,
+        lease_us: u64,
+        max_attempts: u32,
+        now_us: u64,
+    ) -> Result<Vec<Lease>> {
+        self.memory(memory_id)?;
+        let _leasing = self.lease_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let prefix = keys::memory_prefix(memory_id);
+        let mut seen = std::collections::HashSet::new();
+        let mut batch = WriteBatch::default();
+        let mut leases = Vec::new();
+        for item in self.range(cf::JOBS, &prefix, &keys::prefix_end(&prefix), false) {
+            if leases.len() >= max {
+                break;
+            }
+            let (key, value) = item?;
+            let (_, actor_id, job_id) = keys::decode_job_key(&key)?;
+            let mut job: StoredJob = codec::decode(&value)?;
+            if job.status == ExtractionJobStatus::Failed as i32 {
+                continue;
+            }
+            // Only the first unfinished job of each actor and strategy may run.
+            if !seen.insert((actor_id.to_string(), job.strategy_id.clone())) {
+                continue;
+            }
+            let due = job.not_before_us.max(job.due_us);
+            if due > now_us
+                || job.lease_until_us > now_us
+                || running(&key)
+                || !eligible(actor_id, &job)
+            {
+                continue;
+            }
+            if !job.lease_token.is_empty() {
+                job.attempts += 1;
+                job.failure_reason = "the worker's lease ran out".into();
+                if job.attempts >= max_attempts {
+                    job.status = ExtractionJobStatus::Failed as i32;
+                    job.lease_token.clear();
+                    job.lease_until_us = 0;
+                    if job.due_us != 0 {
+                        batch.delete_cf(self.cf(cf::QUEUE), keys::queue_key(job.due_us, &key));
+                        job.due_us = 0;
+                    }
+                    batch.put_cf(self.cf(cf::JOBS), &key, codec::encode(&job));
+                    continue;
+                }
+            }
+            let nonce: [u8; 8] = rand::random();
+            job.lease_token = format!("{job_id}.{}", hex::encode(nonce));
+            job.lease_until_us = now_us + lease_us;
+            batch.put_cf(self.cf(cf::JOBS), &key, codec::encode(&job));
+            leases.push(Lease {
+                job_key: key.to_vec(),
+                job,
+            });
+        }
+        self.commit(batch)?;
+        Ok(leases)
+    }
+
+    /// The job a lease token names, if the token still holds it.
+    pub fn leased_job(&self, memory_id: &str, token: &str) -> Result<Option<Lease>> {
+        let Some((job_id, _)) = token.split_once('.') else {
+            return Ok(None);
+        };
+        match self.find_job(memory_id, job_id) {
+            Ok((job_key, job)) if job.lease_token == token => Ok(Some(Lease { job_key, job })),
+            Ok(_) | Err(ServiceError::NotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Extends a lease; `false` when the token no longer holds its job.
+    pub fn extend_lease(
+        &self,
+        memory_id: &str,
+        token: &str,
+        lease_us: u64,
+        now_us: u64,
+    ) -> Result<bool> {
+        let _leasing = self.lease_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(Lease { job_key, mut job }) = self.leased_job(memory_id, token)? else {
+            return Ok(false);
+        };
+        // An expired lease nobody took over yet is still the worker's to extend.
+        job.lease_until_us = now_us + lease_us;
+        self.db.put_cf_opt(
+            self.cf(cf::JOBS),
+            &job_key,
+            codec::encode(&job),
+            &self.write_opts,
+        )?;
+        Ok(true)
     }
 }

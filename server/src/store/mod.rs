@@ -23,7 +23,7 @@ mod records;
 mod sessions;
 
 pub use events::{EventFilterSpec, EventListing, EventView, MetadataCondition, NewEvent};
-pub use jobs::{JobFilter, JobView, LoadedEvent};
+pub use jobs::{JobFilter, JobView, Lease, LoadedEvent};
 pub use outbox::{default_triggers, runs_in_process, triggers};
 pub use records::{ItemResult, NewRecord, RecordChange, RecordEdit, RecordListing};
 pub use sessions::{SessionTransition, SessionView};
@@ -93,6 +93,8 @@ pub struct Store {
     records_generation: AtomicU64,
     /// Serialises record writes through the API (idempotency tokens are checked, then set).
     record_api_lock: std::sync::Mutex<()>,
+    /// Serialises leasing, so two workers never lease the same job.
+    lease_lock: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -190,6 +192,7 @@ impl Store {
             jobs_ready: Arc::default(),
             records_generation: AtomicU64::new(0),
             record_api_lock: std::sync::Mutex::new(()),
+            lease_lock: std::sync::Mutex::new(()),
         };
         store.load_memories()?;
         Ok(store)

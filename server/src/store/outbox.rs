@@ -115,6 +115,7 @@ impl Store {
             failure_reason: String::new(),
             create_us: now_us,
             due_us: if queued { now_us } else { 0 },
+            ..Default::default()
         };
         NewJob {
             queue_key: queued.then(|| keys::queue_key(now_us, &job_key)),
