@@ -7,6 +7,7 @@ mod extraction;
 mod isolation;
 mod limits;
 mod llm;
+mod locomo;
 mod memories;
 mod ops;
 mod records;
