@@ -330,6 +330,8 @@ impl Store {
                         job.due_us = 0;
                     }
                     batch.put_cf(self.cf(cf::JOBS), &key, codec::encode(&job));
+                    // Failed jobs do not hold back the actor's next one.
+                    seen.remove(&(actor_id.to_string(), job.strategy_id.clone()));
                     continue;
                 }
             }
@@ -379,5 +381,108 @@ impl Store {
             &self.write_opts,
         )?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::codec::{
+        StoredContent, StoredMemory, StoredPayload, StoredStrategy, StoredTurn,
+    };
+    use super::super::test_support::temp_store;
+    use super::super::{NewEvent, Store};
+    use super::*;
+    use memd_proto::v1::StrategyType;
+
+    const SECOND: u64 = 1_000_000;
+
+    fn store_with_self_managed() -> (tempfile::TempDir, Store, u64) {
+        let (dir, store) = temp_store();
+        let now = crate::time::now_us();
+        let memory = StoredMemory {
+            memory_id: "m-1".into(),
+            name: "m".into(),
+            strategies: vec![StoredStrategy {
+                strategy_id: "ext".into(),
+                strategy_type: StrategyType::SelfManaged as i32,
+                namespace_template: "/ext/{actorId}".into(),
+                ..Default::default()
+            }],
+            session_policy: Some(crate::lifecycle::effective_policy(None).unwrap()),
+            create_us: now,
+            update_us: now,
+            ..Default::default()
+        };
+        store.create_memory(memory, "", vec![]).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for text in ["first", "second"] {
+            let event = NewEvent {
+                memory_id: "m-1".into(),
+                actor_id: "a".into(),
+                session_id: "s".into(),
+                event_ts_us: None,
+                payload: vec![StoredPayload {
+                    content: Some(StoredContent::Conversational(StoredTurn {
+                        role: 1,
+                        text: text.into(),
+                        name: String::new(),
+                    })),
+                }],
+                branch: String::new(),
+                branch_root: None,
+                metadata: Default::default(),
+                client_token: String::new(),
+                request_hash: vec![],
+                extract: true,
+            };
+            runtime.block_on(store.append_event(event, now)).unwrap();
+        }
+        (dir, store, now)
+    }
+
+    fn lease(store: &Store, now: u64) -> Vec<Lease> {
+        store
+            .lease_jobs("m-1", |_, _| true, |_| false, 10, 30 * SECOND, 3, now)
+            .unwrap()
+    }
+
+    #[test]
+    fn leases_follow_order_expire_and_run_out_of_attempts() {
+        let (_dir, store, now) = store_with_self_managed();
+        // Two jobs of one actor and strategy: only the first is leasable.
+        let first = lease(&store, now);
+        assert_eq!(first.len(), 1);
+        let token = first[0].job.lease_token.clone();
+        assert!(lease(&store, now + SECOND).is_empty(), "held by its lease");
+        assert!(
+            store
+                .extend_lease("m-1", &token, 30 * SECOND, now + 20 * SECOND)
+                .unwrap()
+        );
+
+        // Expired (after the extension): leased again, counting a failed attempt.
+        let again = lease(&store, now + 51 * SECOND);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].job_key, first[0].job_key);
+        assert_eq!(again[0].job.attempts, 1);
+        assert_ne!(again[0].job.lease_token, token);
+        assert!(
+            !store.extend_lease("m-1", &token, 30 * SECOND, now).unwrap(),
+            "old token lost"
+        );
+        assert!(store.leased_job("m-1", &token).unwrap().is_none());
+
+        // Out of attempts (3): FAILED, and the actor's next job becomes leasable.
+        assert_eq!(lease(&store, now + 82 * SECOND)[0].job.attempts, 2);
+        let next = lease(&store, now + 113 * SECOND);
+        assert_eq!(next.len(), 1);
+        assert_ne!(next[0].job_key, first[0].job_key);
+        let (_, failed) = store
+            .find_job("m-1", keys::decode_job_key(&first[0].job_key).unwrap().2)
+            .unwrap();
+        assert_eq!(failed.status, ExtractionJobStatus::Failed as i32);
+        assert_eq!(failed.failure_reason, "the worker's lease ran out");
     }
 }
