@@ -99,7 +99,11 @@ pub fn next_deadline(session: &StoredSession, policy: &StoredSessionPolicy) -> O
     }
 }
 
-/// Announces due session transitions every `interval` until `shutdown` resolves.
+/// How often records past their strategy's `record_expiry_days` are erased.
+const RECORD_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Announces due session transitions every `interval` until `shutdown` resolves, and erases
+/// expired records hourly.
 pub async fn run_sweeper(
     store: Arc<Store>,
     interval: Duration,
@@ -108,10 +112,25 @@ pub async fn run_sweeper(
     tokio::pin!(shutdown);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut purged = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             _ = ticker.tick() => {}
+        }
+        if purged.elapsed() >= RECORD_PURGE_INTERVAL {
+            purged = std::time::Instant::now();
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || {
+                store.purge_expired_records(crate::time::now_us())
+            })
+            .await
+            {
+                Ok(Ok(count)) if count > 0 => tracing::info!(count, "erased expired records"),
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::warn!(%err, "purging expired records failed"),
+                Err(err) => tracing::error!(%err, "record purge panicked"),
+            }
         }
         let store = store.clone();
         match tokio::task::spawn_blocking(move || store.sweep_due_sessions(crate::time::now_us()))

@@ -248,6 +248,31 @@ impl Store {
         }
     }
 
+    /// Erases records whose strategy's `record_expiry_days` have passed (reads hide them
+    /// already; this reclaims their space and index entries). Returns how many it erased.
+    pub fn purge_expired_records(&self, now_us: u64) -> Result<usize> {
+        let mut batch = WriteBatch::default();
+        let mut erased = 0;
+        for item in self.range(cf::RECORDS, &[], &[0xff; 1], false) {
+            let (key, value) = item?;
+            let record: StoredRecord = codec::decode(&value)?;
+            if record.expire_us == 0 || record.expire_us > now_us {
+                continue;
+            }
+            let (memory_id, _) = keys::decode_actor_key(&key)?;
+            self.erase_record(&mut batch, memory_id, &record);
+            erased += 1;
+            if erased % 1000 == 0 {
+                self.commit(std::mem::take(&mut batch))?;
+            }
+        }
+        if erased > 0 {
+            self.commit(batch)?;
+            self.bump_records_generation();
+        }
+        Ok(erased)
+    }
+
     /// Erases every record drawn from an actor's events (part of `DeleteActor`).
     pub(super) fn erase_actor_records(
         &self,
@@ -524,5 +549,76 @@ impl Store {
         self.commit(batch)?;
         self.bump_records_generation();
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::codec::StoredMemory;
+    use super::super::test_support::temp_store;
+    use super::*;
+
+    #[test]
+    fn expired_records_are_hidden_then_purged() {
+        let (_dir, store) = temp_store();
+        let now = crate::time::now_us();
+        let memory = StoredMemory {
+            memory_id: "m-1".into(),
+            name: "m".into(),
+            create_us: now,
+            update_us: now,
+            ..Default::default()
+        };
+        store.create_memory(memory, "", vec![]).unwrap();
+        let record = |id: &str, expire_us: u64| {
+            Ok(NewRecord {
+                record: StoredRecord {
+                    record_id: id.into(),
+                    namespace: "/ns".into(),
+                    text: format!("record {id}"),
+                    actor_id: "a".into(),
+                    version: 1,
+                    create_us: now,
+                    update_us: now,
+                    expire_us,
+                    ..Default::default()
+                },
+                request_hash: vec![],
+            })
+        };
+        store
+            .create_records(
+                "m-1",
+                vec![record("old", now - 1), record("live", now + 86_400_000_000)],
+            )
+            .unwrap();
+        let everyone = |_: &StoredRecord| true;
+        assert!(matches!(
+            store.record("m-1", "old", now, everyone),
+            Err(ServiceError::NotFound(_))
+        ));
+        let listing = RecordListing {
+            memory_id: "m-1".into(),
+            namespace_prefix: "/".into(),
+            strategy_id: String::new(),
+            page_size: 10,
+            page_token: String::new(),
+        };
+        let (listed, _) = store.list_records(&listing, now, everyone).unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|r| r.record_id.as_str())
+                .collect::<Vec<_>>(),
+            ["live"]
+        );
+
+        let generation = store.records_generation();
+        assert_eq!(store.purge_expired_records(now).unwrap(), 1);
+        assert!(store.stored_record("m-1", "old").unwrap().is_none());
+        assert!(store.stored_record("m-1", "live").unwrap().is_some());
+        assert_eq!(store.namespace_records("m-1", "/ns", 0).unwrap().len(), 1);
+        assert!(store.records_generation() > generation);
+        assert_eq!(store.purge_expired_records(now).unwrap(), 0);
     }
 }
