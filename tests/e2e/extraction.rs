@@ -232,6 +232,39 @@ async fn a_conversation_becomes_facts_preferences_a_summary_and_an_episode() {
         .unwrap();
     assert_eq!(&fetched, summary);
 
+    // A second session's episode makes the first reflection across the actor's episodes.
+    for (i, text) in [
+        "I went to a pottery class on Tuesday and made a bowl.",
+        "I signed up for a second pottery class next week.",
+    ]
+    .iter()
+    .enumerate()
+    {
+        client
+            .create_event(said(&m, "conv-1", "s2", "Caroline", text, &format!("u{i}")))
+            .await
+            .unwrap();
+    }
+    let reflections_ns = "/strategies/episodes/actors/conv-1/reflections";
+    settle(&client, &m, || async {
+        records(&client, &m, reflections_ns).await.len() == 1
+    })
+    .await;
+    let reflection = &records(&client, &m, reflections_ns).await[0];
+    assert!(
+        reflection
+            .text
+            .starts_with("Across 2 episodes from 8 May 2023 to 8 May 2023"),
+        "{}",
+        reflection.text
+    );
+    assert_eq!(
+        records(&client, &m, "/strategies/episodes/actors/conv-1/sessions/")
+            .await
+            .len(),
+        2
+    );
+
     // Re-ingesting the same events (same client tokens) writes nothing and queues nothing.
     let before = records(&client, &m, "").await;
     for (i, (speaker, text)) in conversation.iter().enumerate() {

@@ -146,9 +146,13 @@ async fn a_locomo_conversation_becomes_long_term_memory() {
             .await
             .unwrap();
         if jobs.is_empty()
-            && all_records(&client, &m, "/strategies/episodes/")
-                .await
-                .len()
+            && all_records(
+                &client,
+                &m,
+                &format!("/strategies/episodes/actors/{actor}/sessions/"),
+            )
+            .await
+            .len()
                 == SESSIONS
         {
             settled = true;
@@ -216,6 +220,22 @@ async fn a_locomo_conversation_becomes_long_term_memory() {
             summaries[0].text
         );
     }
+
+    // Across the sessions' episodes, one reflection.
+    let reflections = all_records(
+        &client,
+        &m,
+        &format!("/strategies/episodes/actors/{actor}/reflections"),
+    )
+    .await;
+    assert_eq!(reflections.len(), 1, "{reflections:#?}");
+    assert!(
+        reflections[0]
+            .text
+            .starts_with(&format!("Across {SESSIONS} episodes from ")),
+        "{}",
+        reflections[0].text
+    );
 
     // Re-ingesting the same turns (same client tokens) changes nothing.
     let again = ingest(client.clone()).await;

@@ -5,10 +5,12 @@
 //! from the highest-scoring statements of the whole session.
 
 mod attribute;
+mod reflection;
 mod statements;
 mod summary;
 
 pub use attribute::attribute;
+pub use reflection::{EpisodeNote, reflect};
 pub use statements::{Statement, statements};
 
 use crate::dates::format_day;

@@ -9,6 +9,8 @@ use crate::error::ServiceError;
 use crate::store::codec::{StoredJob, StoredRecord, StoredStrategy};
 use crate::store::keys::{self, EventSeq};
 use crate::store::{LoadedEvent, RecordChange, Store};
+use chrono::{DateTime, Utc};
+use memd_extractor::builtin::EpisodeNote;
 use memd_extractor::{Candidate, Decision, ExtractError, Input, RecordKind, Slot};
 use sha2::{Digest, Sha256};
 
@@ -43,6 +45,22 @@ impl JobError {
     pub fn retryable(&self) -> bool {
         !matches!(self, Self::Extract(ExtractError::Permanent(_)))
     }
+}
+
+/// Where an episodic strategy keeps an actor's reflection, and the namespace prefix of the
+/// actor's episodes: the template up to `{sessionId}` (without a trailing `/sessions/`).
+pub fn reflection_namespaces(strategy: &StoredStrategy, actor_id: &str) -> (String, String) {
+    let template = &strategy.namespace_template;
+    let before = template
+        .find("{sessionId}")
+        .map_or(template.as_str(), |i| &template[..i]);
+    let trimmed = before.trim_end_matches('/');
+    let base = trimmed.strip_suffix("/sessions").unwrap_or(trimmed);
+    let resolve = |t: &str| {
+        t.replace("{actorId}", actor_id)
+            .replace("{memoryStrategyId}", &strategy.strategy_id)
+    };
+    (format!("{}/reflections", resolve(base)), resolve(before))
 }
 
 /// The namespace a strategy writes to for an actor and session.
@@ -102,6 +120,16 @@ pub fn run(
     let context = turns(&context, actor_id);
 
     let namespace = namespace(strategy, actor_id, &job.session_id);
+    // A finished episode also rewrites the actor's reflection: lock both namespaces first.
+    let reflection = (kind == RecordKind::Episode && job.session_ended)
+        .then(|| reflection_namespaces(strategy, actor_id));
+    if let Some((reflection_ns, _)) = &reflection
+        && batch
+            .index(store, memory_id, reflection_ns, now_us)?
+            .is_none()
+    {
+        return Ok(Step::Busy);
+    }
     let running_id = {
         let Some(index) = batch.index(store, memory_id, &namespace, now_us)? else {
             return Ok(Step::Busy);
@@ -134,9 +162,85 @@ pub fn run(
         })?
     };
     let provenance = (extractor.name(), extractor.version());
-    apply(
+    let reflected = match &reflection {
+        Some((_, episodes_prefix)) => reflect_over(
+            store,
+            batch,
+            memory_id,
+            strategy,
+            job,
+            episodes_prefix,
+            &candidates,
+            now_us,
+        )?,
+        None => None,
+    };
+    let step = apply(
         store, batch, job_key, job, strategy, &namespace, candidates, provenance, now_us,
-    )
+    )?;
+    if let (Some((reflection_ns, _)), Some(candidate)) = (&reflection, reflected) {
+        apply_candidates(
+            store,
+            batch,
+            job_key,
+            job,
+            strategy,
+            reflection_ns,
+            vec![candidate],
+            ("builtin", "1"),
+            now_us,
+            REFLECTION_INDEX,
+        )?;
+    }
+    Ok(step)
+}
+
+/// Record-id index of a job's reflection (apart from its candidates' 0, 1, ...).
+const REFLECTION_INDEX: usize = 1 << 20;
+
+/// The reflection over the actor's episodes of this strategy, this session's new one included.
+#[allow(clippy::too_many_arguments)]
+fn reflect_over(
+    store: &Store,
+    batch: &Batch<'_>,
+    memory_id: &str,
+    strategy: &StoredStrategy,
+    job: &StoredJob,
+    episodes_prefix: &str,
+    candidates: &[Candidate],
+    now_us: u64,
+) -> Result<Option<Candidate>, JobError> {
+    let is_episode = |r: &StoredRecord| {
+        r.strategy_id == strategy.strategy_id
+            && r.slot == "running:episode"
+            && r.session_id != job.session_id
+            && r.namespace.starts_with(episodes_prefix)
+    };
+    let mut others: std::collections::BTreeMap<String, StoredRecord> = store
+        .records_under(memory_id, episodes_prefix, now_us)?
+        .into_iter()
+        .filter(|r| is_episode(r))
+        .map(|r| (r.record_id.clone(), r))
+        .collect();
+    // Episodes this batch wrote but has not committed yet.
+    for record in batch.written.values().filter(|r| is_episode(r)) {
+        others.insert(record.record_id.clone(), record.clone());
+    }
+    let mut notes: Vec<EpisodeNote> = others
+        .into_values()
+        .map(|r| EpisodeNote {
+            text: r.text,
+            valid_from: DateTime::<Utc>::from_timestamp_micros(r.valid_from_us as i64)
+                .unwrap_or(DateTime::UNIX_EPOCH),
+            source_event_ids: r.source_event_ids,
+        })
+        .collect();
+    notes.extend(candidates.iter().map(|c| EpisodeNote {
+        text: c.text.clone(),
+        valid_from: c.valid_from,
+        source_event_ids: c.source_event_ids.clone(),
+    }));
+    Ok(memd_extractor::builtin::reflect(&notes))
 }
 
 /// The events a job extracts from and the earlier events that give them context. Episodes
@@ -180,8 +284,32 @@ pub fn apply(
     strategy: &StoredStrategy,
     namespace: &str,
     candidates: Vec<Candidate>,
+    provenance: (&str, &str),
+    now_us: u64,
+) -> Result<Step, JobError> {
+    let step = apply_candidates(
+        store, batch, job_key, job, strategy, namespace, candidates, provenance, now_us, 0,
+    )?;
+    if step == Step::Added {
+        batch.jobs.push((job_key.to_vec(), job.clone()));
+    }
+    Ok(step)
+}
+
+/// Consolidates candidates into one namespace of the batch; record ids count from
+/// `first_index`.
+#[allow(clippy::too_many_arguments)]
+fn apply_candidates(
+    store: &Store,
+    batch: &mut Batch<'_>,
+    job_key: &[u8],
+    job: &StoredJob,
+    strategy: &StoredStrategy,
+    namespace: &str,
+    candidates: Vec<Candidate>,
     (extractor_name, extractor_version): (&str, &str),
     now_us: u64,
+    first_index: usize,
 ) -> Result<Step, JobError> {
     let (memory_id, actor_id, _) = keys::decode_job_key(job_key)?;
     if batch.index(store, memory_id, namespace, now_us)?.is_none() {
@@ -194,6 +322,7 @@ pub fn apply(
     };
     let (index, written, changes) = batch.parts(memory_id, &namespace);
     for (index_in_job, candidate) in candidates.into_iter().enumerate() {
+        let index_in_job = first_index + index_in_job;
         let fresh = |id: String, candidate: &Candidate| StoredRecord {
             record_id: id,
             namespace: namespace.clone(),
@@ -292,6 +421,5 @@ pub fn apply(
         }
         changes.push(change);
     }
-    batch.jobs.push((job_key.to_vec(), job.clone()));
     Ok(Step::Added)
 }

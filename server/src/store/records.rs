@@ -125,6 +125,31 @@ impl Store {
         Ok(out)
     }
 
+    /// Every live record whose namespace starts with `prefix` (for reflections over an
+    /// actor's episodes; not paginated, so callers keep the prefix narrow).
+    pub fn records_under(
+        &self,
+        memory_id: &str,
+        prefix: &str,
+        now_us: u64,
+    ) -> Result<Vec<StoredRecord>> {
+        let memory = keys::memory_prefix(memory_id);
+        let lower = [memory.as_slice(), prefix.as_bytes()].concat();
+        let end = keys::prefix_successor(&lower).min(keys::prefix_end(&memory));
+        let mut out = Vec::new();
+        for item in self.range(cf::RECORD_NS, &lower, &end, false) {
+            let (key, _) = item?;
+            let (_, record_id) = keys::decode_record_ns_key(&key)?;
+            if let Some(record) = self
+                .get_decoded::<StoredRecord>(cf::RECORDS, &keys::record_key(memory_id, record_id))?
+                .filter(|r| readable(r, now_us))
+            {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
     /// One page of live records whose namespace starts with the listing's prefix, in
     /// (namespace, record id) order; `visible` runs inside the scan.
     pub fn list_records(
