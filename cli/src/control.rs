@@ -18,9 +18,13 @@ pub enum MemoriesCommand {
         event_expiry_days: i32,
         #[command(flatten)]
         policy: PolicyArgs,
-        /// Long-term strategy types to enable (stored; run by the extraction pipeline).
+        /// Long-term strategy types to enable with their defaults. Repeatable.
         #[arg(long = "strategy", value_enum)]
         strategies: Vec<StrategyArg>,
+        /// Strategies as a JSON array (triggers, LLM settings, CUSTOM prompts; see
+        /// `memctl --json memories get` for the shape), added to --strategy.
+        #[arg(long)]
+        strategies_file: Option<std::path::PathBuf>,
         /// Idempotency token.
         #[arg(long, default_value = "")]
         client_token: String,
@@ -38,6 +42,9 @@ pub enum MemoriesCommand {
         event_expiry_days: Option<i32>,
         #[command(flatten)]
         policy: PolicyArgs,
+        /// Replace the strategies with this JSON array (`-` for stdin).
+        #[arg(long)]
+        strategies_file: Option<std::path::PathBuf>,
     },
     /// Delete a memory and everything in it.
     Delete { memory_id: String },
@@ -109,15 +116,19 @@ pub async fn memories(ctx: &Globals, command: MemoriesCommand) -> anyhow::Result
             event_expiry_days,
             policy,
             strategies,
+            strategies_file,
             client_token,
         } => {
-            let strategies = strategies
+            let mut strategies: Vec<pb::MemoryStrategy> = strategies
                 .into_iter()
                 .map(|s| pb::MemoryStrategy {
                     r#type: pb::StrategyType::from(s) as i32,
                     ..Default::default()
                 })
                 .collect();
+            if let Some(path) = strategies_file {
+                strategies.extend(crate::strategies::from_file(&path)?);
+            }
             let request = pb::CreateMemoryRequest {
                 name,
                 description,
@@ -147,8 +158,16 @@ pub async fn memories(ctx: &Globals, command: MemoriesCommand) -> anyhow::Result
             description,
             event_expiry_days,
             policy,
+            strategies_file,
         } => {
             let mut mask = Vec::new();
+            let strategies = match strategies_file {
+                Some(path) => {
+                    mask.push("strategies".to_string());
+                    crate::strategies::from_file(&path)?
+                }
+                None => Vec::new(),
+            };
             if description.is_some() {
                 mask.push("description".to_string());
             }
@@ -160,13 +179,13 @@ pub async fn memories(ctx: &Globals, command: MemoriesCommand) -> anyhow::Result
             }
             anyhow::ensure!(
                 !mask.is_empty(),
-                "nothing to update: pass --description, --event-expiry-days or a policy flag"
+                "nothing to update: pass --description, --event-expiry-days, a policy flag or --strategies-file"
             );
             let request = pb::UpdateMemoryRequest {
                 memory_id,
                 description: description.unwrap_or_default(),
                 event_expiry_days: event_expiry_days.unwrap_or_default(),
-                strategies: vec![],
+                strategies,
                 session_policy: policy.to_proto(),
                 update_mask: mask,
             };

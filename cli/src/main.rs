@@ -6,6 +6,7 @@ mod control;
 mod longterm;
 mod memory;
 mod output;
+mod strategies;
 mod worker;
 
 use anyhow::Context;

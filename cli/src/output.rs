@@ -50,13 +50,7 @@ pub fn memory_json(m: &pb::Memory) -> Value {
         "name": m.name,
         "description": m.description,
         "eventExpiryDays": m.event_expiry_days,
-        "strategies": m.strategies.iter().map(|s| json!({
-            "strategyId": s.strategy_id,
-            "type": enum_name(pb::StrategyType::try_from(s.r#type).ok().map(|t| t.as_str_name())),
-            "namespaceTemplate": s.namespace_template,
-            "name": s.name,
-            "description": s.description,
-        })).collect::<Vec<_>>(),
+        "strategies": m.strategies.iter().map(crate::strategies::to_json).collect::<Vec<_>>(),
         "sessionPolicy": {
             "idleTimeoutSeconds": policy.idle_timeout_seconds,
             "maxDurationSeconds": policy.max_duration_seconds,

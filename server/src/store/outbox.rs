@@ -18,9 +18,15 @@ pub const MAX_PENDING: usize = 100;
 
 /// The triggers in force for a strategy: its own, or its type's defaults.
 pub fn triggers(strategy: &StoredStrategy) -> StoredTriggers {
+    // CUSTOM strategies extract like the type they customise.
+    let effective_type = if strategy.strategy_type == StrategyType::Custom as i32 {
+        strategy.base_type
+    } else {
+        strategy.strategy_type
+    };
     strategy
         .triggers
-        .unwrap_or_else(|| default_triggers(strategy.strategy_type))
+        .unwrap_or_else(|| default_triggers(effective_type))
 }
 
 /// Defaults per strategy type (documented on `memd.v1.ExtractionTriggers`).
@@ -171,7 +177,14 @@ impl Store {
                 jobs.push(self.make_job(ids, strategy, seqs, trigger, false, now_us));
             }
         }
-        session.pending.retain(|p| !p.event_seqs.is_empty());
+        // Also forget what was staged for strategies the memory no longer has.
+        session.pending.retain(|p| {
+            !p.event_seqs.is_empty()
+                && memory
+                    .strategies
+                    .iter()
+                    .any(|s| s.strategy_id == p.strategy_id)
+        });
         jobs
     }
 
