@@ -438,3 +438,93 @@ async fn consolidation_skip_isolation_and_erasure() {
     admin.delete_memory_record(&m, &bob_id).await.unwrap();
     assert!(records(&admin, &m, "").await.is_empty());
 }
+
+#[tokio::test]
+async fn token_idle_and_skip_triggers_make_the_right_jobs() {
+    // Workers off: the jobs stay queued, so the test sees exactly what the triggers made.
+    let server = TestServer::start_with(|config| config.extraction_enabled = false).await;
+    let client = server.admin().await;
+    let memory = client
+        .create_memory(pb::CreateMemoryRequest {
+            name: "triggers".into(),
+            strategies: vec![pb::MemoryStrategy {
+                strategy_id: "facts".into(),
+                r#type: pb::StrategyType::Semantic as i32,
+                triggers: Some(pb::ExtractionTriggers {
+                    message_count: 0,
+                    token_count: 30,
+                    idle_seconds: 1,
+                    on_session_end: false,
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let m = memory.memory_id.clone();
+    // ~10 tokens each (4 characters per token): the third crosses 30.
+    let short = "I adopted a dog named Luna in May.";
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        ids.push(
+            client
+                .create_event(said(&m, "ann", "s1", "Ann", short, &format!("a{i}")))
+                .await
+                .unwrap()
+                .event_id,
+        );
+    }
+    assert!(
+        jobs(&client, &m).await.is_empty(),
+        "below the token trigger"
+    );
+    let mut skipped = said(&m, "ann", "s1", "Ann", &"Not for memory. ".repeat(20), "");
+    skipped.extraction_mode = pb::ExtractionMode::Skip as i32;
+    client.create_event(skipped).await.unwrap();
+    assert!(
+        jobs(&client, &m).await.is_empty(),
+        "skipped events count no tokens"
+    );
+    ids.push(
+        client
+            .create_event(said(
+                &m,
+                "ann",
+                "s1",
+                "Ann",
+                "My sister Jo moved to Porto last year and opened a bakery there.",
+                "a2",
+            ))
+            .await
+            .unwrap()
+            .event_id,
+    );
+    let queued = jobs(&client, &m).await;
+    assert_eq!(queued.len(), 1, "{queued:#?}");
+    assert_eq!(
+        (queued[0].trigger.as_str(), queued[0].event_ids.clone()),
+        ("tokens", ids.clone())
+    );
+
+    // One more short event, then silence: the idle trigger takes it after a second.
+    let last = client
+        .create_event(said(&m, "ann", "s1", "Ann", short, "a3"))
+        .await
+        .unwrap()
+        .event_id;
+    let idle = async {
+        loop {
+            let all = jobs(&client, &m).await;
+            if let Some(job) = all.iter().find(|j| j.trigger == "idle") {
+                return job.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let idle = tokio::time::timeout(Duration::from_secs(10), idle)
+        .await
+        .expect("an idle job");
+    assert_eq!(idle.event_ids, [last]);
+    assert_eq!(jobs(&client, &m).await.len(), 2);
+}
