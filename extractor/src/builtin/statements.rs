@@ -44,6 +44,11 @@ static FIRST_PERSON: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b(i|i'm|i've|i'd|i'll|my|me|myself|we|we're|we've|our|us)\b").expect("valid")
 });
 
+/// Words that make a sentence about the listener (facts about them, said by the speaker).
+static SECOND_PERSON: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(you|you're|you've|your|yours|yourself)\b").expect("valid")
+});
+
 static PREFERENCE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"(?i)\b(?:i|we)\s+(?:(?:really|also|absolutely|totally|just|do|still|truly|kinda|genuinely)\s+)*(?P<verb>love|like|enjoy|prefer|adore|hate|dislike|can't stand|don't like|do not like|don't enjoy|am (?:a )?(?:big |huge )?fan of|am into|am passionate about|am obsessed with|am a sucker for)\s+(?P<object>[^,.;!?]+)|\b(?:my|our)\s+favou?rite\s+(?P<what>[^,.;!?]+?)\s+(?:is|are|was|were|has to be)\s+(?P<value>[^,.;!?]+)",
@@ -171,6 +176,8 @@ fn informativeness(sentence: &str, turn: &Turn, listener: Option<&str>) -> Optio
     let mut score = content.len().min(8) as f64 * 0.5;
     if first_person {
         score += 1.5;
+    } else if listener.is_some() && SECOND_PERSON.is_match(sentence) {
+        score += 1.0;
     }
     score += names.min(2) as f64;
     score += numbers.min(2) as f64;
@@ -248,6 +255,18 @@ mod tests {
         );
         assert_eq!(got[0].date, NaiveDate::from_ymd_opt(2023, 5, 7));
         assert!(statements(&turn("Wow, that's so cool! Thanks!"), None).is_empty());
+    }
+
+    #[test]
+    fn statements_about_the_listener_name_them() {
+        let got = statements(
+            &turn("Wow, Gina! You found the perfect spot for your store."),
+            Some("Gina"),
+        );
+        let texts: Vec<&str> = got.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(texts, ["Gina found the perfect spot for Gina's store."]);
+        // Without a known listener "you" stays ambiguous, and such a sentence is not kept.
+        assert!(statements(&turn("You found the perfect spot for your store."), None).is_empty());
     }
 
     #[test]
