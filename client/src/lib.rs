@@ -443,6 +443,18 @@ impl MemdClient {
             .into_inner())
     }
 
+    /// Records ranked by relevance (one page; see the request's page_token).
+    pub async fn retrieve_memory_records(
+        &self,
+        request: pb::RetrieveMemoryRecordsRequest,
+    ) -> Result<pb::RetrieveMemoryRecordsResponse, Status> {
+        Ok(self
+            .memory()
+            .retrieve_memory_records(request)
+            .await?
+            .into_inner())
+    }
+
     /// Every live record the request selects, across all pages.
     pub fn all_memory_records(
         &self,

@@ -27,6 +27,9 @@ pub enum ServiceError {
     /// A stored value could not be decoded: corruption or a format from a newer memd.
     #[error("stored data is unreadable: {0}")]
     DataLoss(String),
+    /// The request asks for something this server does not do (yet).
+    #[error("{0}")]
+    Unimplemented(String),
     /// A storage or runtime failure; the detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -69,6 +72,7 @@ impl From<ServiceError> for Status {
             ServiceError::Unauthenticated(_) => Code::Unauthenticated,
             ServiceError::PermissionDenied(_) => Code::PermissionDenied,
             ServiceError::DataLoss(_) => Code::DataLoss,
+            ServiceError::Unimplemented(_) => Code::Unimplemented,
             ServiceError::Internal(_) => Code::Internal,
         };
         match err {

@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
+pub mod retrieval;
 pub mod store;
 pub mod time;
 
@@ -26,6 +27,7 @@ use grpc::{control::ControlApi, memory::MemoryApi, workers::WorkerApi};
 use memd_proto::v1::control_service_server::ControlServiceServer;
 use memd_proto::v1::extraction_worker_service_server::ExtractionWorkerServiceServer;
 use memd_proto::v1::memory_service_server::MemoryServiceServer;
+use retrieval::RecordIndex;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +63,9 @@ pub struct Server {
     config: Config,
     store: Arc<Store>,
     auth: Arc<Authenticator>,
+    records_index: Arc<RecordIndex>,
+    /// The index log position the records index has applied.
+    indexed: u64,
 }
 
 impl Server {
@@ -77,10 +82,16 @@ impl Server {
         };
         let store = Arc::new(Store::open(&config.data_dir, &options)?);
         let auth = Arc::new(Authenticator::load(&store, config.admin_key.as_deref())?);
+        // The search index is derived: bring it in line with RocksDB before serving, so
+        // whatever was committed before a crash is searchable right away.
+        let (records_index, applied) = RecordIndex::open(&config.data_dir.join("index/records"))?;
+        let indexed = retrieval::catch_up(&store, &records_index, applied)?;
         Ok(Self {
             config,
             store,
             auth,
+            records_index: Arc::new(records_index),
+            indexed,
         })
     }
 
@@ -99,6 +110,8 @@ impl Server {
             config,
             store,
             auth,
+            records_index,
+            indexed,
         } = self;
         let local = listener.local_addr().map_err(|source| ServeError::Io {
             context: "listener address".into(),
@@ -147,6 +160,12 @@ impl Server {
         } else {
             tracing::warn!("extraction_enabled = false: extraction jobs queue up unprocessed");
         }
+        background.push(tokio::spawn(retrieval::run_indexer(
+            store.clone(),
+            records_index.clone(),
+            indexed,
+            stopped(),
+        )));
         let sweep = Duration::from_millis(config.session_sweep_interval_ms);
         background.push(tokio::spawn(lifecycle::run_sweeper(
             store.clone(),
@@ -177,9 +196,13 @@ impl Server {
             interceptor.clone(),
         );
         let memory = InterceptedService::new(
-            MemoryServiceServer::new(MemoryApi::new(store.clone(), workers.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            MemoryServiceServer::new(MemoryApi::new(
+                store.clone(),
+                workers.clone(),
+                records_index.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
             interceptor.clone(),
         );
         let extraction_workers = InterceptedService::new(

@@ -11,6 +11,7 @@ mod locomo;
 mod memories;
 mod ops;
 mod records;
+mod retrieval;
 mod sessions;
 mod tls;
 mod workers;

@@ -171,6 +171,17 @@ impl Principal {
         })
     }
 
+    /// The namespace prefixes and actor globs a search must stay within (`None`: all).
+    pub fn search_scope(&self) -> (Option<Vec<String>>, Option<Vec<String>>) {
+        match &self.policy {
+            None => (None, None),
+            Some(p) => (
+                Some(p.namespace_prefixes.clone()),
+                (!p.all_actors).then(|| p.raw_patterns.clone()),
+            ),
+        }
+    }
+
     /// Whether listings show this actor to the caller (read access to it).
     pub fn sees_actor(&self, actor_id: &str) -> bool {
         self.policy

@@ -1,10 +1,11 @@
 //! `memd.v1.MemoryService`: short-term memory (events, actors, sessions).
 
-use super::{blocking, convert, record_batches, records, request_hash, validate};
+use super::{blocking, convert, record_batches, records, request_hash, search, validate};
 use crate::auth::{Principal, principal};
 use crate::error::ServiceError;
 use crate::extraction::ExtractionWorkers;
 use crate::ids;
+use crate::retrieval::RecordIndex;
 use crate::store::{EventListing, NewEvent, Store, page};
 use crate::time::now_us;
 use memd_proto::v1 as pb;
@@ -17,11 +18,20 @@ use tonic::{Request, Response, Status};
 pub struct MemoryApi {
     store: Arc<Store>,
     workers: ExtractionWorkers,
+    records_index: Arc<RecordIndex>,
 }
 
 impl MemoryApi {
-    pub fn new(store: Arc<Store>, workers: ExtractionWorkers) -> Self {
-        Self { store, workers }
+    pub fn new(
+        store: Arc<Store>,
+        workers: ExtractionWorkers,
+        records_index: Arc<RecordIndex>,
+    ) -> Self {
+        Self {
+            store,
+            workers,
+            records_index,
+        }
     }
 }
 
@@ -348,5 +358,20 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         let results =
             record_batches::delete(self.store.clone(), caller, request.into_inner()).await?;
         Ok(Response::new(results))
+    }
+
+    async fn retrieve_memory_records(
+        &self,
+        request: Request<pb::RetrieveMemoryRecordsRequest>,
+    ) -> Reply<pb::RetrieveMemoryRecordsResponse> {
+        let caller = principal(&request)?;
+        let found = search::retrieve(
+            self.store.clone(),
+            self.records_index.clone(),
+            caller,
+            request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(found))
     }
 }

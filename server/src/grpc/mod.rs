@@ -5,6 +5,7 @@ pub mod convert;
 pub mod memory;
 mod record_batches;
 mod records;
+mod search;
 mod validate;
 pub mod workers;
 

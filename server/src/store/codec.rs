@@ -252,6 +252,16 @@ pub struct StoredJob {
     pub not_before_us: u64,
 }
 
+/// A change the search indexes must pick up (written with the change itself).
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredIndexChange {
+    #[prost(string, tag = "1")]
+    pub memory_id: String,
+    /// Empty: the whole memory was deleted.
+    #[prost(string, tag = "2")]
+    pub record_id: String,
+}
+
 /// A long-term memory record (see `memd.v1.MemoryRecord`).
 #[derive(Clone, PartialEq, Message)]
 pub struct StoredRecord {

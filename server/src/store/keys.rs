@@ -22,6 +22,7 @@
 //! | `record_ns`   | memory_id \0 namespace \0 record_id \0                      | (empty)        |
 //! | `record_history` | memory_id \0 record_id \0 version:u64                    | StoredRecord   |
 //! | `actor_records`  | memory_id \0 actor_id \0 record_id \0                    | (empty)        |
+//! | `index_log`   | seq:u64                                                      | StoredIndexChange |
 //!
 //! Everything one actor owns in `actors`, `sessions`, `branches`, `events` and `tokens` starts
 //! with the *actor prefix* `memory_id \0 actor_id \0`: one contiguous range per actor, which
@@ -54,8 +55,9 @@ pub mod cf {
     pub const RECORD_NS: &str = "record_ns";
     pub const RECORD_HISTORY: &str = "record_history";
     pub const ACTOR_RECORDS: &str = "actor_records";
+    pub const INDEX_LOG: &str = "index_log";
     /// Every column family, in creation order.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         MEMORIES,
         META,
         API_KEYS,
@@ -71,6 +73,7 @@ pub mod cf {
         RECORD_NS,
         RECORD_HISTORY,
         ACTOR_RECORDS,
+        INDEX_LOG,
     ];
     /// Column families whose keys start with the actor prefix (range-deleted with an actor).
     pub const ACTOR_SCOPED: [&str; 7] = [

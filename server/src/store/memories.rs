@@ -116,6 +116,8 @@ impl Store {
         for name in cf::MEMORY_SCOPED {
             batch.delete_range_cf(self.cf(name), &prefix, &end);
         }
+        // Indexes drop the whole memory (its records go by range delete, not one by one).
+        self.log_record_change(&mut batch, memory_id, "");
         let tokens = keys::record_tokens_prefix(memory_id);
         batch.delete_range_cf(self.cf(cf::META), &tokens, &keys::prefix_end(&tokens));
         batch.delete_cf(self.cf(cf::MEMORIES), memory_id.as_bytes());

@@ -16,6 +16,7 @@ mod apikeys;
 mod commit;
 mod events;
 mod expiry;
+mod index_log;
 mod jobs;
 mod memories;
 mod outbox;
@@ -195,6 +196,7 @@ impl Store {
             lease_lock: std::sync::Mutex::new(()),
         };
         store.load_memories()?;
+        store.seed_sequence_above_log()?;
         Ok(store)
     }
 

@@ -252,6 +252,7 @@ impl Store {
     }
 
     pub(super) fn erase_record(&self, batch: &mut WriteBatch, memory_id: &str, r: &StoredRecord) {
+        self.log_record_change(batch, memory_id, &r.record_id);
         let key = keys::record_key(memory_id, &r.record_id);
         batch.delete_cf(self.cf(cf::RECORDS), &key);
         batch.delete_range_cf(self.cf(cf::RECORD_HISTORY), &key, &keys::prefix_end(&key));
@@ -324,6 +325,7 @@ impl Store {
     }
 
     fn put_record(&self, batch: &mut WriteBatch, memory_id: &str, r: &StoredRecord, live: bool) {
+        self.log_record_change(batch, memory_id, &r.record_id);
         batch.put_cf(
             self.cf(cf::RECORDS),
             keys::record_key(memory_id, &r.record_id),

@@ -1,0 +1,147 @@
+//! `RetrieveMemoryRecords`: ranked retrieval over long-term records. The caller's namespace
+//! prefixes and actor globs are part of the search query itself, so a hit, a score or a
+//! count never comes from a record the caller may not read.
+
+use super::{blocking, convert, validate};
+use crate::auth::Principal;
+use crate::error::{Result, ServiceError};
+use crate::ids;
+use crate::retrieval::{Access, RecordIndex, RecordSearch};
+use crate::store::{Store, page};
+use crate::time::now_us;
+use memd_proto::v1 as pb;
+use memd_proto::v1::api_key_policy::Action;
+use std::sync::Arc;
+
+const MAX_TOP_K: i32 = 100;
+const DEFAULT_TOP_K: i32 = 10;
+const MAX_QUERY_CHARS: usize = 10_000;
+
+pub async fn retrieve(
+    store: Arc<Store>,
+    index: Arc<RecordIndex>,
+    caller: Principal,
+    req: pb::RetrieveMemoryRecordsRequest,
+) -> Result<pb::RetrieveMemoryRecordsResponse> {
+    ids::memory_id("memory_id", &req.memory_id)?;
+    caller.require_memory(Action::Read, &req.memory_id)?;
+    if !req.namespace.is_empty() {
+        validate::namespace_prefix("namespace", &req.namespace)?;
+    }
+    let criteria = req.search_criteria.unwrap_or_default();
+    let query = criteria.search_query.trim().to_string();
+    if query.is_empty() || query.chars().count() > MAX_QUERY_CHARS {
+        return Err(ServiceError::invalid(
+            "search_criteria.search_query",
+            format!("must be 1-{MAX_QUERY_CHARS} characters"),
+        ));
+    }
+    match pb::SearchMode::try_from(criteria.mode) {
+        Ok(pb::SearchMode::Unspecified | pb::SearchMode::Keyword) => {}
+        Ok(pb::SearchMode::Hybrid | pb::SearchMode::Semantic) => {
+            return Err(ServiceError::Unimplemented(
+                "semantic and hybrid search need the embedding index, which this server does not have yet; use SEARCH_MODE_KEYWORD".into(),
+            ));
+        }
+        Err(_) => {
+            return Err(ServiceError::invalid(
+                "search_criteria.mode",
+                "must be a SEARCH_MODE_* value",
+            ));
+        }
+    }
+    let top_k = match criteria.top_k {
+        0 => DEFAULT_TOP_K,
+        k if (1..=MAX_TOP_K).contains(&k) => k,
+        _ => {
+            return Err(ServiceError::invalid(
+                "search_criteria.top_k",
+                format!("must be 1-{MAX_TOP_K}"),
+            ));
+        }
+    } as usize;
+    let page_size = match req.page_size {
+        0 => top_k,
+        n if n > 0 => (n as usize).min(top_k),
+        _ => return Err(ServiceError::invalid("page_size", "must not be negative")),
+    };
+    if !criteria.strategy_id.is_empty() {
+        ids::memory_id("search_criteria.strategy_id", &criteria.strategy_id)?;
+    }
+    if !criteria.min_score.is_finite() {
+        return Err(ServiceError::invalid(
+            "search_criteria.min_score",
+            "must be a number",
+        ));
+    }
+    // A page token is only valid for the same search.
+    let scope = [
+        b"retrieve\0".as_slice(),
+        req.memory_id.as_bytes(),
+        b"\0",
+        req.namespace.as_bytes(),
+        b"\0",
+        query.as_bytes(),
+        b"\0",
+        criteria.strategy_id.as_bytes(),
+        &top_k.to_be_bytes(),
+    ]
+    .concat();
+    let offset = match page::decode("page_token", &req.page_token, &scope)? {
+        Some(bytes) => {
+            let raw: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+                ServiceError::invalid("page_token", "is not a token of this search")
+            })?;
+            u64::from_be_bytes(raw) as usize
+        }
+        None => 0,
+    };
+    let (namespace_prefixes, actor_patterns) = caller.search_scope();
+    let search = RecordSearch {
+        memory_id: req.memory_id.clone(),
+        query,
+        namespace_prefix: req.namespace,
+        strategy_id: Some(criteria.strategy_id).filter(|s| !s.is_empty()),
+        limit: top_k,
+        access: Access {
+            namespace_prefixes,
+            actor_patterns,
+        },
+        now_us: now_us(),
+    };
+    let min_score = criteria.min_score;
+    let memory_id = req.memory_id;
+    blocking(move || {
+        store.memory(&memory_id)?;
+        let hits: Vec<_> = index
+            .search(&search)?
+            .into_iter()
+            .filter(|hit| f64::from(hit.score) >= min_score)
+            .collect();
+        let mut records = Vec::new();
+        for hit in hits.iter().skip(offset).take(page_size) {
+            // The index may lag a deletion by a moment: what is gone is left out.
+            match store.record(&memory_id, &hit.record_id, search.now_us, |r| {
+                r.invalid_from_us == 0 && caller.sees_record(&r.namespace, &r.actor_id)
+            }) {
+                Ok(record) => records.push(pb::ScoredMemoryRecord {
+                    memory_record: Some(convert::record(record, &memory_id)),
+                    score: f64::from(hit.score),
+                }),
+                Err(ServiceError::NotFound(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let next = offset + page_size;
+        let next_page_token = if next < hits.len() {
+            page::encode(&scope, &(next as u64).to_be_bytes())
+        } else {
+            String::new()
+        };
+        Ok(pb::RetrieveMemoryRecordsResponse {
+            memory_records: records,
+            next_page_token,
+        })
+    })
+    .await
+}

@@ -1,0 +1,332 @@
+//! The BM25 full-text index over live memory records (tantivy, English stemming).
+//!
+//! One index serves every memory. A document is a live record; its key
+//! (`memory_id \0 record_id`) replaces or deletes it. Each commit carries, as its payload,
+//! the sequence number of the last index-log entry it applied: that is where catching up
+//! resumes after a restart.
+
+use crate::error::{Result, ServiceError};
+use crate::store::codec::StoredRecord;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Mutex;
+use tantivy::collector::TopDocs;
+use tantivy::query::{
+    BooleanQuery, BoostQuery, Occur, Query, QueryParser, RangeQuery, RegexQuery, TermQuery,
+};
+use tantivy::schema::{
+    Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
+    Value,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
+
+/// Heap of the index writer (shared by its threads).
+const WRITER_HEAP: usize = 64 << 20;
+
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    key: Field,
+    memory_id: Field,
+    record_id: Field,
+    namespace: Field,
+    strategy_id: Field,
+    actor_id: Field,
+    text: Field,
+    expire_us: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let english = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("en_stem")
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    let fields = Fields {
+        key: builder.add_text_field("key", STRING),
+        memory_id: builder.add_text_field("memory_id", STRING),
+        record_id: builder.add_text_field("record_id", STRING | STORED),
+        namespace: builder.add_text_field("namespace", STRING),
+        strategy_id: builder.add_text_field("strategy_id", STRING),
+        actor_id: builder.add_text_field("actor_id", STRING),
+        text: builder.add_text_field("text", english),
+        expire_us: builder.add_u64_field("expire_us", INDEXED),
+    };
+    (builder.build(), fields)
+}
+
+fn tantivy_error(err: tantivy::TantivyError) -> ServiceError {
+    ServiceError::Internal(format!("search index: {err}"))
+}
+
+fn doc_key(memory_id: &str, record_id: &str) -> String {
+    format!("{memory_id}\0{record_id}")
+}
+
+/// Who is searching: the namespace prefixes and actor globs of the caller's key (`None`:
+/// unrestricted).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub namespace_prefixes: Option<Vec<String>>,
+    pub actor_patterns: Option<Vec<String>>,
+}
+
+/// One search over a memory's records.
+#[derive(Debug, Clone)]
+pub struct RecordSearch {
+    pub memory_id: String,
+    pub query: String,
+    /// Byte prefix of namespaces ("" = all).
+    pub namespace_prefix: String,
+    pub strategy_id: Option<String>,
+    pub limit: usize,
+    pub access: Access,
+    pub now_us: u64,
+}
+
+/// A matching record id and its BM25 score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordHit {
+    pub record_id: String,
+    pub score: f32,
+}
+
+/// The records index.
+pub struct RecordIndex {
+    index: Index,
+    writer: Mutex<IndexWriter>,
+    reader: IndexReader,
+    fields: Fields,
+}
+
+impl std::fmt::Debug for RecordIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordIndex").finish_non_exhaustive()
+    }
+}
+
+/// The smallest string greater than every string starting with `prefix`, if any.
+fn successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = char::from_u32(last as u32 + 1) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// An actor glob ("*" any run, "?" one character) as an anchored regex.
+fn glob_regex(glob: &str) -> String {
+    let mut out = String::new();
+    for c in glob.chars() {
+        match c {
+            '*' => out.push_str(".*"),
+            '?' => out.push('.'),
+            c => out.push_str(&regex_syntax_escape(c)),
+        }
+    }
+    out
+}
+
+fn regex_syntax_escape(c: char) -> String {
+    if "\\.+*?()|[]{}^$#&-~".contains(c) {
+        format!("\\{c}")
+    } else {
+        c.to_string()
+    }
+}
+
+/// A filter: must match, adds nothing to the score.
+fn filter(query: Box<dyn Query>) -> (Occur, Box<dyn Query>) {
+    (Occur::Must, Box::new(BoostQuery::new(query, 0.0)))
+}
+
+fn any_of(queries: Vec<Box<dyn Query>>) -> Box<dyn Query> {
+    Box::new(BooleanQuery::new(
+        queries.into_iter().map(|q| (Occur::Should, q)).collect(),
+    ))
+}
+
+impl RecordIndex {
+    /// Opens the index in `dir` (creating it); returns it with the log position it has applied
+    /// (`None` for a new or unreadable index: it must be rebuilt from the store).
+    pub fn open(dir: &Path) -> Result<(Self, Option<u64>)> {
+        std::fs::create_dir_all(dir)
+            .map_err(|err| ServiceError::Internal(format!("creating {}: {err}", dir.display())))?;
+        let (schema, fields) = schema();
+        let directory = tantivy::directory::MmapDirectory::open(dir)
+            .map_err(|err| ServiceError::Internal(format!("opening {}: {err}", dir.display())))?;
+        let index = Index::open_or_create(directory, schema).map_err(tantivy_error)?;
+        let applied = index
+            .load_metas()
+            .map_err(tantivy_error)?
+            .payload
+            .and_then(|p| p.parse::<u64>().ok());
+        let writer = index.writer(WRITER_HEAP).map_err(tantivy_error)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(tantivy_error)?;
+        Ok((
+            Self {
+                index,
+                writer: Mutex::new(writer),
+                reader,
+                fields,
+            },
+            applied,
+        ))
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, IndexWriter> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds or replaces a live record.
+    pub fn upsert(&self, memory_id: &str, record: &StoredRecord) -> Result<()> {
+        let f = self.fields;
+        let key = doc_key(memory_id, &record.record_id);
+        let writer = self.writer();
+        writer.delete_term(Term::from_field_text(f.key, &key));
+        writer
+            .add_document(doc!(
+                f.key => key,
+                f.memory_id => memory_id,
+                f.record_id => record.record_id.as_str(),
+                f.namespace => record.namespace.as_str(),
+                f.strategy_id => record.strategy_id.as_str(),
+                f.actor_id => record.actor_id.as_str(),
+                f.text => record.text.as_str(),
+                f.expire_us => record.expire_us,
+            ))
+            .map_err(tantivy_error)?;
+        Ok(())
+    }
+
+    /// Removes a record (deleted, superseded, or gone with its actor).
+    pub fn delete(&self, memory_id: &str, record_id: &str) {
+        let key = doc_key(memory_id, record_id);
+        self.writer()
+            .delete_term(Term::from_field_text(self.fields.key, &key));
+    }
+
+    /// Removes every record of a memory.
+    pub fn delete_memory(&self, memory_id: &str) {
+        self.writer()
+            .delete_term(Term::from_field_text(self.fields.memory_id, memory_id));
+    }
+
+    /// Commits what was added and deleted, remembering the log position `applied`, and makes
+    /// it visible to searches.
+    pub fn commit(&self, applied: u64) -> Result<()> {
+        {
+            let mut writer = self.writer();
+            let mut prepared = writer.prepare_commit().map_err(tantivy_error)?;
+            prepared.set_payload(&applied.to_string());
+            prepared.commit().map_err(tantivy_error)?;
+        }
+        self.reader.reload().map_err(tantivy_error)
+    }
+
+    /// Drops every document (before a rebuild).
+    pub fn clear(&self) -> Result<()> {
+        self.writer()
+            .delete_all_documents()
+            .map_err(tantivy_error)?;
+        Ok(())
+    }
+
+    /// The best `limit` live records of the memory for the query, filtered by namespace,
+    /// strategy, expiry and the caller's access, all inside the query.
+    pub fn search(&self, search: &RecordSearch) -> Result<Vec<RecordHit>> {
+        let f = self.fields;
+        let parser = QueryParser::for_index(&self.index, vec![f.text]);
+        // Lenient: user text is not query syntax; what cannot be parsed is left out.
+        let (text_query, _) = parser.parse_query_lenient(&search.query);
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text_query)];
+        let term = |field: Field, value: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            ))
+        };
+        let prefix = |prefix: &str| -> Box<dyn Query> {
+            let upper = match successor(prefix) {
+                Some(end) => Bound::Excluded(Term::from_field_text(f.namespace, &end)),
+                None => Bound::Unbounded,
+            };
+            Box::new(RangeQuery::new(
+                Bound::Included(Term::from_field_text(f.namespace, prefix)),
+                upper,
+            ))
+        };
+        clauses.push(filter(term(f.memory_id, &search.memory_id)));
+        if !search.namespace_prefix.is_empty() {
+            clauses.push(filter(prefix(&search.namespace_prefix)));
+        }
+        if let Some(strategy) = &search.strategy_id {
+            clauses.push(filter(term(f.strategy_id, strategy)));
+        }
+        clauses.push(filter(any_of(vec![
+            Box::new(TermQuery::new(
+                Term::from_field_u64(f.expire_us, 0),
+                IndexRecordOption::Basic,
+            )),
+            Box::new(RangeQuery::new(
+                Bound::Excluded(Term::from_field_u64(f.expire_us, search.now_us)),
+                Bound::Unbounded,
+            )),
+        ])));
+        if let Some(prefixes) = &search.access.namespace_prefixes
+            && !prefixes.iter().any(|p| p == "*" || p.is_empty())
+        {
+            clauses.push(filter(any_of(prefixes.iter().map(|p| prefix(p)).collect())));
+        }
+        if let Some(patterns) = &search.access.actor_patterns
+            && !patterns.iter().any(|p| p == "*")
+        {
+            // Records without an actor (written through the API) only need the namespace.
+            let mut allowed = vec![term(f.actor_id, "")];
+            for pattern in patterns {
+                let regex = RegexQuery::from_pattern(&glob_regex(pattern), f.actor_id)
+                    .map_err(tantivy_error)?;
+                allowed.push(Box::new(regex));
+            }
+            clauses.push(filter(any_of(allowed)));
+        }
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let top = searcher
+            .search(
+                &query,
+                &TopDocs::with_limit(search.limit.max(1)).order_by_score(),
+            )
+            .map_err(tantivy_error)?;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let document: TantivyDocument = searcher.doc(address).map_err(tantivy_error)?;
+            if let Some(id) = document.get_first(f.record_id).and_then(|v| v.as_str()) {
+                hits.push(RecordHit {
+                    record_id: id.to_string(),
+                    score,
+                });
+            }
+        }
+        Ok(hits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_become_anchored_regexes() {
+        assert_eq!(glob_regex("acme/*"), "acme/.*");
+        assert_eq!(glob_regex("a.b?"), "a\\.b.");
+        assert_eq!(successor("/a/"), Some("/a0".into()));
+    }
+}

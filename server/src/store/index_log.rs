@@ -1,0 +1,95 @@
+//! The index log: every change to a record (and every memory deletion) appends an entry in
+//! the same batch as the change, so the derived search indexes can follow RocksDB exactly.
+//! An index remembers the last entry it applied (in its own commit); entries every index has
+//! applied are trimmed.
+
+use super::Store;
+use super::codec::{self, StoredIndexChange, StoredRecord};
+use super::keys::cf;
+use crate::error::Result;
+use rocksdb::WriteBatch;
+use std::sync::atomic::Ordering;
+
+impl Store {
+    /// Appends "this record changed" to `batch`.
+    pub(super) fn log_record_change(
+        &self,
+        batch: &mut WriteBatch,
+        memory_id: &str,
+        record_id: &str,
+    ) {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let change = StoredIndexChange {
+            memory_id: memory_id.to_string(),
+            record_id: record_id.to_string(),
+        };
+        batch.put_cf(
+            self.cf(cf::INDEX_LOG),
+            seq.to_be_bytes(),
+            codec::encode(&change),
+        );
+    }
+
+    /// Up to `limit` log entries after `after`, oldest first.
+    pub fn index_changes(&self, after: u64, limit: usize) -> Result<Vec<(u64, StoredIndexChange)>> {
+        let start = after.saturating_add(1).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self
+            .range(cf::INDEX_LOG, &start, &[0xff; 9], false)
+            .take(limit)
+        {
+            let (key, value) = item?;
+            let seq = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
+                crate::error::ServiceError::DataLoss("index log key is not 8 bytes".into())
+            })?);
+            out.push((seq, codec::decode(&value)?));
+        }
+        Ok(out)
+    }
+
+    /// The newest log entry's sequence number (0 when the log is empty).
+    pub fn last_index_seq(&self) -> Result<u64> {
+        let last = self.range(cf::INDEX_LOG, &[], &[0xff; 9], true).next();
+        Ok(match last.transpose()? {
+            Some((key, _)) => u64::from_be_bytes(key.as_ref().try_into().unwrap_or([0; 8])),
+            None => 0,
+        })
+    }
+
+    /// Drops the entries up to and including `upto` (every index has applied them).
+    pub fn trim_index_log(&self, upto: u64) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            self.cf(cf::INDEX_LOG),
+            0u64.to_be_bytes(),
+            upto.saturating_add(1).to_be_bytes(),
+        );
+        self.commit_relaxed(batch)
+    }
+
+    /// Every live record of every memory, for rebuilding an index from scratch.
+    pub fn for_each_live_record(
+        &self,
+        mut visit: impl FnMut(&str, StoredRecord) -> Result<()>,
+    ) -> Result<()> {
+        for item in self.range(cf::RECORDS, &[], &[0xff; 1], false) {
+            let (key, value) = item?;
+            let record: StoredRecord = codec::decode(&value)?;
+            if record.invalid_from_us != 0 {
+                continue;
+            }
+            let (memory_id, _) = super::keys::decode_actor_key(&key)?;
+            visit(memory_id, record)?;
+        }
+        Ok(())
+    }
+
+    /// Sequence numbers must stay above the log's even if the clock went back since the
+    /// last run (an index would otherwise skip the new entries).
+    pub(super) fn seed_sequence_above_log(&self) -> Result<()> {
+        let last = self.last_index_seq()?;
+        self.next_seq
+            .fetch_max(last.saturating_add(1), Ordering::Relaxed);
+        Ok(())
+    }
+}

@@ -1,0 +1,241 @@
+//! RetrieveMemoryRecords over the BM25 index: ranking, stemming, filters, pagination, tenant
+//! policies inside the search, deletions, and recovery of the derived index.
+
+use crate::assert_status;
+use memd_client::{MemdClient, pb};
+use memd_tests::{TestServer, create_memory};
+use std::time::Duration;
+use tonic::Code;
+
+fn record(namespace: &str, actor: &str, text: &str) -> pb::MemoryRecordInput {
+    pb::MemoryRecordInput {
+        namespace: namespace.into(),
+        actor_id: actor.into(),
+        text: text.into(),
+        ..Default::default()
+    }
+}
+
+fn request(memory_id: &str, namespace: &str, query: &str) -> pb::RetrieveMemoryRecordsRequest {
+    pb::RetrieveMemoryRecordsRequest {
+        memory_id: memory_id.into(),
+        namespace: namespace.into(),
+        search_criteria: Some(pb::SearchCriteria {
+            search_query: query.into(),
+            mode: pb::SearchMode::Keyword as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn texts(client: &MemdClient, request: pb::RetrieveMemoryRecordsRequest) -> Vec<String> {
+    client
+        .retrieve_memory_records(request)
+        .await
+        .unwrap()
+        .memory_records
+        .into_iter()
+        .map(|r| r.memory_record.unwrap().text)
+        .collect()
+}
+
+/// Waits until the query finds `expected` hits (records are searchable within a second).
+async fn searchable(client: &MemdClient, memory_id: &str, query: &str, expected: usize) {
+    for _ in 0..100 {
+        if texts(client, request(memory_id, "", query)).await.len() == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{query:?} never found {expected} records");
+}
+
+async fn seed(client: &MemdClient, memory_id: &str) -> Vec<String> {
+    client
+        .batch_create_memory_records(
+            memory_id,
+            vec![
+                record(
+                    "/users/ann/facts",
+                    "acme/ann",
+                    "Ann adopted a beagle named Max in June 2023.",
+                ),
+                record(
+                    "/users/ann/facts",
+                    "acme/ann",
+                    "Ann's favourite food is ramen, especially tonkotsu.",
+                ),
+                record(
+                    "/users/bob/facts",
+                    "globex/bob",
+                    "Bob adopted two cats from the shelter.",
+                ),
+                record(
+                    "/users/ann/notes",
+                    "acme/ann",
+                    "Order A-1093 was refunded on 3 May 2023.",
+                ),
+            ],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.memory_record_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn keyword_retrieval_ranks_filters_and_respects_policies() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let m = create_memory(&admin, "search", None).await.memory_id;
+    let ids = seed(&admin, &m).await;
+    searchable(&admin, &m, "adopted", 2).await;
+
+    // Stemming: "adopting" finds "adopted"; ids and numbers are keywords too.
+    assert_eq!(
+        texts(&admin, request(&m, "", "adopting beagle")).await[0],
+        "Ann adopted a beagle named Max in June 2023."
+    );
+    assert_eq!(
+        texts(&admin, request(&m, "", "A-1093")).await,
+        ["Order A-1093 was refunded on 3 May 2023."]
+    );
+    assert!(texts(&admin, request(&m, "", "zeppelin")).await.is_empty());
+
+    // Scores come best first; a namespace prefix narrows the search.
+    let found = admin
+        .retrieve_memory_records(request(&m, "", "adopted beagle"))
+        .await
+        .unwrap();
+    let scores: Vec<f64> = found.memory_records.iter().map(|r| r.score).collect();
+    assert_eq!(scores.len(), 2);
+    assert!(scores[0] > scores[1] && scores[1] > 0.0, "{scores:?}");
+    assert_eq!(
+        texts(&admin, request(&m, "/users/ann/", "adopted"))
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        texts(&admin, request(&m, "/users/a", "adopted"))
+            .await
+            .len(),
+        1,
+        "byte prefix"
+    );
+    let mut strict = request(&m, "", "adopted beagle");
+    strict.search_criteria.as_mut().unwrap().min_score = scores[0] - 1e-6;
+    assert_eq!(texts(&admin, strict).await.len(), 1);
+
+    // Pages of one walk the same ranking.
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let mut page = request(&m, "", "adopted beagle ramen");
+        page.page_size = 1;
+        page.page_token = token;
+        let response = admin.retrieve_memory_records(page).await.unwrap();
+        paged.extend(
+            response
+                .memory_records
+                .into_iter()
+                .map(|r| r.memory_record.unwrap().text),
+        );
+        token = response.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        paged,
+        texts(&admin, request(&m, "", "adopted beagle ramen")).await
+    );
+    assert_eq!(paged.len(), 3);
+
+    // Policies apply inside the search: acme's key never sees Bob's record.
+    let acme_key = admin
+        .create_api_key(
+            "acme",
+            pb::ApiKeyPolicy {
+                memory_ids: vec![m.clone()],
+                actor_patterns: vec!["acme/*".into()],
+                namespace_prefixes: vec!["/".into()],
+                actions: vec![pb::api_key_policy::Action::Read as i32],
+            },
+        )
+        .await
+        .unwrap();
+    let acme = server.client(Some(&acme_key.secret)).await;
+    assert_eq!(
+        texts(&acme, request(&m, "", "adopted")).await,
+        ["Ann adopted a beagle named Max in June 2023."]
+    );
+    let bob_ns_key = admin
+        .create_api_key(
+            "bob-ns",
+            pb::ApiKeyPolicy {
+                memory_ids: vec![m.clone()],
+                actor_patterns: vec!["*".into()],
+                namespace_prefixes: vec!["/users/bob/".into()],
+                actions: vec![pb::api_key_policy::Action::Read as i32],
+            },
+        )
+        .await
+        .unwrap();
+    let bob_ns = server.client(Some(&bob_ns_key.secret)).await;
+    assert_eq!(
+        texts(&bob_ns, request(&m, "", "adopted")).await,
+        ["Bob adopted two cats from the shelter."]
+    );
+
+    // Bad input names the field; modes that need embeddings say so.
+    assert_status(
+        admin.retrieve_memory_records(request(&m, "", "  ")).await,
+        Code::InvalidArgument,
+        "search_criteria.search_query",
+    );
+    let mut hybrid = request(&m, "", "adopted");
+    hybrid.search_criteria.as_mut().unwrap().mode = pb::SearchMode::Hybrid as i32;
+    assert_status(
+        admin.retrieve_memory_records(hybrid).await,
+        Code::Unimplemented,
+        "embedding",
+    );
+    let mut too_many = request(&m, "", "adopted");
+    too_many.search_criteria.as_mut().unwrap().top_k = 101;
+    assert_status(
+        admin.retrieve_memory_records(too_many).await,
+        Code::InvalidArgument,
+        "top_k",
+    );
+
+    // A deleted record leaves the index.
+    admin.delete_memory_record(&m, &ids[2]).await.unwrap();
+    searchable(&admin, &m, "adopted", 1).await;
+}
+
+#[tokio::test]
+async fn the_index_follows_restarts_and_rebuilds_when_lost() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let m = create_memory(&admin, "durable-search", None)
+        .await
+        .memory_id;
+    seed(&admin, &m).await;
+    // Restart right after the write: whatever the indexer had not applied is caught up
+    // before the server serves again.
+    let server = server.restart().await;
+    let admin = server.admin().await;
+    assert_eq!(texts(&admin, request(&m, "", "adopted")).await.len(), 2);
+
+    // Lose the index entirely: it is rebuilt from RocksDB at start.
+    let mut server = server;
+    server.stop().await;
+    std::fs::remove_dir_all(server.data_dir().join("index")).unwrap();
+    let server = server.restart().await;
+    let admin = server.admin().await;
+    assert_eq!(texts(&admin, request(&m, "", "ramen")).await.len(), 1);
+    assert_eq!(texts(&admin, request(&m, "", "adopted")).await.len(), 2);
+}
