@@ -51,6 +51,77 @@ pub enum RecordsCommand {
     Import { memory_id: String, file: PathBuf },
 }
 
+/// `memctl search`: records ranked by relevance.
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    memory_id: String,
+    /// What to look for.
+    query: String,
+    /// Namespace prefix to search under.
+    #[arg(long, default_value = "")]
+    namespace: String,
+    #[arg(long, default_value = "")]
+    strategy: String,
+    #[arg(long, default_value_t = 10)]
+    top_k: i32,
+    /// Leave out results scoring below this.
+    #[arg(long, default_value_t = 0.0)]
+    min_score: f64,
+}
+
+pub async fn search(ctx: &Globals, args: SearchArgs) -> anyhow::Result<()> {
+    let client = ctx.client().await?;
+    let response = client
+        .retrieve_memory_records(pb::RetrieveMemoryRecordsRequest {
+            memory_id: args.memory_id,
+            namespace: args.namespace,
+            search_criteria: Some(pb::SearchCriteria {
+                search_query: args.query,
+                top_k: args.top_k,
+                strategy_id: args.strategy,
+                mode: pb::SearchMode::Keyword as i32,
+                min_score: args.min_score,
+            }),
+            ..Default::default()
+        })
+        .await?;
+    if ctx.json {
+        print_json(&Value::Array(
+            response
+                .memory_records
+                .iter()
+                .map(|r| {
+                    let mut record = r
+                        .memory_record
+                        .as_ref()
+                        .map(record_json)
+                        .unwrap_or_default();
+                    record["score"] = json!(r.score);
+                    record
+                })
+                .collect(),
+        ));
+        return Ok(());
+    }
+    table(
+        &["SCORE", "TEXT", "NAMESPACE", "ID"],
+        response
+            .memory_records
+            .iter()
+            .filter_map(|r| {
+                let record = r.memory_record.as_ref()?;
+                Some(vec![
+                    format!("{:.2}", r.score),
+                    shorten(&record.text, 90),
+                    record.namespace.clone(),
+                    record.memory_record_id.clone(),
+                ])
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
 #[derive(Debug, Subcommand)]
 pub enum NamespacesCommand {
     /// The namespaces that hold live records, with their record counts.

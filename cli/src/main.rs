@@ -55,6 +55,8 @@ enum Command {
     /// Long-term memory records: list, get, delete, export, import (JSON Lines).
     #[command(subcommand)]
     Records(longterm::RecordsCommand),
+    /// Long-term records ranked by relevance to a query (BM25).
+    Search(longterm::SearchArgs),
     /// The namespaces that hold records, with counts.
     #[command(subcommand)]
     Namespaces(longterm::NamespacesCommand),
@@ -134,6 +136,7 @@ async fn main() {
         Command::Sessions(cmd) => memory::sessions(&ctx, cmd).await,
         Command::Events(cmd) => memory::events(&ctx, cmd).await,
         Command::Records(cmd) => longterm::records(&ctx, cmd).await,
+        Command::Search(args) => longterm::search(&ctx, args).await,
         Command::Namespaces(cmd) => longterm::namespaces(&ctx, cmd).await,
         Command::Jobs(cmd) => longterm::jobs(&ctx, cmd).await,
         Command::Worker(args) => worker::run(&ctx, args).await,

@@ -294,3 +294,49 @@ async fn extraction_completes_exactly_once_across_sigkill() {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 }
+
+/// Records committed right before a SIGKILL are searchable as soon as the server is back,
+/// without a manual step: the index catches up from its log at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_searchable_after_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, endpoint) = spawn_memd(dir.path()).await;
+    let admin = MemdClient::connect(endpoint, Some(ADMIN_KEY.into()))
+        .await
+        .unwrap();
+    let memory_id = create_memory(&admin, "searchable", None).await.memory_id;
+    let items: Vec<pb::MemoryRecordInput> = (0..50)
+        .map(|i| pb::MemoryRecordInput {
+            namespace: "/facts".into(),
+            text: format!("Invoice number {i} was paid by wire transfer."),
+            ..Default::default()
+        })
+        .collect();
+    admin
+        .batch_create_memory_records(&memory_id, items)
+        .await
+        .unwrap();
+    // No time for the indexer: kill at once.
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.unwrap();
+
+    let (mut child, endpoint) = spawn_memd(dir.path()).await;
+    let client = MemdClient::connect(endpoint, Some(ADMIN_KEY.into()))
+        .await
+        .unwrap();
+    let found = client
+        .retrieve_memory_records(pb::RetrieveMemoryRecordsRequest {
+            memory_id: memory_id.clone(),
+            search_criteria: Some(pb::SearchCriteria {
+                search_query: "wire transfer".into(),
+                top_k: 100,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.memory_records.len(), 50);
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
