@@ -3,6 +3,7 @@
 mod bench;
 mod bench_extract;
 mod control;
+mod eval;
 mod longterm;
 mod memory;
 mod output;
@@ -67,6 +68,9 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Check that the server is up and serving (gRPC health); exit 1 if not.
     Health,
+    /// Retrieval quality evaluations.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -142,6 +146,7 @@ async fn main() {
         Command::Worker(args) => worker::run(&ctx, args).await,
         Command::Health => health(&ctx).await,
         Command::Bench(cmd) => bench::run(&ctx, cmd).await,
+        Command::Eval(cmd) => eval::run(&ctx, cmd).await,
     };
     if let Err(err) = result {
         match err.downcast_ref::<tonic::Status>() {

@@ -258,3 +258,55 @@ async fn memctl_exports_and_imports_records_idempotently() {
         serde_json::json!([{ "namespace": "/team/notes", "recordCount": 2 }])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memctl_eval_locomo_reports_recall_on_any_locomo_format_directory() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let conversation = serde_json::json!({
+        "conversation": {
+            "speaker_a": "Ana", "speaker_b": "Ben",
+            "session_1_date_time": "10:00 am on 2 March, 2024",
+            "session_1": [
+                {"speaker": "Ana", "dia_id": "D1:1", "text": "Hi Ben! I adopted a greyhound named Comet yesterday."},
+                {"speaker": "Ben", "dia_id": "D1:2", "text": "Wow, congrats! I started learning the cello last month."}
+            ],
+            "session_2_date_time": "6:30 pm on 9 March, 2024",
+            "session_2": [
+                {"speaker": "Ana", "dia_id": "D2:1", "text": "Comet and I ran our first 10k race in Porto today."},
+                {"speaker": "Ben", "dia_id": "D2:2", "text": "Amazing! My cello teacher is called Mrs. Ilse."}
+            ]
+        },
+        "qa": [
+            {"question": "What is the name of Ana's greyhound?", "answer": "Comet", "evidence": ["D1:1"], "category": 4},
+            {"question": "Which instrument is Ben learning?", "answer": "cello", "evidence": ["D1:2", "D2:2"], "category": 1},
+            {"question": "An adversarial question", "answer": "n/a", "evidence": ["D2:1"], "category": 5}
+        ]
+    });
+    std::fs::write(dir.path().join("tiny.json"), conversation.to_string()).unwrap();
+    let output = tokio::task::spawn_blocking({
+        let endpoint = server.endpoint();
+        let path = dir.path().to_path_buf();
+        move || {
+            std::process::Command::new(memctl_binary())
+                .args(["--endpoint", &endpoint, "--api-key", ADMIN_KEY, "--json"])
+                .args(["eval", "locomo"])
+                .arg(path)
+                .args(["--k", "1,5"])
+                .output()
+                .expect("memctl runs")
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["questions"], 2, "category 5 is left out: {report}");
+    assert_eq!(report["by_category"]["4"]["recall@5"], 1.0, "{report}");
+    assert_eq!(report["by_category"]["1"]["recall@5"], 1.0, "{report}");
+    assert!(report["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+}
