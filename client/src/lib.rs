@@ -455,6 +455,14 @@ impl MemdClient {
             .into_inner())
     }
 
+    /// An actor's events ranked by relevance to a query.
+    pub async fn search_events(
+        &self,
+        request: pb::SearchEventsRequest,
+    ) -> Result<pb::SearchEventsResponse, Status> {
+        Ok(self.memory().search_events(request).await?.into_inner())
+    }
+
     /// Every live record the request selects, across all pages.
     pub fn all_memory_records(
         &self,

@@ -27,7 +27,7 @@ use grpc::{control::ControlApi, memory::MemoryApi, workers::WorkerApi};
 use memd_proto::v1::control_service_server::ControlServiceServer;
 use memd_proto::v1::extraction_worker_service_server::ExtractionWorkerServiceServer;
 use memd_proto::v1::memory_service_server::MemoryServiceServer;
-use retrieval::RecordIndex;
+use retrieval::{EventIndex, Indexes, RecordIndex};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,8 +63,8 @@ pub struct Server {
     config: Config,
     store: Arc<Store>,
     auth: Arc<Authenticator>,
-    records_index: Arc<RecordIndex>,
-    /// The index log position the records index has applied.
+    indexes: Arc<Indexes>,
+    /// The index log position the search indexes have applied.
     indexed: u64,
 }
 
@@ -84,13 +84,15 @@ impl Server {
         let auth = Arc::new(Authenticator::load(&store, config.admin_key.as_deref())?);
         // The search index is derived: bring it in line with RocksDB before serving, so
         // whatever was committed before a crash is searchable right away.
-        let (records_index, applied) = RecordIndex::open(&config.data_dir.join("index/records"))?;
-        let indexed = retrieval::catch_up(&store, &records_index, applied)?;
+        let (records, records_at) = RecordIndex::open(&config.data_dir.join("index/records"))?;
+        let (events, events_at) = EventIndex::open(&config.data_dir.join("index/events"))?;
+        let indexes = Indexes { records, events };
+        let indexed = retrieval::catch_up(&store, &indexes, records_at, events_at)?;
         Ok(Self {
             config,
             store,
             auth,
-            records_index: Arc::new(records_index),
+            indexes: Arc::new(indexes),
             indexed,
         })
     }
@@ -110,7 +112,7 @@ impl Server {
             config,
             store,
             auth,
-            records_index,
+            indexes,
             indexed,
         } = self;
         let local = listener.local_addr().map_err(|source| ServeError::Io {
@@ -162,7 +164,7 @@ impl Server {
         }
         background.push(tokio::spawn(retrieval::run_indexer(
             store.clone(),
-            records_index.clone(),
+            indexes.clone(),
             indexed,
             stopped(),
         )));
@@ -199,7 +201,7 @@ impl Server {
             MemoryServiceServer::new(MemoryApi::new(
                 store.clone(),
                 workers.clone(),
-                records_index.clone(),
+                indexes.clone(),
             ))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),

@@ -308,5 +308,10 @@ async fn memctl_eval_locomo_reports_recall_on_any_locomo_format_directory() {
     assert_eq!(report["questions"], 2, "category 5 is left out: {report}");
     assert_eq!(report["by_category"]["4"]["recall@5"], 1.0, "{report}");
     assert_eq!(report["by_category"]["1"]["recall@5"], 1.0, "{report}");
+    // Raw events: the greyhound question's evidence turn is found by SearchEvents too.
+    assert_eq!(
+        report["events"]["by_category"]["4"]["recall@5"], 1.0,
+        "{report}"
+    );
     assert!(report["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
 }

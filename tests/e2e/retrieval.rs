@@ -239,3 +239,168 @@ async fn the_index_follows_restarts_and_rebuilds_when_lost() {
     assert_eq!(texts(&admin, request(&m, "", "ramen")).await.len(), 1);
     assert_eq!(texts(&admin, request(&m, "", "adopted")).await.len(), 2);
 }
+
+fn event_search(memory_id: &str, actor: &str, query: &str) -> pb::SearchEventsRequest {
+    pb::SearchEventsRequest {
+        memory_id: memory_id.into(),
+        actor_id: actor.into(),
+        query: query.into(),
+        ..Default::default()
+    }
+}
+
+async fn event_texts(client: &MemdClient, request: pb::SearchEventsRequest) -> Vec<String> {
+    client
+        .search_events(request)
+        .await
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| memd_tests::text_of(e.event.as_ref().unwrap()).to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn search_events_finds_raw_turns_of_one_actor() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let m = create_memory(&admin, "event-search", None).await.memory_id;
+    let put = |actor: &str, session: &str, text: &str, seconds: i64| pb::CreateEventRequest {
+        event_timestamp: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+        ..memd_tests::text_event(&m, actor, session, text)
+    };
+    let mut blob_only = memd_tests::text_event(&m, "acme/ann", "s1", "");
+    blob_only.payload = vec![pb::PayloadItem {
+        content: Some(pb::payload_item::Content::Blob(b"kayak".to_vec())),
+    }];
+    admin.create_event(blob_only).await.unwrap();
+    admin
+        .create_event(put(
+            "acme/ann",
+            "s1",
+            "We booked the kayak tour for Saturday.",
+            1_000,
+        ))
+        .await
+        .unwrap();
+    admin
+        .create_event(put(
+            "acme/ann",
+            "s2",
+            "The kayak rental shop closes at six.",
+            2_000,
+        ))
+        .await
+        .unwrap();
+    let gone = admin
+        .create_event(put(
+            "acme/ann",
+            "s2",
+            "Kayak paddles are in the garage.",
+            3_000,
+        ))
+        .await
+        .unwrap();
+    admin
+        .create_event(put("globex/bob", "s1", "Bob sold his kayak.", 1_500))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if event_texts(&admin, event_search(&m, "acme/ann", "kayak"))
+            .await
+            .len()
+            == 3
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Only the actor's own events with text; sessions and time ranges narrow it.
+    assert_eq!(
+        event_texts(&admin, event_search(&m, "acme/ann", "kayak"))
+            .await
+            .len(),
+        3
+    );
+    let in_s1 = pb::SearchEventsRequest {
+        session_ids: vec!["s1".into()],
+        ..event_search(&m, "acme/ann", "kayak")
+    };
+    assert_eq!(
+        event_texts(&admin, in_s1).await,
+        ["We booked the kayak tour for Saturday."]
+    );
+    let early = pb::SearchEventsRequest {
+        start_time: Some(prost_types::Timestamp {
+            seconds: 1_500,
+            nanos: 0,
+        }),
+        end_time: Some(prost_types::Timestamp {
+            seconds: 2_500,
+            nanos: 0,
+        }),
+        ..event_search(&m, "acme/ann", "kayak")
+    };
+    assert_eq!(
+        event_texts(&admin, early).await,
+        ["The kayak rental shop closes at six."]
+    );
+    assert_eq!(
+        event_texts(&admin, event_search(&m, "acme/ann", "rental shop")).await[0],
+        "The kayak rental shop closes at six."
+    );
+
+    // Another actor's key cannot search ann's events at all.
+    let bob_key = admin
+        .create_api_key(
+            "bob",
+            pb::ApiKeyPolicy {
+                memory_ids: vec![m.clone()],
+                actor_patterns: vec!["globex/*".into()],
+                namespace_prefixes: vec!["/".into()],
+                actions: vec![pb::api_key_policy::Action::Read as i32],
+            },
+        )
+        .await
+        .unwrap();
+    let bob = server.client(Some(&bob_key.secret)).await;
+    assert_status(
+        bob.search_events(event_search(&m, "acme/ann", "kayak"))
+            .await,
+        Code::PermissionDenied,
+        "acme/ann",
+    );
+    assert_eq!(
+        event_texts(&bob, event_search(&m, "globex/bob", "kayak")).await,
+        ["Bob sold his kayak."]
+    );
+
+    // Deleted events and erased actors leave the index.
+    admin
+        .delete_event(pb::DeleteEventRequest {
+            memory_id: m.clone(),
+            actor_id: "acme/ann".into(),
+            session_id: "s2".into(),
+            event_id: gone.event_id,
+        })
+        .await
+        .unwrap();
+    admin.delete_actor(&m, "globex/bob").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        event_texts(&admin, event_search(&m, "acme/ann", "kayak"))
+            .await
+            .len(),
+        2
+    );
+    assert!(
+        event_texts(&admin, event_search(&m, "globex/bob", "kayak"))
+            .await
+            .is_empty()
+    );
+    assert_status(
+        admin.search_events(event_search(&m, "acme/ann", "")).await,
+        Code::InvalidArgument,
+        "query",
+    );
+}

@@ -5,7 +5,7 @@ use crate::auth::{Principal, principal};
 use crate::error::ServiceError;
 use crate::extraction::ExtractionWorkers;
 use crate::ids;
-use crate::retrieval::RecordIndex;
+use crate::retrieval::Indexes;
 use crate::store::{EventListing, NewEvent, Store, page};
 use crate::time::now_us;
 use memd_proto::v1 as pb;
@@ -18,19 +18,15 @@ use tonic::{Request, Response, Status};
 pub struct MemoryApi {
     store: Arc<Store>,
     workers: ExtractionWorkers,
-    records_index: Arc<RecordIndex>,
+    indexes: Arc<Indexes>,
 }
 
 impl MemoryApi {
-    pub fn new(
-        store: Arc<Store>,
-        workers: ExtractionWorkers,
-        records_index: Arc<RecordIndex>,
-    ) -> Self {
+    pub fn new(store: Arc<Store>, workers: ExtractionWorkers, indexes: Arc<Indexes>) -> Self {
         Self {
             store,
             workers,
-            records_index,
+            indexes,
         }
     }
 }
@@ -367,7 +363,22 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         let caller = principal(&request)?;
         let found = search::retrieve(
             self.store.clone(),
-            self.records_index.clone(),
+            self.indexes.clone(),
+            caller,
+            request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(found))
+    }
+
+    async fn search_events(
+        &self,
+        request: Request<pb::SearchEventsRequest>,
+    ) -> Reply<pb::SearchEventsResponse> {
+        let caller = principal(&request)?;
+        let found = search::search_events(
+            self.store.clone(),
+            self.indexes.clone(),
             caller,
             request.into_inner(),
         )

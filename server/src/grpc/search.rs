@@ -6,7 +6,7 @@ use super::{blocking, convert, validate};
 use crate::auth::Principal;
 use crate::error::{Result, ServiceError};
 use crate::ids;
-use crate::retrieval::{Access, RecordIndex, RecordSearch};
+use crate::retrieval::{Access, EventSearch, Indexes, RecordSearch};
 use crate::store::{Store, page};
 use crate::time::now_us;
 use memd_proto::v1 as pb;
@@ -17,9 +17,100 @@ const MAX_TOP_K: i32 = 100;
 const DEFAULT_TOP_K: i32 = 10;
 const MAX_QUERY_CHARS: usize = 10_000;
 
+/// The search mode, where only KEYWORD exists so far.
+fn keyword_only(field: &str, mode: i32) -> Result<()> {
+    match pb::SearchMode::try_from(mode) {
+        Ok(pb::SearchMode::Unspecified | pb::SearchMode::Keyword) => Ok(()),
+        Ok(pb::SearchMode::Hybrid | pb::SearchMode::Semantic) => Err(ServiceError::Unimplemented(
+            "semantic and hybrid search need the embedding index, which this server does not have yet; use SEARCH_MODE_KEYWORD".into(),
+        )),
+        Err(_) => Err(ServiceError::invalid(field, "must be a SEARCH_MODE_* value")),
+    }
+}
+
+fn top_k(field: &str, requested: i32) -> Result<usize> {
+    match requested {
+        0 => Ok(DEFAULT_TOP_K as usize),
+        k if (1..=MAX_TOP_K).contains(&k) => Ok(k as usize),
+        _ => Err(ServiceError::invalid(
+            field,
+            format!("must be 1-{MAX_TOP_K}"),
+        )),
+    }
+}
+
+fn query_text(field: &str, query: &str) -> Result<String> {
+    let query = query.trim();
+    if query.is_empty() || query.chars().count() > MAX_QUERY_CHARS {
+        return Err(ServiceError::invalid(
+            field,
+            format!("must be 1-{MAX_QUERY_CHARS} characters"),
+        ));
+    }
+    Ok(query.to_string())
+}
+
+/// `SearchEvents`: one actor's events, so the key's actor patterns are checked up front and
+/// the actor is a filter of the query.
+pub async fn search_events(
+    store: Arc<Store>,
+    indexes: Arc<Indexes>,
+    caller: Principal,
+    req: pb::SearchEventsRequest,
+) -> Result<pb::SearchEventsResponse> {
+    ids::memory_id("memory_id", &req.memory_id)?;
+    ids::actor_id("actor_id", &req.actor_id)?;
+    caller.require_actor(Action::Read, &req.memory_id, &req.actor_id)?;
+    for (i, session) in req.session_ids.iter().enumerate() {
+        ids::session_id(&format!("session_ids[{i}]"), session)?;
+    }
+    if req.session_ids.len() > 100 {
+        return Err(ServiceError::invalid("session_ids", "at most 100"));
+    }
+    let query = query_text("query", &req.query)?;
+    keyword_only("mode", req.mode)?;
+    let limit = top_k("top_k", req.top_k)?;
+    let time = |field: &str, ts: &Option<prost_types::Timestamp>| {
+        ts.as_ref()
+            .map(|t| {
+                crate::time::from_timestamp(t)
+                    .ok_or_else(|| ServiceError::invalid(field, "is not a valid time"))
+            })
+            .transpose()
+    };
+    let search = EventSearch {
+        memory_id: req.memory_id.clone(),
+        actor_id: req.actor_id.clone(),
+        session_ids: req.session_ids,
+        query,
+        limit,
+        start_us: time("start_time", &req.start_time)?,
+        end_us: time("end_time", &req.end_time)?,
+    };
+    blocking(move || {
+        store.memory(&search.memory_id)?;
+        let now = now_us();
+        let mut events = Vec::new();
+        for hit in indexes.events.search(&search)? {
+            // Deleted or expired since it was indexed: left out.
+            if let Some(view) = store.event_by_key(&hit.event_key, now)?
+                && view.memory_id == search.memory_id
+                && view.actor_id == search.actor_id
+            {
+                events.push(pb::ScoredEvent {
+                    event: Some(convert::event(view)),
+                    score: f64::from(hit.score),
+                });
+            }
+        }
+        Ok(pb::SearchEventsResponse { events })
+    })
+    .await
+}
+
 pub async fn retrieve(
     store: Arc<Store>,
-    index: Arc<RecordIndex>,
+    indexes: Arc<Indexes>,
     caller: Principal,
     req: pb::RetrieveMemoryRecordsRequest,
 ) -> Result<pb::RetrieveMemoryRecordsResponse> {
@@ -29,37 +120,9 @@ pub async fn retrieve(
         validate::namespace_prefix("namespace", &req.namespace)?;
     }
     let criteria = req.search_criteria.unwrap_or_default();
-    let query = criteria.search_query.trim().to_string();
-    if query.is_empty() || query.chars().count() > MAX_QUERY_CHARS {
-        return Err(ServiceError::invalid(
-            "search_criteria.search_query",
-            format!("must be 1-{MAX_QUERY_CHARS} characters"),
-        ));
-    }
-    match pb::SearchMode::try_from(criteria.mode) {
-        Ok(pb::SearchMode::Unspecified | pb::SearchMode::Keyword) => {}
-        Ok(pb::SearchMode::Hybrid | pb::SearchMode::Semantic) => {
-            return Err(ServiceError::Unimplemented(
-                "semantic and hybrid search need the embedding index, which this server does not have yet; use SEARCH_MODE_KEYWORD".into(),
-            ));
-        }
-        Err(_) => {
-            return Err(ServiceError::invalid(
-                "search_criteria.mode",
-                "must be a SEARCH_MODE_* value",
-            ));
-        }
-    }
-    let top_k = match criteria.top_k {
-        0 => DEFAULT_TOP_K,
-        k if (1..=MAX_TOP_K).contains(&k) => k,
-        _ => {
-            return Err(ServiceError::invalid(
-                "search_criteria.top_k",
-                format!("must be 1-{MAX_TOP_K}"),
-            ));
-        }
-    } as usize;
+    let query = query_text("search_criteria.search_query", &criteria.search_query)?;
+    keyword_only("search_criteria.mode", criteria.mode)?;
+    let top_k = top_k("search_criteria.top_k", criteria.top_k)?;
     let page_size = match req.page_size {
         0 => top_k,
         n if n > 0 => (n as usize).min(top_k),
@@ -113,7 +176,8 @@ pub async fn retrieve(
     let memory_id = req.memory_id;
     blocking(move || {
         store.memory(&memory_id)?;
-        let hits: Vec<_> = index
+        let hits: Vec<_> = indexes
+            .records
             .search(&search)?
             .into_iter()
             .filter(|hit| f64::from(hit.score) >= min_score)

@@ -1,50 +1,93 @@
-//! Keeps the records index in step with RocksDB by applying the store's index log. After a
-//! crash the index resumes from the position its last commit recorded; an index without one
-//! (new, or lost) is rebuilt from the records themselves.
+//! Keeps the search indexes in step with RocksDB by applying the store's index log. After a
+//! crash each index resumes from the position its last commit recorded; an index without one
+//! (new, or lost) is rebuilt from RocksDB first.
 
+use super::events_index::EventIndex;
 use super::index::RecordIndex;
 use crate::error::Result;
 use crate::store::Store;
+use crate::store::codec::StoredIndexChange;
+use crate::time::now_us;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Log entries applied per index commit at most.
 const BATCH: usize = 2000;
-/// How often the indexer looks for new changes: records are searchable within about this.
+/// How often the indexer looks for new changes: things are searchable within about this.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Applies what the log holds after `applied`; returns the new position. With `None`
-/// (no usable index) it first rebuilds the index from every live record.
-pub fn catch_up(store: &Store, index: &RecordIndex, applied: Option<u64>) -> Result<u64> {
-    let mut applied = match applied {
+/// The search indexes, which follow the index log together.
+#[derive(Debug)]
+pub struct Indexes {
+    pub records: RecordIndex,
+    pub events: EventIndex,
+}
+
+impl Indexes {
+    fn apply(&self, store: &Store, change: &StoredIndexChange) -> Result<()> {
+        let memory_id = &change.memory_id;
+        if !change.record_id.is_empty() {
+            // The record's state now, not at the time of the change: replays are idempotent.
+            match store.stored_record(memory_id, &change.record_id)? {
+                Some(record) if record.invalid_from_us == 0 => {
+                    self.records.upsert(memory_id, &record)?
+                }
+                _ => self.records.delete(memory_id, &change.record_id),
+            }
+        } else if !change.event_key.is_empty() {
+            match store.event_by_key(&change.event_key, now_us())? {
+                Some(view) => self.events.upsert(&change.event_key, &view)?,
+                None => self.events.delete(&change.event_key),
+            }
+        } else if !change.actor_id.is_empty() {
+            // The actor's records were logged one by one; its events go by actor.
+            self.events.delete_actor(memory_id, &change.actor_id);
+        } else {
+            self.records.delete_memory(memory_id);
+            self.events.delete_memory(memory_id);
+        }
+        Ok(())
+    }
+
+    fn commit(&self, applied: u64) -> Result<()> {
+        self.records.commit(applied)?;
+        self.events.commit(applied)
+    }
+}
+
+/// Applies what the log holds after the indexes' positions and returns the position both
+/// have reached; an index without a position is first rebuilt from RocksDB.
+pub fn catch_up(
+    store: &Store,
+    indexes: &Indexes,
+    records_at: Option<u64>,
+    events_at: Option<u64>,
+) -> Result<u64> {
+    let records_at = match records_at {
         Some(seq) => seq,
-        None => rebuild(store, index)?,
+        None => rebuild_records(store, &indexes.records)?,
     };
+    let events_at = match events_at {
+        Some(seq) => seq,
+        None => rebuild_events(store, &indexes.events)?,
+    };
+    // Replaying what one index already has is harmless (each change re-reads the state).
+    let mut applied = records_at.min(events_at);
     loop {
         let changes = store.index_changes(applied, BATCH)?;
         let Some(&(last, _)) = changes.last() else {
             return Ok(applied);
         };
         for (_, change) in &changes {
-            if change.record_id.is_empty() {
-                index.delete_memory(&change.memory_id);
-                continue;
-            }
-            // The record's state now, not at the time of the change: replays are idempotent.
-            match store.stored_record(&change.memory_id, &change.record_id)? {
-                Some(record) if record.invalid_from_us == 0 => {
-                    index.upsert(&change.memory_id, &record)?
-                }
-                _ => index.delete(&change.memory_id, &change.record_id),
-            }
+            indexes.apply(store, change)?;
         }
-        index.commit(last)?;
+        indexes.commit(last)?;
         store.trim_index_log(last)?;
         applied = last;
     }
 }
 
-fn rebuild(store: &Store, index: &RecordIndex) -> Result<u64> {
+fn rebuild_records(store: &Store, index: &RecordIndex) -> Result<u64> {
     // Read the log position first: changes made during the scan are replayed after it.
     let upto = store.last_index_seq()?;
     index.clear()?;
@@ -54,15 +97,31 @@ fn rebuild(store: &Store, index: &RecordIndex) -> Result<u64> {
         index.upsert(memory_id, &record)
     })?;
     index.commit(upto)?;
-    store.trim_index_log(upto)?;
     tracing::info!(records = count, "rebuilt the records search index");
+    Ok(upto)
+}
+
+fn rebuild_events(store: &Store, index: &EventIndex) -> Result<u64> {
+    let upto = store.last_index_seq()?;
+    index.clear()?;
+    let now = now_us();
+    let mut count = 0usize;
+    store.for_each_event(|key, _| {
+        if let Some(view) = store.event_by_key(key, now)? {
+            count += 1;
+            index.upsert(key, &view)?;
+        }
+        Ok(())
+    })?;
+    index.commit(upto)?;
+    tracing::info!(events = count, "rebuilt the events search index");
     Ok(upto)
 }
 
 /// Follows the log until `stop` resolves.
 pub async fn run_indexer(
     store: Arc<Store>,
-    index: Arc<RecordIndex>,
+    indexes: Arc<Indexes>,
     mut applied: u64,
     stop: impl Future<Output = ()>,
 ) {
@@ -72,11 +131,12 @@ pub async fn run_indexer(
             () = &mut stop => return,
             () = tokio::time::sleep(POLL) => {}
         }
-        let (store, index) = (store.clone(), index.clone());
-        match tokio::task::spawn_blocking(move || catch_up(&store, &index, Some(applied))).await {
+        let (store, indexes) = (store.clone(), indexes.clone());
+        let step = move || catch_up(&store, &indexes, Some(applied), Some(applied));
+        match tokio::task::spawn_blocking(step).await {
             Ok(Ok(position)) => applied = position,
-            Ok(Err(err)) => tracing::warn!(%err, "indexing records failed; retrying"),
-            Err(err) => tracing::error!(%err, "the records indexer panicked"),
+            Ok(Err(err)) => tracing::warn!(%err, "indexing failed; retrying"),
+            Err(err) => tracing::error!(%err, "the indexer panicked"),
         }
     }
 }

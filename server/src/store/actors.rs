@@ -71,6 +71,7 @@ impl Store {
         let end = keys::prefix_end(&prefix);
         let mut batch = WriteBatch::default();
         self.erase_actor_records(&mut batch, memory_id, actor_id)?;
+        self.log_actor_erased(&mut batch, memory_id, actor_id);
         for name in cf::ACTOR_SCOPED {
             batch.delete_range_cf(self.cf(name), &prefix, &end);
         }

@@ -257,9 +257,15 @@ pub struct StoredJob {
 pub struct StoredIndexChange {
     #[prost(string, tag = "1")]
     pub memory_id: String,
-    /// Empty: the whole memory was deleted.
+    /// A record changed (see the index log for the other kinds).
     #[prost(string, tag = "2")]
     pub record_id: String,
+    /// An event changed: its key in `events`.
+    #[prost(bytes = "vec", tag = "3")]
+    pub event_key: Vec<u8>,
+    /// With nothing else set: the actor was erased.
+    #[prost(string, tag = "4")]
+    pub actor_id: String,
 }
 
 /// A long-term memory record (see `memd.v1.MemoryRecord`).

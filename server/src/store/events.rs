@@ -146,6 +146,15 @@ impl Store {
             .then(|| outbox::extractable_tokens(&event.payload))
             .flatten();
         batch.put(cf::EVENTS, &event_key, codec::encode(&event));
+        if outbox::extractable_tokens(&event.payload).is_some() {
+            // Searchable text: the events index picks it up from the log.
+            let (log_key, log_value) = self.index_entry(&codec::StoredIndexChange {
+                memory_id: new.memory_id.clone(),
+                event_key: event_key.clone(),
+                ..Default::default()
+            });
+            batch.put(cf::INDEX_LOG, log_key, log_value);
+        }
 
         let mut session = match &previous {
             Some(old) => {
@@ -363,6 +372,7 @@ impl Store {
             .ok_or_else(|| ServiceError::not_found(format!("event {}", seq.to_event_id())))?;
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(cf::EVENTS), &key);
+        self.log_event_change(&mut batch, memory_id, &key);
         if !stored.client_token.is_empty() {
             batch.delete_cf(
                 self.cf(cf::TOKENS),

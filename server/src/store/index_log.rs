@@ -1,5 +1,7 @@
-//! The index log: every change to a record (and every memory deletion) appends an entry in
-//! the same batch as the change, so the derived search indexes can follow RocksDB exactly.
+//! The index log: every change to a record or a searchable event (and every actor or memory
+//! erasure) appends an entry in the same batch as the change, so the derived search indexes
+//! can follow RocksDB exactly. An entry with only a memory id means the memory was deleted;
+//! with a memory and an actor id, the actor was erased.
 //! An index remembers the last entry it applied (in its own commit); entries every index has
 //! applied are trimmed.
 
@@ -11,23 +13,92 @@ use rocksdb::WriteBatch;
 use std::sync::atomic::Ordering;
 
 impl Store {
-    /// Appends "this record changed" to `batch`.
+    /// The key and value of a new log entry.
+    pub(super) fn index_entry(&self, change: &StoredIndexChange) -> ([u8; 8], Vec<u8>) {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        (seq.to_be_bytes(), codec::encode(change))
+    }
+
+    fn log(&self, batch: &mut WriteBatch, change: StoredIndexChange) {
+        let (key, value) = self.index_entry(&change);
+        batch.put_cf(self.cf(cf::INDEX_LOG), key, value);
+    }
+
+    /// Appends "this record changed" (or, with an empty id, "this memory is gone").
     pub(super) fn log_record_change(
         &self,
         batch: &mut WriteBatch,
         memory_id: &str,
         record_id: &str,
     ) {
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let change = StoredIndexChange {
-            memory_id: memory_id.to_string(),
-            record_id: record_id.to_string(),
-        };
-        batch.put_cf(
-            self.cf(cf::INDEX_LOG),
-            seq.to_be_bytes(),
-            codec::encode(&change),
+        self.log(
+            batch,
+            StoredIndexChange {
+                memory_id: memory_id.to_string(),
+                record_id: record_id.to_string(),
+                ..Default::default()
+            },
         );
+    }
+
+    /// Appends "this event changed".
+    pub(super) fn log_event_change(
+        &self,
+        batch: &mut WriteBatch,
+        memory_id: &str,
+        event_key: &[u8],
+    ) {
+        self.log(
+            batch,
+            StoredIndexChange {
+                memory_id: memory_id.to_string(),
+                event_key: event_key.to_vec(),
+                ..Default::default()
+            },
+        );
+    }
+
+    /// Appends "this actor was erased".
+    pub(super) fn log_actor_erased(&self, batch: &mut WriteBatch, memory_id: &str, actor_id: &str) {
+        self.log(
+            batch,
+            StoredIndexChange {
+                memory_id: memory_id.to_string(),
+                actor_id: actor_id.to_string(),
+                ..Default::default()
+            },
+        );
+    }
+
+    /// A stored event by its key, unless it expired (for the events index).
+    pub fn event_by_key(&self, key: &[u8], now_us: u64) -> Result<Option<super::EventView>> {
+        let (memory_id, seq) = super::keys::decode_event_key(key)?;
+        let Some(stored) = self.get_decoded::<super::codec::StoredEvent>(cf::EVENTS, key)? else {
+            return Ok(None);
+        };
+        if self.expiry.expired(memory_id, stored.create_us, now_us) {
+            return Ok(None);
+        }
+        let (_, actor_id, session_id) = super::keys::decode_session_key(key)?;
+        Ok(Some(super::EventView {
+            memory_id: memory_id.to_string(),
+            actor_id: actor_id.to_string(),
+            session_id: session_id.to_string(),
+            seq,
+            stored,
+        }))
+    }
+
+    /// Every stored event, for rebuilding the events index.
+    pub fn for_each_event(
+        &self,
+        mut visit: impl FnMut(&[u8], super::codec::StoredEvent) -> Result<()>,
+    ) -> Result<()> {
+        for item in self.range(cf::EVENTS, &[], &[0xff; 1], false) {
+            let (key, value) = item?;
+            visit(&key, codec::decode(&value)?)?;
+        }
+        Ok(())
     }
 
     /// Up to `limit` log entries after `after`, oldest first.
