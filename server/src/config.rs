@@ -36,6 +36,8 @@ pub struct Config {
     pub extraction_enabled: bool,
     /// Nice value of the extraction threads (0-19; higher yields more CPU to requests).
     pub extraction_nice: i32,
+    /// Nice value of the search indexing thread (0-19).
+    pub indexing_nice: i32,
     /// Attempts before an extraction job is FAILED.
     pub extraction_max_attempts: u32,
     /// First retry delay of a failed extraction job; doubles per attempt up to the maximum.
@@ -102,6 +104,7 @@ impl Default for Config {
             extraction_workers: 0,
             extraction_enabled: true,
             extraction_nice: 10,
+            indexing_nice: 10,
             extraction_max_attempts: 5,
             extraction_initial_backoff_ms: 1000,
             extraction_max_backoff_ms: 300_000,
@@ -143,7 +146,7 @@ pub struct Overrides {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-const ENV_KEYS: [&str; 26] = [
+const ENV_KEYS: [&str; 27] = [
     "listen",
     "data_dir",
     "metrics_listen",
@@ -157,6 +160,7 @@ const ENV_KEYS: [&str; 26] = [
     "extraction_workers",
     "extraction_enabled",
     "extraction_nice",
+    "indexing_nice",
     "extraction_max_attempts",
     "extraction_initial_backoff_ms",
     "extraction_max_backoff_ms",
@@ -225,8 +229,10 @@ impl Config {
                 ));
             }
         }
-        if !(0..=19).contains(&self.extraction_nice) {
-            return Err(ConfigError("extraction_nice must be 0-19".into()));
+        if !(0..=19).contains(&self.extraction_nice) || !(0..=19).contains(&self.indexing_nice) {
+            return Err(ConfigError(
+                "extraction_nice and indexing_nice must be 0-19".into(),
+            ));
         }
         if self.extraction_max_attempts == 0 {
             return Err(ConfigError(

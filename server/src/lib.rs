@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
+mod priority;
 pub mod retrieval;
 pub mod store;
 pub mod time;
@@ -27,7 +28,7 @@ use grpc::{control::ControlApi, memory::MemoryApi, workers::WorkerApi};
 use memd_proto::v1::control_service_server::ControlServiceServer;
 use memd_proto::v1::extraction_worker_service_server::ExtractionWorkerServiceServer;
 use memd_proto::v1::memory_service_server::MemoryServiceServer;
-use retrieval::{EventIndex, Indexes, RecordIndex};
+use retrieval::Indexes;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,8 +65,7 @@ pub struct Server {
     store: Arc<Store>,
     auth: Arc<Authenticator>,
     indexes: Arc<Indexes>,
-    /// The index log position the search indexes have applied.
-    indexed: u64,
+    indexer: retrieval::Indexer,
 }
 
 impl Server {
@@ -84,16 +84,17 @@ impl Server {
         let auth = Arc::new(Authenticator::load(&store, config.admin_key.as_deref())?);
         // The search index is derived: bring it in line with RocksDB before serving, so
         // whatever was committed before a crash is searchable right away.
-        let (records, records_at) = RecordIndex::open(&config.data_dir.join("index/records"))?;
-        let (events, events_at) = EventIndex::open(&config.data_dir.join("index/events"))?;
-        let indexes = Indexes { records, events };
-        let indexed = retrieval::catch_up(&store, &indexes, records_at, events_at)?;
+        let (indexes, indexer) = retrieval::Indexer::start(
+            store.clone(),
+            &config.data_dir.join("index"),
+            config.indexing_nice,
+        )?;
         Ok(Self {
             config,
             store,
             auth,
-            indexes: Arc::new(indexes),
-            indexed,
+            indexes,
+            indexer,
         })
     }
 
@@ -113,7 +114,7 @@ impl Server {
             store,
             auth,
             indexes,
-            indexed,
+            indexer,
         } = self;
         let local = listener.local_addr().map_err(|source| ServeError::Io {
             context: "listener address".into(),
@@ -162,12 +163,6 @@ impl Server {
         } else {
             tracing::warn!("extraction_enabled = false: extraction jobs queue up unprocessed");
         }
-        background.push(tokio::spawn(retrieval::run_indexer(
-            store.clone(),
-            indexes.clone(),
-            indexed,
-            stopped(),
-        )));
         let sweep = Duration::from_millis(config.session_sweep_interval_ms);
         background.push(tokio::spawn(lifecycle::run_sweeper(
             store.clone(),
@@ -271,6 +266,7 @@ impl Server {
         for task in background {
             let _ = task.await;
         }
+        let _ = tokio::task::spawn_blocking(move || indexer.stop()).await;
         let flush_store = store.clone();
         match tokio::task::spawn_blocking(move || flush_store.flush()).await {
             Ok(Ok(())) => tracing::info!("store flushed; bye"),

@@ -22,7 +22,7 @@ impl ThreadPool {
             std::thread::Builder::new()
                 .name(format!("memd-extract-{i}"))
                 .spawn(move || {
-                    lower_priority(nice);
+                    crate::priority::lower_current_thread(nice, "extraction");
                     work(&queue);
                 })?;
         }
@@ -43,20 +43,6 @@ fn work(queue: &Mutex<Receiver<Task>>) {
             Ok(task) => task(),
             // The pool was dropped: the server is stopping.
             Err(_) => return,
-        }
-    }
-}
-
-/// Sets this thread's nice value (Linux threads have their own); elsewhere a no-op.
-fn lower_priority(nice: i32) {
-    if nice == 0 {
-        return;
-    }
-    #[cfg(target_os = "linux")]
-    {
-        let tid = rustix::thread::gettid();
-        if let Err(err) = rustix::process::setpriority_process(Some(tid), nice) {
-            tracing::warn!(%err, nice, "cannot lower the extraction threads' priority");
         }
     }
 }

@@ -122,7 +122,10 @@ impl EventIndex {
             .map_err(error)?
             .payload
             .and_then(|p| p.parse::<u64>().ok());
-        let writer = index.writer(WRITER_HEAP).map_err(error)?;
+        // One indexing thread: indexing is background work on a small machine.
+        let writer = index
+            .writer_with_num_threads(1, WRITER_HEAP)
+            .map_err(error)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)

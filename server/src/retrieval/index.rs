@@ -164,7 +164,10 @@ impl RecordIndex {
             .map_err(tantivy_error)?
             .payload
             .and_then(|p| p.parse::<u64>().ok());
-        let writer = index.writer(WRITER_HEAP).map_err(tantivy_error)?;
+        // One indexing thread: indexing is background work on a small machine.
+        let writer = index
+            .writer_with_num_threads(1, WRITER_HEAP)
+            .map_err(tantivy_error)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)

@@ -4,17 +4,19 @@
 
 use super::events_index::EventIndex;
 use super::index::RecordIndex;
-use crate::error::Result;
+use crate::error::{Result, ServiceError};
 use crate::store::Store;
 use crate::store::codec::StoredIndexChange;
 use crate::time::now_us;
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Log entries applied per index commit at most.
 const BATCH: usize = 2000;
 /// How often the indexer looks for new changes: things are searchable within about this.
-const POLL: Duration = Duration::from_millis(100);
+const POLL: Duration = Duration::from_millis(250);
 
 /// The search indexes, which follow the index log together.
 #[derive(Debug)]
@@ -118,25 +120,74 @@ fn rebuild_events(store: &Store, index: &EventIndex) -> Result<u64> {
     Ok(upto)
 }
 
-/// Follows the log until `stop` resolves.
-pub async fn run_indexer(
-    store: Arc<Store>,
-    indexes: Arc<Indexes>,
-    mut applied: u64,
-    stop: impl Future<Output = ()>,
-) {
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = &mut stop => return,
-            () = tokio::time::sleep(POLL) => {}
+/// The indexing thread: opens the indexes, brings them in line with RocksDB, then follows the
+/// index log until stopped.
+#[derive(Debug)]
+pub struct Indexer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Indexer {
+    /// Starts the thread (at nice value `nice`; tantivy's writer threads, started from it,
+    /// inherit it) and returns once the indexes have caught up, so the server serves nothing
+    /// stale after a crash.
+    pub fn start(store: Arc<Store>, dir: &Path, nice: i32) -> Result<(Arc<Indexes>, Self)> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (records_dir, events_dir) = (dir.join("records"), dir.join("events"));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("memd-index".into())
+            .spawn(move || {
+                crate::priority::lower_current_thread(nice, "indexing");
+                let opened = (|| {
+                    let (records, records_at) = RecordIndex::open(&records_dir)?;
+                    let (events, events_at) = EventIndex::open(&events_dir)?;
+                    let indexes = Arc::new(Indexes { records, events });
+                    let applied = catch_up(&store, &indexes, records_at, events_at)?;
+                    Ok::<_, ServiceError>((indexes, applied))
+                })();
+                let (indexes, mut applied) = match opened {
+                    Ok(opened) => opened,
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(indexes.clone()));
+                while !stopping.load(Ordering::Acquire) {
+                    std::thread::sleep(POLL);
+                    match catch_up(&store, &indexes, Some(applied), Some(applied)) {
+                        Ok(position) => applied = position,
+                        Err(err) => tracing::warn!(%err, "indexing failed; retrying"),
+                    }
+                }
+            })
+            .map_err(|err| ServiceError::Internal(format!("starting the indexer: {err}")))?;
+        let indexes = ready_rx
+            .recv()
+            .map_err(|_| ServiceError::Internal("the indexer stopped while starting".into()))??;
+        Ok((
+            indexes,
+            Self {
+                stop,
+                thread: Some(thread),
+            },
+        ))
+    }
+
+    /// Stops following the log (what is committed stays; the rest is replayed next start).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
-        let (store, indexes) = (store.clone(), indexes.clone());
-        let step = move || catch_up(&store, &indexes, Some(applied), Some(applied));
-        match tokio::task::spawn_blocking(step).await {
-            Ok(Ok(position)) => applied = position,
-            Ok(Err(err)) => tracing::warn!(%err, "indexing failed; retrying"),
-            Err(err) => tracing::error!(%err, "the indexer panicked"),
-        }
+    }
+}
+
+impl Drop for Indexer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
     }
 }

@@ -1,6 +1,6 @@
 //! Retrieval: search indexes derived from RocksDB (the source of truth) and the searches the
 //! API runs on them. The BM25 indexes over memory records ([`RecordIndex`]) and events
-//! ([`EventIndex`]) follow the store's index log ([`run_indexer`]); filters, including the caller's tenant policy, are part of
+//! ([`EventIndex`]) follow the store's index log on their own thread ([`Indexer`]); filters, including the caller's tenant policy, are part of
 //! every search query, never applied to a result list afterwards.
 
 mod events_index;
@@ -9,4 +9,4 @@ mod indexer;
 
 pub use events_index::{EventHit, EventIndex, EventSearch};
 pub use index::{Access, RecordHit, RecordIndex, RecordSearch};
-pub use indexer::{Indexes, catch_up, run_indexer};
+pub use indexer::{Indexer, Indexes, catch_up};
