@@ -122,6 +122,76 @@ pub async fn search(ctx: &Globals, args: SearchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `memctl context`: what an agent would load to resume a session.
+#[derive(Debug, clap::Args)]
+pub struct ContextArgs {
+    memory_id: String,
+    actor_id: String,
+    session_id: String,
+    /// What the agent is about to do (default: the session's latest turn).
+    #[arg(long, default_value = "")]
+    query: String,
+    /// Estimated tokens the context may use.
+    #[arg(long, default_value_t = 2000)]
+    token_budget: i32,
+}
+
+pub async fn context(ctx: &Globals, args: ContextArgs) -> anyhow::Result<()> {
+    let client = ctx.client().await?;
+    let context = client
+        .get_context(pb::GetContextRequest {
+            memory_id: args.memory_id,
+            actor_id: args.actor_id,
+            session_id: args.session_id,
+            query: args.query,
+            token_budget: args.token_budget,
+        })
+        .await?;
+    let source = |s: i32| {
+        pb::context_item::Source::try_from(s)
+            .map(|s| s.as_str_name().trim_start_matches("SOURCE_").to_lowercase())
+            .unwrap_or_default()
+    };
+    if ctx.json {
+        print_json(&json!({
+            "tokensUsed": context.tokens_used,
+            "items": context.items.iter().map(|i| json!({
+                "source": source(i.source),
+                "text": i.text,
+                "score": i.score,
+                "memoryRecordId": i.memory_record_id,
+                "eventId": i.event_id,
+                "sessionId": i.session_id,
+                "namespace": i.namespace,
+                "time": time(&i.time),
+                "tokens": i.tokens,
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    table(
+        &["SOURCE", "TEXT", "SCORE", "TOKENS"],
+        context
+            .items
+            .iter()
+            .map(|i| {
+                vec![
+                    source(i.source),
+                    shorten(&i.text, 100),
+                    if i.score > 0.0 {
+                        format!("{:.2}", i.score)
+                    } else {
+                        String::new()
+                    },
+                    i.tokens.to_string(),
+                ]
+            })
+            .collect(),
+    );
+    println!("{} tokens used", context.tokens_used);
+    Ok(())
+}
+
 #[derive(Debug, Subcommand)]
 pub enum NamespacesCommand {
     /// The namespaces that hold live records, with their record counts.

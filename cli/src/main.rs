@@ -58,6 +58,8 @@ enum Command {
     Records(longterm::RecordsCommand),
     /// Long-term records ranked by relevance to a query (BM25).
     Search(longterm::SearchArgs),
+    /// The context an agent would load to resume a session, within a token budget.
+    Context(longterm::ContextArgs),
     /// The namespaces that hold records, with counts.
     #[command(subcommand)]
     Namespaces(longterm::NamespacesCommand),
@@ -141,6 +143,7 @@ async fn main() {
         Command::Events(cmd) => memory::events(&ctx, cmd).await,
         Command::Records(cmd) => longterm::records(&ctx, cmd).await,
         Command::Search(args) => longterm::search(&ctx, args).await,
+        Command::Context(args) => longterm::context(&ctx, args).await,
         Command::Namespaces(cmd) => longterm::namespaces(&ctx, cmd).await,
         Command::Jobs(cmd) => longterm::jobs(&ctx, cmd).await,
         Command::Worker(args) => worker::run(&ctx, args).await,

@@ -455,6 +455,14 @@ impl MemdClient {
             .into_inner())
     }
 
+    /// The context to resume a session with, packed into a token budget.
+    pub async fn get_context(
+        &self,
+        request: pb::GetContextRequest,
+    ) -> Result<pb::GetContextResponse, Status> {
+        Ok(self.memory().get_context(request).await?.into_inner())
+    }
+
     /// An actor's events ranked by relevance to a query.
     pub async fn search_events(
         &self,

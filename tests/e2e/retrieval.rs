@@ -404,3 +404,127 @@ async fn search_events_finds_raw_turns_of_one_actor() {
         "query",
     );
 }
+
+#[tokio::test]
+async fn get_context_packs_summary_turns_records_and_past_events() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let m = admin
+        .create_memory(pb::CreateMemoryRequest {
+            name: "context".into(),
+            strategies: vec![
+                pb::MemoryStrategy {
+                    strategy_id: "facts".into(),
+                    r#type: pb::StrategyType::Semantic as i32,
+                    ..Default::default()
+                },
+                pb::MemoryStrategy {
+                    strategy_id: "summary".into(),
+                    r#type: pb::StrategyType::Summary as i32,
+                    triggers: Some(pb::ExtractionTriggers {
+                        message_count: 1,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .memory_id;
+    let say = |session: &str, text: &str| pb::CreateEventRequest {
+        payload: vec![memd_client::named_turn(pb::Role::User, "Ann", text)],
+        ..memd_tests::text_event(&m, "ann", session, text)
+    };
+    // An earlier session with facts, then the session being resumed.
+    admin
+        .create_event(say("trip", "I booked a kayak tour in Lisbon for the 14th."))
+        .await
+        .unwrap();
+    admin
+        .create_event(say("trip", "My passport expires in March so I renewed it."))
+        .await
+        .unwrap();
+    admin
+        .create_event(say("today", "Can you check the weather for my tour?"))
+        .await
+        .unwrap();
+    admin
+        .create_event(say("today", "I also need a packing list."))
+        .await
+        .unwrap();
+    let context = |query: &str, budget: i32| pb::GetContextRequest {
+        memory_id: m.clone(),
+        actor_id: "ann".into(),
+        session_id: "today".into(),
+        query: query.into(),
+        token_budget: budget,
+    };
+    // Wait for extraction and indexing: the kayak fact must be retrievable.
+    let mut full = None;
+    for _ in 0..150 {
+        let got = admin
+            .get_context(context("kayak tour", 2000))
+            .await
+            .unwrap();
+        let sources: Vec<i32> = got.items.iter().map(|i| i.source).collect();
+        if sources.contains(&(pb::context_item::Source::MemoryRecord as i32))
+            && sources.contains(&(pb::context_item::Source::SessionSummary as i32))
+        {
+            full = Some(got);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let full = full.expect("summary and records in the context");
+    let of = |source: pb::context_item::Source| -> Vec<&pb::ContextItem> {
+        full.items
+            .iter()
+            .filter(|i| i.source == source as i32)
+            .collect()
+    };
+    assert_eq!(of(pb::context_item::Source::SessionSummary).len(), 1);
+    let turns: Vec<&str> = of(pb::context_item::Source::RecentTurn)
+        .iter()
+        .map(|i| i.text.as_str())
+        .collect();
+    assert_eq!(
+        turns,
+        [
+            "Ann: Can you check the weather for my tour?",
+            "Ann: I also need a packing list."
+        ]
+    );
+    let records = of(pb::context_item::Source::MemoryRecord);
+    assert!(
+        records[0].text.contains("kayak tour in Lisbon"),
+        "{records:#?}"
+    );
+    assert!(records[0].score > 0.0 && !records[0].memory_record_id.is_empty());
+    // The kayak event is cited by its record, so it is not repeated as a past event.
+    assert!(
+        of(pb::context_item::Source::PastEvent)
+            .iter()
+            .all(|i| !i.text.contains("kayak")),
+        "{full:#?}"
+    );
+    let total: i32 = full.items.iter().map(|i| i.tokens).sum();
+    assert_eq!(total, full.tokens_used);
+    assert!(full.tokens_used <= 2000);
+
+    // A small budget keeps the most important items and stays within it.
+    let small = admin.get_context(context("kayak tour", 100)).await.unwrap();
+    assert!(
+        small.tokens_used <= 100 && !small.items.is_empty(),
+        "{small:#?}"
+    );
+    assert!(small.items.len() < full.items.len());
+
+    // Bad budgets are rejected.
+    assert_status(
+        admin.get_context(context("kayak", 50)).await,
+        Code::InvalidArgument,
+        "token_budget",
+    );
+}

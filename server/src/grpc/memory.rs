@@ -1,6 +1,6 @@
 //! `memd.v1.MemoryService`: short-term memory (events, actors, sessions).
 
-use super::{blocking, convert, record_batches, records, request_hash, search, validate};
+use super::{blocking, context, convert, record_batches, records, request_hash, search, validate};
 use crate::auth::{Principal, principal};
 use crate::error::ServiceError;
 use crate::extraction::ExtractionWorkers;
@@ -377,6 +377,21 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
     ) -> Reply<pb::SearchEventsResponse> {
         let caller = principal(&request)?;
         let found = search::search_events(
+            self.store.clone(),
+            self.indexes.clone(),
+            caller,
+            request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(found))
+    }
+
+    async fn get_context(
+        &self,
+        request: Request<pb::GetContextRequest>,
+    ) -> Reply<pb::GetContextResponse> {
+        let caller = principal(&request)?;
+        let found = context::get_context(
             self.store.clone(),
             self.indexes.clone(),
             caller,

@@ -1,5 +1,6 @@
 //! Thin gRPC adapters: validate → convert → store call (off the async executor) → convert.
 
+mod context;
 pub mod control;
 pub mod convert;
 pub mod memory;

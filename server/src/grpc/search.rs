@@ -28,7 +28,7 @@ fn keyword_only(field: &str, mode: i32) -> Result<()> {
     }
 }
 
-fn top_k(field: &str, requested: i32) -> Result<usize> {
+pub(super) fn top_k(field: &str, requested: i32) -> Result<usize> {
     match requested {
         0 => Ok(DEFAULT_TOP_K as usize),
         k if (1..=MAX_TOP_K).contains(&k) => Ok(k as usize),
@@ -39,7 +39,7 @@ fn top_k(field: &str, requested: i32) -> Result<usize> {
     }
 }
 
-fn query_text(field: &str, query: &str) -> Result<String> {
+pub(super) fn query_text(field: &str, query: &str) -> Result<String> {
     let query = query.trim();
     if query.is_empty() || query.chars().count() > MAX_QUERY_CHARS {
         return Err(ServiceError::invalid(
@@ -165,6 +165,7 @@ pub async fn retrieve(
         query,
         namespace_prefix: req.namespace,
         strategy_id: Some(criteria.strategy_id).filter(|s| !s.is_empty()),
+        actor_id: None,
         limit: top_k,
         access: Access {
             namespace_prefixes,

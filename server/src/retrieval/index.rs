@@ -79,6 +79,8 @@ pub struct RecordSearch {
     /// Byte prefix of namespaces ("" = all).
     pub namespace_prefix: String,
     pub strategy_id: Option<String>,
+    /// Only records drawn from this actor's events.
+    pub actor_id: Option<String>,
     pub limit: usize,
     pub access: Access,
     pub now_us: u64,
@@ -272,6 +274,9 @@ impl RecordIndex {
         }
         if let Some(strategy) = &search.strategy_id {
             clauses.push(filter(term(f.strategy_id, strategy)));
+        }
+        if let Some(actor) = &search.actor_id {
+            clauses.push(filter(term(f.actor_id, actor)));
         }
         clauses.push(filter(any_of(vec![
             Box::new(TermQuery::new(

@@ -25,7 +25,7 @@ mod sessions;
 
 pub use events::{EventFilterSpec, EventListing, EventView, MetadataCondition, NewEvent};
 pub use jobs::{JobFilter, JobView, Lease, LoadedEvent};
-pub use outbox::{default_triggers, runs_in_process, triggers};
+pub use outbox::{default_triggers, estimate_tokens, runs_in_process, triggers};
 pub use records::{ItemResult, NewRecord, RecordChange, RecordEdit, RecordListing};
 pub use sessions::{SessionTransition, SessionView};
 
