@@ -81,6 +81,7 @@ pub async fn search(ctx: &Globals, args: SearchArgs) -> anyhow::Result<()> {
                 strategy_id: args.strategy,
                 mode: pb::SearchMode::Keyword as i32,
                 min_score: args.min_score,
+                metadata_filters: Vec::new(),
             }),
             ..Default::default()
         })

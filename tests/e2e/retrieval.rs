@@ -528,3 +528,91 @@ async fn get_context_packs_summary_turns_records_and_past_events() {
         "token_budget",
     );
 }
+
+#[tokio::test]
+async fn metadata_filters_apply_inside_the_search() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let m = create_memory(&admin, "meta-search", None).await.memory_id;
+    let with = |text: &str, pairs: &[(&str, &str)]| pb::MemoryRecordInput {
+        metadata: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..record("/facts", "", text)
+    };
+    admin
+        .batch_create_memory_records(
+            &m,
+            vec![
+                with(
+                    "Ann adopted a beagle.",
+                    &[("topic", "pets"), ("source", "chat-2023-05")],
+                ),
+                with("Bob adopted two cats.", &[("topic", "pets")]),
+                with("Cy adopted a new diet.", &[("topic", "health")]),
+            ],
+        )
+        .await
+        .unwrap();
+    searchable(&admin, &m, "adopted", 3).await;
+    let filtered = |filters: Vec<pb::RecordMetadataFilter>| {
+        let mut request = request(&m, "", "adopted");
+        request.search_criteria.as_mut().unwrap().metadata_filters = filters;
+        request
+    };
+    let filter =
+        |key: &str, op: pb::RecordMetadataOperator, value: &str| pb::RecordMetadataFilter {
+            key: key.into(),
+            operator: op as i32,
+            value: value.into(),
+        };
+    use pb::RecordMetadataOperator as Op;
+    let mut pets = texts(
+        &admin,
+        filtered(vec![filter("topic", Op::EqualsTo, "pets")]),
+    )
+    .await;
+    pets.sort();
+    assert_eq!(pets, ["Ann adopted a beagle.", "Bob adopted two cats."]);
+    assert_eq!(
+        texts(&admin, filtered(vec![filter("source", Op::Exists, "")])).await,
+        ["Ann adopted a beagle."]
+    );
+    let mut without = texts(&admin, filtered(vec![filter("source", Op::NotExists, "")])).await;
+    without.sort();
+    assert_eq!(without, ["Bob adopted two cats.", "Cy adopted a new diet."]);
+    assert_eq!(
+        texts(
+            &admin,
+            filtered(vec![filter("source", Op::Contains, "2023-05")])
+        )
+        .await,
+        ["Ann adopted a beagle."]
+    );
+    assert_eq!(
+        texts(
+            &admin,
+            filtered(vec![
+                filter("topic", Op::EqualsTo, "pets"),
+                filter("source", Op::NotExists, "")
+            ])
+        )
+        .await,
+        ["Bob adopted two cats."]
+    );
+    assert_status(
+        admin
+            .retrieve_memory_records(filtered(vec![filter("source", Op::Before, "2024")]))
+            .await,
+        Code::Unimplemented,
+        "BEFORE",
+    );
+    assert_status(
+        admin
+            .retrieve_memory_records(filtered(vec![filter("", Op::Exists, "")]))
+            .await,
+        Code::InvalidArgument,
+        "metadata_filters[0].key",
+    );
+}

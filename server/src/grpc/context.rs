@@ -188,6 +188,7 @@ pub async fn get_context(
                 namespace_prefixes,
                 actor_patterns,
             },
+            metadata: Vec::new(),
             now_us: now,
         })?;
         for hit in record_hits {

@@ -6,7 +6,7 @@ use super::{blocking, convert, validate};
 use crate::auth::Principal;
 use crate::error::{Result, ServiceError};
 use crate::ids;
-use crate::retrieval::{Access, EventSearch, Indexes, RecordSearch};
+use crate::retrieval::{Access, EventSearch, Indexes, MetadataMatch, RecordSearch};
 use crate::store::{Store, page};
 use crate::time::now_us;
 use memd_proto::v1 as pb;
@@ -48,6 +48,40 @@ pub(super) fn query_text(field: &str, query: &str) -> Result<String> {
         ));
     }
     Ok(query.to_string())
+}
+
+/// Metadata filters as index conditions; comparison operators are not available yet.
+fn metadata_matches(filters: &[pb::RecordMetadataFilter]) -> Result<Vec<MetadataMatch>> {
+    use pb::RecordMetadataOperator as Op;
+    filters
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let field = |name: &str| format!("search_criteria.metadata_filters[{i}].{name}");
+            if f.key.is_empty() || f.key.len() > 128 || f.key.contains('\0') {
+                return Err(ServiceError::invalid(field("key"), "must be 1-128 characters without NUL"));
+            }
+            let value = || -> Result<String> {
+                if f.value.is_empty() || f.value.len() > 256 || f.value.contains('\0') {
+                    return Err(ServiceError::invalid(field("value"), "must be 1-256 characters without NUL"));
+                }
+                Ok(f.value.clone())
+            };
+            match Op::try_from(f.operator) {
+                Ok(Op::EqualsTo) => Ok(MetadataMatch::Equals(f.key.clone(), value()?)),
+                Ok(Op::Exists) => Ok(MetadataMatch::Exists(f.key.clone())),
+                Ok(Op::NotExists) => Ok(MetadataMatch::NotExists(f.key.clone())),
+                Ok(Op::Contains) => Ok(MetadataMatch::Contains(f.key.clone(), value()?)),
+                Ok(op @ (Op::Before | Op::After | Op::GreaterThan | Op::GreaterThanOrEquals | Op::LessThan | Op::LessThanOrEquals)) => {
+                    Err(ServiceError::Unimplemented(format!(
+                        "{}: comparison filters are not available yet (EQUALS_TO, EXISTS, NOT_EXISTS and CONTAINS are)",
+                        op.as_str_name()
+                    )))
+                }
+                _ => Err(ServiceError::invalid(field("operator"), "must be a RECORD_METADATA_OPERATOR_* value")),
+            }
+        })
+        .collect()
 }
 
 /// `SearchEvents`: one actor's events, so the key's actor patterns are checked up front and
@@ -159,6 +193,7 @@ pub async fn retrieve(
         }
         None => 0,
     };
+    let metadata = metadata_matches(&criteria.metadata_filters)?;
     let (namespace_prefixes, actor_patterns) = caller.search_scope();
     let search = RecordSearch {
         memory_id: req.memory_id.clone(),
@@ -171,6 +206,7 @@ pub async fn retrieve(
             namespace_prefixes,
             actor_patterns,
         },
+        metadata,
         now_us: now_us(),
     };
     let min_score = criteria.min_score;

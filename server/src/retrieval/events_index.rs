@@ -116,7 +116,25 @@ impl EventIndex {
         };
         let directory = tantivy::directory::MmapDirectory::open(dir)
             .map_err(|err| ServiceError::Internal(format!("opening {}: {err}", dir.display())))?;
-        let index = Index::open_or_create(directory, builder.build()).map_err(error)?;
+        let schema = builder.build();
+        let index = match Index::open_or_create(directory, schema.clone()) {
+            Ok(index) => index,
+            Err(err) => {
+                // Derived data: an index from another schema (an older memd) or a damaged one
+                // is dropped and rebuilt from RocksDB.
+                tracing::warn!(%err, dir = %dir.display(), "search index unusable; rebuilding it");
+                std::fs::remove_dir_all(dir).map_err(|e| {
+                    ServiceError::Internal(format!("removing {}: {e}", dir.display()))
+                })?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    ServiceError::Internal(format!("creating {}: {e}", dir.display()))
+                })?;
+                let directory = tantivy::directory::MmapDirectory::open(dir).map_err(|e| {
+                    ServiceError::Internal(format!("opening {}: {e}", dir.display()))
+                })?;
+                Index::open_or_create(directory, schema).map_err(error)?
+            }
+        };
         let applied = index
             .load_metas()
             .map_err(error)?

@@ -33,6 +33,9 @@ struct Fields {
     actor_id: Field,
     text: Field,
     expire_us: Field,
+    /// Metadata keys, and `key \0 value` pairs.
+    meta_key: Field,
+    meta_pair: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -51,6 +54,8 @@ fn schema() -> (Schema, Fields) {
         actor_id: builder.add_text_field("actor_id", STRING),
         text: builder.add_text_field("text", english),
         expire_us: builder.add_u64_field("expire_us", INDEXED),
+        meta_key: builder.add_text_field("meta_key", STRING),
+        meta_pair: builder.add_text_field("meta_pair", STRING),
     };
     (builder.build(), fields)
 }
@@ -71,6 +76,15 @@ pub struct Access {
     pub actor_patterns: Option<Vec<String>>,
 }
 
+/// A condition on record metadata, applied inside the search.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetadataMatch {
+    Equals(String, String),
+    Exists(String),
+    NotExists(String),
+    Contains(String, String),
+}
+
 /// One search over a memory's records.
 #[derive(Debug, Clone)]
 pub struct RecordSearch {
@@ -83,6 +97,7 @@ pub struct RecordSearch {
     pub actor_id: Option<String>,
     pub limit: usize,
     pub access: Access,
+    pub metadata: Vec<MetadataMatch>,
     pub now_us: u64,
 }
 
@@ -132,6 +147,10 @@ fn glob_regex(glob: &str) -> String {
     out
 }
 
+fn regex_escape_all(text: &str) -> String {
+    text.chars().map(regex_syntax_escape).collect()
+}
+
 fn regex_syntax_escape(c: char) -> String {
     if "\\.+*?()|[]{}^$#&-~".contains(c) {
         format!("\\{c}")
@@ -160,7 +179,24 @@ impl RecordIndex {
         let (schema, fields) = schema();
         let directory = tantivy::directory::MmapDirectory::open(dir)
             .map_err(|err| ServiceError::Internal(format!("opening {}: {err}", dir.display())))?;
-        let index = Index::open_or_create(directory, schema).map_err(tantivy_error)?;
+        let index = match Index::open_or_create(directory, schema.clone()) {
+            Ok(index) => index,
+            Err(err) => {
+                // Derived data: an index from another schema (an older memd) or a damaged one
+                // is dropped and rebuilt from RocksDB.
+                tracing::warn!(%err, dir = %dir.display(), "search index unusable; rebuilding it");
+                std::fs::remove_dir_all(dir).map_err(|e| {
+                    ServiceError::Internal(format!("removing {}: {e}", dir.display()))
+                })?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    ServiceError::Internal(format!("creating {}: {e}", dir.display()))
+                })?;
+                let directory = tantivy::directory::MmapDirectory::open(dir).map_err(|e| {
+                    ServiceError::Internal(format!("opening {}: {e}", dir.display()))
+                })?;
+                Index::open_or_create(directory, schema).map_err(tantivy_error)?
+            }
+        };
         let applied = index
             .load_metas()
             .map_err(tantivy_error)?
@@ -194,20 +230,23 @@ impl RecordIndex {
     pub fn upsert(&self, memory_id: &str, record: &StoredRecord) -> Result<()> {
         let f = self.fields;
         let key = doc_key(memory_id, &record.record_id);
+        let mut document = doc!(
+            f.key => key.as_str(),
+            f.memory_id => memory_id,
+            f.record_id => record.record_id.as_str(),
+            f.namespace => record.namespace.as_str(),
+            f.strategy_id => record.strategy_id.as_str(),
+            f.actor_id => record.actor_id.as_str(),
+            f.text => record.text.as_str(),
+            f.expire_us => record.expire_us,
+        );
+        for (name, value) in &record.metadata {
+            document.add_text(f.meta_key, name);
+            document.add_text(f.meta_pair, format!("{name}\0{value}"));
+        }
         let writer = self.writer();
         writer.delete_term(Term::from_field_text(f.key, &key));
-        writer
-            .add_document(doc!(
-                f.key => key,
-                f.memory_id => memory_id,
-                f.record_id => record.record_id.as_str(),
-                f.namespace => record.namespace.as_str(),
-                f.strategy_id => record.strategy_id.as_str(),
-                f.actor_id => record.actor_id.as_str(),
-                f.text => record.text.as_str(),
-                f.expire_us => record.expire_us,
-            ))
-            .map_err(tantivy_error)?;
+        writer.add_document(document).map_err(tantivy_error)?;
         Ok(())
     }
 
@@ -277,6 +316,24 @@ impl RecordIndex {
         }
         if let Some(actor) = &search.actor_id {
             clauses.push(filter(term(f.actor_id, actor)));
+        }
+        for condition in &search.metadata {
+            match condition {
+                MetadataMatch::Equals(key, value) => {
+                    clauses.push(filter(term(f.meta_pair, &format!("{key}\0{value}"))))
+                }
+                MetadataMatch::Exists(key) => clauses.push(filter(term(f.meta_key, key))),
+                MetadataMatch::NotExists(key) => {
+                    clauses.push((Occur::MustNot, term(f.meta_key, key)))
+                }
+                MetadataMatch::Contains(key, value) => {
+                    let pattern =
+                        format!("{}\0.*{}.*", regex_escape_all(key), regex_escape_all(value));
+                    let regex =
+                        RegexQuery::from_pattern(&pattern, f.meta_pair).map_err(tantivy_error)?;
+                    clauses.push(filter(Box::new(regex)));
+                }
+            }
         }
         clauses.push(filter(any_of(vec![
             Box::new(TermQuery::new(

@@ -8,5 +8,5 @@ mod index;
 mod indexer;
 
 pub use events_index::{EventHit, EventIndex, EventSearch};
-pub use index::{Access, RecordHit, RecordIndex, RecordSearch};
+pub use index::{Access, MetadataMatch, RecordHit, RecordIndex, RecordSearch};
 pub use indexer::{Indexer, Indexes, catch_up};
