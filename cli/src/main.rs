@@ -68,6 +68,8 @@ enum Command {
     Jobs(longterm::JobsCommand),
     /// Run an extraction worker against a server (leases jobs, extracts, completes them).
     Worker(worker::WorkerArgs),
+    /// Rebuild the search indexes from RocksDB (needs a global admin key).
+    Reindex,
     /// Check that the server is up and serving (gRPC health); exit 1 if not.
     Health,
     /// Retrieval quality evaluations.
@@ -121,6 +123,22 @@ async fn health(ctx: &Globals) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn reindex(ctx: &Globals) -> anyhow::Result<()> {
+    let done = ctx.client().await?.reindex().await?;
+    if ctx.json {
+        output::print_json(&serde_json::json!({
+            "recordsIndexed": done.records_indexed,
+            "eventsIndexed": done.events_indexed,
+        }));
+    } else {
+        println!(
+            "reindexed {} records and {} events",
+            done.records_indexed, done.events_indexed
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
@@ -147,6 +165,7 @@ async fn main() {
         Command::Namespaces(cmd) => longterm::namespaces(&ctx, cmd).await,
         Command::Jobs(cmd) => longterm::jobs(&ctx, cmd).await,
         Command::Worker(args) => worker::run(&ctx, args).await,
+        Command::Reindex => reindex(&ctx).await,
         Command::Health => health(&ctx).await,
         Command::Bench(cmd) => bench::run(&ctx, cmd).await,
         Command::Eval(cmd) => eval::run(&ctx, cmd).await,

@@ -250,6 +250,15 @@ impl MemdClient {
         )
     }
 
+    /// Rebuilds the search indexes from RocksDB (global admin).
+    pub async fn reindex(&self) -> Result<pb::ReindexResponse, Status> {
+        Ok(self
+            .control()
+            .reindex(pb::ReindexRequest {})
+            .await?
+            .into_inner())
+    }
+
     pub async fn create_api_key(
         &self,
         name: impl Into<String>,

@@ -188,8 +188,12 @@ impl Server {
             .build_v1alpha()?;
         let interceptor = AuthInterceptor(auth.clone());
         let control = InterceptedService::new(
-            ControlServiceServer::new(ControlApi::new(store.clone(), auth.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            ControlServiceServer::new(ControlApi::new(
+                store.clone(),
+                auth.clone(),
+                indexer.reindex_handle(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
             interceptor.clone(),
         );
         let memory = InterceptedService::new(

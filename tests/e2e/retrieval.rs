@@ -616,3 +616,41 @@ async fn metadata_filters_apply_inside_the_search() {
         "metadata_filters[0].key",
     );
 }
+
+#[tokio::test]
+async fn reindex_rebuilds_online_and_needs_a_global_admin() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let m = create_memory(&admin, "reindex", None).await.memory_id;
+    seed(&admin, &m).await;
+    admin
+        .create_event(memd_tests::text_event(
+            &m,
+            "acme/ann",
+            "s1",
+            "The kayak tour is on Saturday.",
+        ))
+        .await
+        .unwrap();
+    let done = admin.reindex().await.unwrap();
+    assert_eq!((done.records_indexed, done.events_indexed), (4, 1));
+    assert_eq!(texts(&admin, request(&m, "", "adopted")).await.len(), 2);
+    let key = admin
+        .create_api_key(
+            "reader",
+            pb::ApiKeyPolicy {
+                memory_ids: vec![m.clone()],
+                actor_patterns: vec!["*".into()],
+                namespace_prefixes: vec!["/".into()],
+                actions: vec![pb::api_key_policy::Action::Admin as i32],
+            },
+        )
+        .await
+        .unwrap();
+    let scoped_admin = server.client(Some(&key.secret)).await;
+    assert_status(
+        scoped_admin.reindex().await,
+        Code::PermissionDenied,
+        "manage",
+    );
+}

@@ -4,6 +4,7 @@ use super::{blocking, convert, request_hash, validate};
 use crate::auth::{Authenticator, principal};
 use crate::error::ServiceError;
 use crate::ids;
+use crate::retrieval::ReindexHandle;
 use crate::store::codec::StoredMemory;
 use crate::store::{Store, page};
 use crate::time::now_us;
@@ -17,11 +18,16 @@ use tonic::{Request, Response, Status};
 pub struct ControlApi {
     store: Arc<Store>,
     auth: Arc<Authenticator>,
+    reindex: ReindexHandle,
 }
 
 impl ControlApi {
-    pub fn new(store: Arc<Store>, auth: Arc<Authenticator>) -> Self {
-        Self { store, auth }
+    pub fn new(store: Arc<Store>, auth: Arc<Authenticator>, reindex: ReindexHandle) -> Self {
+        Self {
+            store,
+            auth,
+            reindex,
+        }
     }
 }
 
@@ -212,5 +218,15 @@ impl pb::control_service_server::ControlService for ControlApi {
         let (store, auth) = (self.store.clone(), self.auth.clone());
         blocking(move || auth.revoke_key(&store, &key_id, now_us())).await?;
         Ok(Response::new(()))
+    }
+
+    async fn reindex(&self, request: Request<pb::ReindexRequest>) -> Reply<pb::ReindexResponse> {
+        principal(&request)?.require_global_admin()?;
+        let handle = self.reindex.clone();
+        let (records, events) = blocking(move || handle.reindex()).await?;
+        Ok(Response::new(pb::ReindexResponse {
+            records_indexed: records as i64,
+            events_indexed: events as i64,
+        }))
     }
 }

@@ -90,6 +90,10 @@ pub fn catch_up(
 }
 
 fn rebuild_records(store: &Store, index: &RecordIndex) -> Result<u64> {
+    rebuild_records_counted(store, index).map(|(upto, _)| upto)
+}
+
+fn rebuild_records_counted(store: &Store, index: &RecordIndex) -> Result<(u64, usize)> {
     // Read the log position first: changes made during the scan are replayed after it.
     let upto = store.last_index_seq()?;
     index.clear()?;
@@ -100,10 +104,14 @@ fn rebuild_records(store: &Store, index: &RecordIndex) -> Result<u64> {
     })?;
     index.commit(upto)?;
     tracing::info!(records = count, "rebuilt the records search index");
-    Ok(upto)
+    Ok((upto, count))
 }
 
 fn rebuild_events(store: &Store, index: &EventIndex) -> Result<u64> {
+    rebuild_events_counted(store, index).map(|(upto, _)| upto)
+}
+
+fn rebuild_events_counted(store: &Store, index: &EventIndex) -> Result<(u64, usize)> {
     let upto = store.last_index_seq()?;
     index.clear()?;
     let now = now_us();
@@ -117,7 +125,35 @@ fn rebuild_events(store: &Store, index: &EventIndex) -> Result<u64> {
     })?;
     index.commit(upto)?;
     tracing::info!(events = count, "rebuilt the events search index");
-    Ok(upto)
+    Ok((upto, count))
+}
+
+/// Records and events indexed by a rebuild.
+pub type Rebuilt = (usize, usize);
+
+type ReindexReply = std::sync::mpsc::SyncSender<Result<Rebuilt>>;
+
+/// Asks the indexing thread to rebuild both indexes from RocksDB.
+#[derive(Debug, Clone)]
+pub struct ReindexHandle(std::sync::mpsc::Sender<ReindexReply>);
+
+impl ReindexHandle {
+    /// Blocks until the rebuild is done.
+    pub fn reindex(&self) -> Result<Rebuilt> {
+        let (reply, done) = std::sync::mpsc::sync_channel(1);
+        self.0
+            .send(reply)
+            .map_err(|_| ServiceError::Internal("the indexer is not running".into()))?;
+        done.recv()
+            .map_err(|_| ServiceError::Internal("the indexer stopped during the rebuild".into()))?
+    }
+}
+
+fn rebuild_both(store: &Store, indexes: &Indexes) -> Result<(u64, Rebuilt)> {
+    let (records_at, records) = rebuild_records_counted(store, &indexes.records)?;
+    let (events_at, events) = rebuild_events_counted(store, &indexes.events)?;
+    let applied = catch_up(store, indexes, Some(records_at), Some(events_at))?;
+    Ok((applied, (records, events)))
 }
 
 /// The indexing thread: opens the indexes, brings them in line with RocksDB, then follows the
@@ -126,6 +162,7 @@ fn rebuild_events(store: &Store, index: &EventIndex) -> Result<u64> {
 pub struct Indexer {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    reindex: ReindexHandle,
 }
 
 impl Indexer {
@@ -137,6 +174,7 @@ impl Indexer {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (records_dir, events_dir) = (dir.join("records"), dir.join("events"));
         let stopping = stop.clone();
+        let (reindex_tx, reindex_rx) = std::sync::mpsc::channel::<ReindexReply>();
         let thread = std::thread::Builder::new()
             .name("memd-index".into())
             .spawn(move || {
@@ -157,7 +195,21 @@ impl Indexer {
                 };
                 let _ = ready_tx.send(Ok(indexes.clone()));
                 while !stopping.load(Ordering::Acquire) {
-                    std::thread::sleep(POLL);
+                    match reindex_rx.recv_timeout(POLL) {
+                        Ok(reply) => {
+                            let rebuilt =
+                                rebuild_both(&store, &indexes).map(|(position, counts)| {
+                                    applied = position;
+                                    counts
+                                });
+                            let _ = reply.send(rebuilt);
+                            continue;
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                            std::thread::sleep(POLL)
+                        }
+                    }
                     match catch_up(&store, &indexes, Some(applied), Some(applied)) {
                         Ok(position) => applied = position,
                         Err(err) => tracing::warn!(%err, "indexing failed; retrying"),
@@ -173,8 +225,14 @@ impl Indexer {
             Self {
                 stop,
                 thread: Some(thread),
+                reindex: ReindexHandle(reindex_tx),
             },
         ))
+    }
+
+    /// A handle that asks this indexer for a full rebuild.
+    pub fn reindex_handle(&self) -> ReindexHandle {
+        self.reindex.clone()
     }
 
     /// Stops following the log (what is committed stays; the rest is replayed next start).

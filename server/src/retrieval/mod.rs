@@ -9,4 +9,4 @@ mod indexer;
 
 pub use events_index::{EventHit, EventIndex, EventSearch};
 pub use index::{Access, MetadataMatch, RecordHit, RecordIndex, RecordSearch};
-pub use indexer::{Indexer, Indexes, catch_up};
+pub use indexer::{Indexer, Indexes, Rebuilt, ReindexHandle, catch_up};
