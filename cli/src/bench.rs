@@ -21,6 +21,8 @@ pub enum BenchCommand {
     /// Extraction lag and rate under full CreateEvent load, and CreateEvent throughput with
     /// extraction on vs. off.
     Extract(crate::bench_extract::ExtractArgs),
+    /// RetrieveMemoryRecords latency over synthetic records vs. the bare index search.
+    Retrieve(crate::bench_retrieve::RetrieveArgs),
 }
 
 #[derive(Debug, Args)]
@@ -49,7 +51,7 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    fn from(mut latencies_us: Vec<u32>, measured: Duration) -> Self {
+    pub(crate) fn from(mut latencies_us: Vec<u32>, measured: Duration) -> Self {
         latencies_us.sort_unstable();
         let pct = |p: f64| {
             if latencies_us.is_empty() {
@@ -166,7 +168,7 @@ fn rocksdb_floor(
 /// An in-process server on a temp dir (development mode, loopback).
 pub(crate) struct LocalServer {
     pub endpoint: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -196,10 +198,15 @@ impl LocalServer {
         });
         Ok(Self {
             endpoint,
-            _dir: dir,
+            dir,
             stop: Some(tx),
             task,
         })
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     pub async fn stop(mut self) {
@@ -319,6 +326,7 @@ pub async fn run(ctx: &Globals, command: BenchCommand) -> anyhow::Result<()> {
     let args = match command {
         BenchCommand::Write(args) => args,
         BenchCommand::Extract(args) => return crate::bench_extract::run(ctx, args).await,
+        BenchCommand::Retrieve(args) => return crate::bench_retrieve::run(ctx, args).await,
     };
     anyhow::ensure!(
         args.concurrency.iter().all(|&c| c > 0),

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_extract;
+mod bench_retrieve;
 mod control;
 mod eval;
 mod longterm;
