@@ -307,6 +307,13 @@ impl RecordIndex {
                 upper,
             ))
         };
+        let searcher = self.reader.searcher();
+        // A filter that matches every document only stops tantivy from pruning: the expiry
+        // filter is left out when no record expires (hydration re-checks expiry anyway). The
+        // memory filter always stays: another memory's documents must not even take a slot.
+        let live = searcher.num_docs();
+        let matches_all =
+            |t: &Term| -> Result<bool> { Ok(searcher.doc_freq(t).map_err(tantivy_error)? >= live) };
         clauses.push(filter(term(f.memory_id, &search.memory_id)));
         if !search.namespace_prefix.is_empty() {
             clauses.push(filter(prefix(&search.namespace_prefix)));
@@ -335,16 +342,18 @@ impl RecordIndex {
                 }
             }
         }
-        clauses.push(filter(any_of(vec![
-            Box::new(TermQuery::new(
-                Term::from_field_u64(f.expire_us, 0),
-                IndexRecordOption::Basic,
-            )),
-            Box::new(RangeQuery::new(
-                Bound::Excluded(Term::from_field_u64(f.expire_us, search.now_us)),
-                Bound::Unbounded,
-            )),
-        ])));
+        if !matches_all(&Term::from_field_u64(f.expire_us, 0))? {
+            clauses.push(filter(any_of(vec![
+                Box::new(TermQuery::new(
+                    Term::from_field_u64(f.expire_us, 0),
+                    IndexRecordOption::Basic,
+                )),
+                Box::new(RangeQuery::new(
+                    Bound::Excluded(Term::from_field_u64(f.expire_us, search.now_us)),
+                    Bound::Unbounded,
+                )),
+            ])));
+        }
         if let Some(prefixes) = &search.access.namespace_prefixes
             && !prefixes.iter().any(|p| p == "*" || p.is_empty())
         {
@@ -363,7 +372,6 @@ impl RecordIndex {
             clauses.push(filter(any_of(allowed)));
         }
         let query = BooleanQuery::new(clauses);
-        let searcher = self.reader.searcher();
         let top = searcher
             .search(
                 &query,
@@ -387,6 +395,64 @@ impl RecordIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(id: &str, text: &str, expire_us: u64) -> StoredRecord {
+        StoredRecord {
+            record_id: id.into(),
+            namespace: "/ns".into(),
+            text: text.into(),
+            expire_us,
+            ..Default::default()
+        }
+    }
+
+    fn ids(index: &RecordIndex, memory_id: &str, query: &str, now_us: u64) -> Vec<String> {
+        let mut found: Vec<String> = index
+            .search(&RecordSearch {
+                memory_id: memory_id.into(),
+                query: query.into(),
+                namespace_prefix: String::new(),
+                strategy_id: None,
+                actor_id: None,
+                limit: 10,
+                access: Access::default(),
+                metadata: Vec::new(),
+                now_us,
+            })
+            .unwrap()
+            .into_iter()
+            .map(|h| h.record_id)
+            .collect();
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn memory_and_expiry_filters_hold_whether_or_not_they_can_be_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, applied) = RecordIndex::open(dir.path()).unwrap();
+        assert_eq!(applied, None, "a new index has applied nothing");
+        index.upsert("m1", &record("a", "kayak tour", 0)).unwrap();
+        index.commit(1).unwrap();
+        // One memory, nothing expiring: both filters match everything.
+        assert_eq!(ids(&index, "m1", "kayak", 100), ["a"]);
+        assert!(ids(&index, "m2", "kayak", 100).is_empty());
+        index
+            .upsert("m1", &record("b", "kayak rental", 50))
+            .unwrap();
+        index.upsert("m2", &record("c", "kayak shop", 0)).unwrap();
+        index.commit(2).unwrap();
+        assert_eq!(ids(&index, "m1", "kayak", 10), ["a", "b"]);
+        assert_eq!(ids(&index, "m1", "kayak", 100), ["a"], "b expired at 50");
+        assert_eq!(ids(&index, "m2", "kayak", 100), ["c"]);
+        drop(index);
+        let (_, applied) = RecordIndex::open(dir.path()).unwrap();
+        assert_eq!(
+            applied,
+            Some(2),
+            "the commit payload is the applied log position"
+        );
+    }
 
     #[test]
     fn globs_become_anchored_regexes() {
