@@ -547,10 +547,25 @@ async fn metadata_filters_apply_inside_the_search() {
             vec![
                 with(
                     "Ann adopted a beagle.",
-                    &[("topic", "pets"), ("source", "chat-2023-05")],
+                    &[
+                        ("topic", "pets"),
+                        ("source", "chat-2023-05"),
+                        ("cost", "120"),
+                        ("at", "2023-05-07T10:00:00Z"),
+                    ],
                 ),
-                with("Bob adopted two cats.", &[("topic", "pets")]),
-                with("Cy adopted a new diet.", &[("topic", "health")]),
+                with(
+                    "Bob adopted two cats.",
+                    &[
+                        ("topic", "pets"),
+                        ("cost", "-5.5"),
+                        ("at", "2024-01-02T00:00:00Z"),
+                    ],
+                ),
+                with(
+                    "Cy adopted a new diet.",
+                    &[("topic", "health"), ("cost", "120.0")],
+                ),
             ],
         )
         .await
@@ -601,12 +616,47 @@ async fn metadata_filters_apply_inside_the_search() {
         .await,
         ["Bob adopted two cats."]
     );
+    // Comparisons read numbers and RFC 3339 times.
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let by = |key: &str, op: Op, value: &str| filtered(vec![filter(key, op, value)]);
+    assert_eq!(
+        sorted(texts(&admin, by("cost", Op::GreaterThanOrEquals, "120")).await),
+        ["Ann adopted a beagle.", "Cy adopted a new diet."]
+    );
+    assert!(
+        texts(&admin, by("cost", Op::GreaterThan, "120"))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        texts(&admin, by("cost", Op::LessThan, "0")).await,
+        ["Bob adopted two cats."]
+    );
+    assert_eq!(
+        sorted(texts(&admin, by("cost", Op::LessThanOrEquals, "120")).await),
+        [
+            "Ann adopted a beagle.",
+            "Bob adopted two cats.",
+            "Cy adopted a new diet."
+        ]
+    );
+    assert_eq!(
+        texts(&admin, by("at", Op::Before, "2024-01-01T00:00:00Z")).await,
+        ["Ann adopted a beagle."]
+    );
+    assert_eq!(
+        texts(&admin, by("at", Op::After, "2024-01-01T00:00:00Z")).await,
+        ["Bob adopted two cats."]
+    );
     assert_status(
         admin
-            .retrieve_memory_records(filtered(vec![filter("source", Op::Before, "2024")]))
+            .retrieve_memory_records(by("source", Op::Before, "soon"))
             .await,
-        Code::Unimplemented,
-        "BEFORE",
+        Code::InvalidArgument,
+        "metadata_filters[0].value",
     );
     assert_status(
         admin

@@ -6,7 +6,9 @@ use super::{blocking, convert, validate};
 use crate::auth::Principal;
 use crate::error::{Result, ServiceError};
 use crate::ids;
-use crate::retrieval::{Access, EventSearch, Indexes, MetadataMatch, RecordSearch};
+use crate::retrieval::{
+    Access, EventSearch, Indexes, MetadataMatch, RecordSearch, metadata_number,
+};
 use crate::store::{Store, page};
 use crate::time::now_us;
 use memd_proto::v1 as pb;
@@ -59,11 +61,17 @@ fn metadata_matches(filters: &[pb::RecordMetadataFilter]) -> Result<Vec<Metadata
         .map(|(i, f)| {
             let field = |name: &str| format!("search_criteria.metadata_filters[{i}].{name}");
             if f.key.is_empty() || f.key.len() > 128 || f.key.contains('\0') {
-                return Err(ServiceError::invalid(field("key"), "must be 1-128 characters without NUL"));
+                return Err(ServiceError::invalid(
+                    field("key"),
+                    "must be 1-128 characters without NUL",
+                ));
             }
             let value = || -> Result<String> {
                 if f.value.is_empty() || f.value.len() > 256 || f.value.contains('\0') {
-                    return Err(ServiceError::invalid(field("value"), "must be 1-256 characters without NUL"));
+                    return Err(ServiceError::invalid(
+                        field("value"),
+                        "must be 1-256 characters without NUL",
+                    ));
                 }
                 Ok(f.value.clone())
             };
@@ -72,13 +80,37 @@ fn metadata_matches(filters: &[pb::RecordMetadataFilter]) -> Result<Vec<Metadata
                 Ok(Op::Exists) => Ok(MetadataMatch::Exists(f.key.clone())),
                 Ok(Op::NotExists) => Ok(MetadataMatch::NotExists(f.key.clone())),
                 Ok(Op::Contains) => Ok(MetadataMatch::Contains(f.key.clone(), value()?)),
-                Ok(op @ (Op::Before | Op::After | Op::GreaterThan | Op::GreaterThanOrEquals | Op::LessThan | Op::LessThanOrEquals)) => {
-                    Err(ServiceError::Unimplemented(format!(
-                        "{}: comparison filters are not available yet (EQUALS_TO, EXISTS, NOT_EXISTS and CONTAINS are)",
-                        op.as_str_name()
-                    )))
+                Ok(
+                    op @ (Op::Before
+                    | Op::After
+                    | Op::GreaterThan
+                    | Op::GreaterThanOrEquals
+                    | Op::LessThan
+                    | Op::LessThanOrEquals),
+                ) => {
+                    let raw = value()?;
+                    let number = metadata_number(&raw).ok_or_else(|| {
+                        ServiceError::invalid(
+                            field("value"),
+                            format!(
+                                "{} needs a number or an RFC 3339 time, not {raw:?}",
+                                op.as_str_name()
+                            ),
+                        )
+                    })?;
+                    use std::ops::Bound::{Excluded, Included, Unbounded};
+                    let (lower, upper) = match op {
+                        Op::After | Op::GreaterThan => (Excluded(number), Unbounded),
+                        Op::GreaterThanOrEquals => (Included(number), Unbounded),
+                        Op::Before | Op::LessThan => (Unbounded, Excluded(number)),
+                        _ => (Unbounded, Included(number)),
+                    };
+                    Ok(MetadataMatch::Range(f.key.clone(), lower, upper))
                 }
-                _ => Err(ServiceError::invalid(field("operator"), "must be a RECORD_METADATA_OPERATOR_* value")),
+                _ => Err(ServiceError::invalid(
+                    field("operator"),
+                    "must be a RECORD_METADATA_OPERATOR_* value",
+                )),
             }
         })
         .collect()

@@ -36,6 +36,9 @@ struct Fields {
     /// Metadata keys, and `key \0 value` pairs.
     meta_key: Field,
     meta_pair: Field,
+    /// `key \0 sortable(number)` for values that are numbers or RFC 3339 times (as epoch
+    /// seconds): term ranges compare them numerically.
+    meta_num: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -56,6 +59,7 @@ fn schema() -> (Schema, Fields) {
         expire_us: builder.add_u64_field("expire_us", INDEXED),
         meta_key: builder.add_text_field("meta_key", STRING),
         meta_pair: builder.add_text_field("meta_pair", STRING),
+        meta_num: builder.add_text_field("meta_num", STRING),
     };
     (builder.build(), fields)
 }
@@ -83,6 +87,31 @@ pub enum MetadataMatch {
     Exists(String),
     NotExists(String),
     Contains(String, String),
+    /// The value, read as a number (or an RFC 3339 time, in epoch seconds), lies within the
+    /// bounds.
+    Range(String, Bound<f64>, Bound<f64>),
+}
+
+/// A metadata value as a number: a decimal number, or an RFC 3339 time in epoch seconds.
+pub fn metadata_number(value: &str) -> Option<f64> {
+    let value = value.trim();
+    if let Ok(number) = value.parse::<f64>() {
+        return number.is_finite().then_some(number);
+    }
+    chrono::DateTime::parse_from_rfc3339(value)
+        .ok()
+        .map(|t| t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9)
+}
+
+/// Order-preserving text for a number: byte order of the terms is numeric order.
+fn numeric_term(key: &str, number: f64) -> String {
+    let bits = number.to_bits();
+    let sortable = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
+    format!("{key}\0{sortable:016x}")
 }
 
 /// One search over a memory's records.
@@ -243,6 +272,9 @@ impl RecordIndex {
         for (name, value) in &record.metadata {
             document.add_text(f.meta_key, name);
             document.add_text(f.meta_pair, format!("{name}\0{value}"));
+            if let Some(number) = metadata_number(value) {
+                document.add_text(f.meta_num, numeric_term(name, number));
+            }
         }
         let writer = self.writer();
         writer.delete_term(Term::from_field_text(f.key, &key));
@@ -332,6 +364,23 @@ impl RecordIndex {
                 MetadataMatch::Exists(key) => clauses.push(filter(term(f.meta_key, key))),
                 MetadataMatch::NotExists(key) => {
                     clauses.push((Occur::MustNot, term(f.meta_key, key)))
+                }
+                MetadataMatch::Range(key, lower, upper) => {
+                    let at = |n: f64| Term::from_field_text(f.meta_num, &numeric_term(key, n));
+                    // A key's numbers all lie in [`key \0`, `key \x01`).
+                    let edge =
+                        |suffix: &str| Term::from_field_text(f.meta_num, &format!("{key}{suffix}"));
+                    let lower = match lower {
+                        Bound::Included(n) => Bound::Included(at(*n)),
+                        Bound::Excluded(n) => Bound::Excluded(at(*n)),
+                        Bound::Unbounded => Bound::Included(edge("\0")),
+                    };
+                    let upper = match upper {
+                        Bound::Included(n) => Bound::Included(at(*n)),
+                        Bound::Excluded(n) => Bound::Excluded(at(*n)),
+                        Bound::Unbounded => Bound::Excluded(edge("\u{1}")),
+                    };
+                    clauses.push(filter(Box::new(RangeQuery::new(lower, upper))));
                 }
                 MetadataMatch::Contains(key, value) => {
                     let pattern =
@@ -452,6 +501,21 @@ mod tests {
             Some(2),
             "the commit payload is the applied log position"
         );
+    }
+
+    #[test]
+    fn numeric_terms_sort_like_numbers() {
+        let values = [-1e9, -2.5, -0.0, 0.0, 1.0, 2.5, 10.0, 1e12];
+        let terms: Vec<String> = values.iter().map(|v| numeric_term("k", *v)).collect();
+        let mut sorted = terms.clone();
+        sorted.sort();
+        assert_eq!(terms, sorted);
+        assert_eq!(
+            metadata_number("2024-03-01T00:00:00Z"),
+            Some(1_709_251_200.0)
+        );
+        assert_eq!(metadata_number(" 42 "), Some(42.0));
+        assert_eq!(metadata_number("pets"), None);
     }
 
     #[test]

@@ -8,5 +8,5 @@ mod index;
 mod indexer;
 
 pub use events_index::{EventHit, EventIndex, EventSearch};
-pub use index::{Access, MetadataMatch, RecordHit, RecordIndex, RecordSearch};
+pub use index::{Access, MetadataMatch, RecordHit, RecordIndex, RecordSearch, metadata_number};
 pub use indexer::{Indexer, Indexes, Rebuilt, ReindexHandle, catch_up};
