@@ -521,6 +521,26 @@ async fn get_context_packs_summary_turns_records_and_past_events() {
     );
     assert!(small.items.len() < full.items.len());
 
+    // A key for other actors gets nothing of ann's, not even an empty context.
+    let other_key = admin
+        .create_api_key(
+            "others",
+            pb::ApiKeyPolicy {
+                memory_ids: vec![m.clone()],
+                actor_patterns: vec!["acme/*".into()],
+                namespace_prefixes: vec!["/".into()],
+                actions: vec![pb::api_key_policy::Action::Read as i32],
+            },
+        )
+        .await
+        .unwrap();
+    let other = server.client(Some(&other_key.secret)).await;
+    assert_status(
+        other.get_context(context("kayak tour", 2000)).await,
+        Code::PermissionDenied,
+        "ann",
+    );
+
     // Bad budgets are rejected.
     assert_status(
         admin.get_context(context("kayak", 50)).await,
