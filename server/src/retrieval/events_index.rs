@@ -2,21 +2,16 @@
 //! is searchable too. Same lifecycle as the records index: it follows the index log and
 //! records the last applied entry in its commit payload.
 
-use crate::error::{Result, ServiceError};
+use super::tantivy_index::{TantivyIndex, english, error, filter};
+use crate::error::Result;
 use crate::store::EventView;
 use crate::store::codec::StoredContent;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Mutex;
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
-use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
-    TextOptions, Value,
-};
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
-
-const WRITER_HEAP: usize = 64 << 20;
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, Value};
+use tantivy::{TantivyDocument, Term, doc};
 
 #[derive(Debug, Clone, Copy)]
 struct Fields {
@@ -26,10 +21,6 @@ struct Fields {
     session: Field,
     text: Field,
     ts_us: Field,
-}
-
-fn error(err: tantivy::TantivyError) -> ServiceError {
-    ServiceError::Internal(format!("events index: {err}"))
 }
 
 /// `memory \0 actor`: one term per actor, for actor-scoped searches and erasure.
@@ -60,9 +51,7 @@ pub struct EventHit {
 
 /// The events index.
 pub struct EventIndex {
-    index: Index,
-    writer: Mutex<IndexWriter>,
-    reader: IndexReader,
+    inner: TantivyIndex,
     fields: Fields,
 }
 
@@ -98,76 +87,23 @@ fn event_text(view: &EventView) -> String {
 impl EventIndex {
     /// Opens (creating) the index in `dir`, with the log position it has applied.
     pub fn open(dir: &Path) -> Result<(Self, Option<u64>)> {
-        std::fs::create_dir_all(dir)
-            .map_err(|err| ServiceError::Internal(format!("creating {}: {err}", dir.display())))?;
         let mut builder = Schema::builder();
-        let english = TextOptions::default().set_indexing_options(
-            TextFieldIndexing::default()
-                .set_tokenizer("en_stem")
-                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-        );
         let fields = Fields {
             key: builder.add_bytes_field("key", INDEXED | STORED),
             memory_id: builder.add_text_field("memory_id", STRING),
             actor: builder.add_text_field("actor", STRING),
             session: builder.add_text_field("session", STRING),
-            text: builder.add_text_field("text", english),
+            text: builder.add_text_field("text", english()),
             ts_us: builder.add_u64_field("ts_us", INDEXED | FAST),
         };
-        let directory = tantivy::directory::MmapDirectory::open(dir)
-            .map_err(|err| ServiceError::Internal(format!("opening {}: {err}", dir.display())))?;
-        let schema = builder.build();
-        let index = match Index::open_or_create(directory, schema.clone()) {
-            Ok(index) => index,
-            Err(err) => {
-                // Derived data: an index from another schema (an older memd) or a damaged one
-                // is dropped and rebuilt from RocksDB.
-                tracing::warn!(%err, dir = %dir.display(), "search index unusable; rebuilding it");
-                std::fs::remove_dir_all(dir).map_err(|e| {
-                    ServiceError::Internal(format!("removing {}: {e}", dir.display()))
-                })?;
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    ServiceError::Internal(format!("creating {}: {e}", dir.display()))
-                })?;
-                let directory = tantivy::directory::MmapDirectory::open(dir).map_err(|e| {
-                    ServiceError::Internal(format!("opening {}: {e}", dir.display()))
-                })?;
-                Index::open_or_create(directory, schema).map_err(error)?
-            }
-        };
-        let applied = index
-            .load_metas()
-            .map_err(error)?
-            .payload
-            .and_then(|p| p.parse::<u64>().ok());
-        // One indexing thread: indexing is background work on a small machine.
-        let writer = index
-            .writer_with_num_threads(1, WRITER_HEAP)
-            .map_err(error)?;
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()
-            .map_err(error)?;
-        Ok((
-            Self {
-                index,
-                writer: Mutex::new(writer),
-                reader,
-                fields,
-            },
-            applied,
-        ))
-    }
-
-    fn writer(&self) -> std::sync::MutexGuard<'_, IndexWriter> {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+        let (inner, applied) = TantivyIndex::open(dir, builder.build())?;
+        Ok((Self { inner, fields }, applied))
     }
 
     /// Adds or replaces an event (events without text are removed).
     pub fn upsert(&self, key: &[u8], view: &EventView) -> Result<()> {
         let f = self.fields;
-        let writer = self.writer();
+        let writer = self.inner.writer();
         writer.delete_term(Term::from_field_bytes(f.key, key));
         let text = event_text(view);
         if text.trim().is_empty() {
@@ -187,45 +123,38 @@ impl EventIndex {
     }
 
     pub fn delete(&self, key: &[u8]) {
-        self.writer()
+        self.inner
+            .writer()
             .delete_term(Term::from_field_bytes(self.fields.key, key));
     }
 
     pub fn delete_actor(&self, memory_id: &str, actor_id: &str) {
         let term = actor_term(memory_id, actor_id);
-        self.writer()
+        self.inner
+            .writer()
             .delete_term(Term::from_field_text(self.fields.actor, &term));
     }
 
     pub fn delete_memory(&self, memory_id: &str) {
-        self.writer()
+        self.inner
+            .writer()
             .delete_term(Term::from_field_text(self.fields.memory_id, memory_id));
     }
 
     pub fn clear(&self) -> Result<()> {
-        self.writer().delete_all_documents().map_err(error)?;
-        Ok(())
+        self.inner.clear()
     }
 
     /// Commits, remembering the log position `applied`.
     pub fn commit(&self, applied: u64) -> Result<()> {
-        {
-            let mut writer = self.writer();
-            let mut prepared = writer.prepare_commit().map_err(error)?;
-            prepared.set_payload(&applied.to_string());
-            prepared.commit().map_err(error)?;
-        }
-        self.reader.reload().map_err(error)
+        self.inner.commit(applied)
     }
 
     /// The best `limit` events of one actor for the query, within sessions and times.
     pub fn search(&self, search: &EventSearch) -> Result<Vec<EventHit>> {
         let f = self.fields;
-        let parser = QueryParser::for_index(&self.index, vec![f.text]);
+        let parser = QueryParser::for_index(&self.inner.index, vec![f.text]);
         let (text_query, _) = parser.parse_query_lenient(&search.query);
-        let filter = |q: Box<dyn Query>| -> (Occur, Box<dyn Query>) {
-            (Occur::Must, Box::new(BoostQuery::new(q, 0.0)))
-        };
         let term = |field: Field, value: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(
                 Term::from_field_text(field, value),
@@ -257,7 +186,7 @@ impl EventIndex {
             });
             clauses.push(filter(Box::new(RangeQuery::new(lower, upper))));
         }
-        let searcher = self.reader.searcher();
+        let searcher = self.inner.searcher();
         let top = searcher
             .search(
                 &BooleanQuery::new(clauses),

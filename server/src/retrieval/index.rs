@@ -5,23 +5,15 @@
 //! the sequence number of the last index-log entry it applied: that is where catching up
 //! resumes after a restart.
 
-use crate::error::{Result, ServiceError};
+use super::tantivy_index::{TantivyIndex, english, error as tantivy_error, filter};
+use crate::error::Result;
 use crate::store::codec::StoredRecord;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Mutex;
 use tantivy::collector::TopDocs;
-use tantivy::query::{
-    BooleanQuery, BoostQuery, Occur, Query, QueryParser, RangeQuery, RegexQuery, TermQuery,
-};
-use tantivy::schema::{
-    Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
-    Value,
-};
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
-
-/// Heap of the index writer (shared by its threads).
-const WRITER_HEAP: usize = 64 << 20;
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, RegexQuery, TermQuery};
+use tantivy::schema::{Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, Value};
+use tantivy::{TantivyDocument, Term, doc};
 
 #[derive(Debug, Clone, Copy)]
 struct Fields {
@@ -43,11 +35,6 @@ struct Fields {
 
 fn schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
-    let english = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default()
-            .set_tokenizer("en_stem")
-            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-    );
     let fields = Fields {
         key: builder.add_text_field("key", STRING),
         memory_id: builder.add_text_field("memory_id", STRING),
@@ -55,17 +42,13 @@ fn schema() -> (Schema, Fields) {
         namespace: builder.add_text_field("namespace", STRING),
         strategy_id: builder.add_text_field("strategy_id", STRING),
         actor_id: builder.add_text_field("actor_id", STRING),
-        text: builder.add_text_field("text", english),
+        text: builder.add_text_field("text", english()),
         expire_us: builder.add_u64_field("expire_us", INDEXED),
         meta_key: builder.add_text_field("meta_key", STRING),
         meta_pair: builder.add_text_field("meta_pair", STRING),
         meta_num: builder.add_text_field("meta_num", STRING),
     };
     (builder.build(), fields)
-}
-
-fn tantivy_error(err: tantivy::TantivyError) -> ServiceError {
-    ServiceError::Internal(format!("search index: {err}"))
 }
 
 fn doc_key(memory_id: &str, record_id: &str) -> String {
@@ -139,9 +122,7 @@ pub struct RecordHit {
 
 /// The records index.
 pub struct RecordIndex {
-    index: Index,
-    writer: Mutex<IndexWriter>,
-    reader: IndexReader,
+    inner: TantivyIndex,
     fields: Fields,
 }
 
@@ -188,11 +169,6 @@ fn regex_syntax_escape(c: char) -> String {
     }
 }
 
-/// A filter: must match, adds nothing to the score.
-fn filter(query: Box<dyn Query>) -> (Occur, Box<dyn Query>) {
-    (Occur::Must, Box::new(BoostQuery::new(query, 0.0)))
-}
-
 fn any_of(queries: Vec<Box<dyn Query>>) -> Box<dyn Query> {
     Box::new(BooleanQuery::new(
         queries.into_iter().map(|q| (Occur::Should, q)).collect(),
@@ -203,56 +179,9 @@ impl RecordIndex {
     /// Opens the index in `dir` (creating it); returns it with the log position it has applied
     /// (`None` for a new or unreadable index: it must be rebuilt from the store).
     pub fn open(dir: &Path) -> Result<(Self, Option<u64>)> {
-        std::fs::create_dir_all(dir)
-            .map_err(|err| ServiceError::Internal(format!("creating {}: {err}", dir.display())))?;
         let (schema, fields) = schema();
-        let directory = tantivy::directory::MmapDirectory::open(dir)
-            .map_err(|err| ServiceError::Internal(format!("opening {}: {err}", dir.display())))?;
-        let index = match Index::open_or_create(directory, schema.clone()) {
-            Ok(index) => index,
-            Err(err) => {
-                // Derived data: an index from another schema (an older memd) or a damaged one
-                // is dropped and rebuilt from RocksDB.
-                tracing::warn!(%err, dir = %dir.display(), "search index unusable; rebuilding it");
-                std::fs::remove_dir_all(dir).map_err(|e| {
-                    ServiceError::Internal(format!("removing {}: {e}", dir.display()))
-                })?;
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    ServiceError::Internal(format!("creating {}: {e}", dir.display()))
-                })?;
-                let directory = tantivy::directory::MmapDirectory::open(dir).map_err(|e| {
-                    ServiceError::Internal(format!("opening {}: {e}", dir.display()))
-                })?;
-                Index::open_or_create(directory, schema).map_err(tantivy_error)?
-            }
-        };
-        let applied = index
-            .load_metas()
-            .map_err(tantivy_error)?
-            .payload
-            .and_then(|p| p.parse::<u64>().ok());
-        // One indexing thread: indexing is background work on a small machine.
-        let writer = index
-            .writer_with_num_threads(1, WRITER_HEAP)
-            .map_err(tantivy_error)?;
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()
-            .map_err(tantivy_error)?;
-        Ok((
-            Self {
-                index,
-                writer: Mutex::new(writer),
-                reader,
-                fields,
-            },
-            applied,
-        ))
-    }
-
-    fn writer(&self) -> std::sync::MutexGuard<'_, IndexWriter> {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+        let (inner, applied) = TantivyIndex::open(dir, schema)?;
+        Ok((Self { inner, fields }, applied))
     }
 
     /// Adds or replaces a live record.
@@ -276,7 +205,7 @@ impl RecordIndex {
                 document.add_text(f.meta_num, numeric_term(name, number));
             }
         }
-        let writer = self.writer();
+        let writer = self.inner.writer();
         writer.delete_term(Term::from_field_text(f.key, &key));
         writer.add_document(document).map_err(tantivy_error)?;
         Ok(())
@@ -285,41 +214,33 @@ impl RecordIndex {
     /// Removes a record (deleted, superseded, or gone with its actor).
     pub fn delete(&self, memory_id: &str, record_id: &str) {
         let key = doc_key(memory_id, record_id);
-        self.writer()
+        self.inner
+            .writer()
             .delete_term(Term::from_field_text(self.fields.key, &key));
     }
 
     /// Removes every record of a memory.
     pub fn delete_memory(&self, memory_id: &str) {
-        self.writer()
+        self.inner
+            .writer()
             .delete_term(Term::from_field_text(self.fields.memory_id, memory_id));
     }
 
-    /// Commits what was added and deleted, remembering the log position `applied`, and makes
-    /// it visible to searches.
+    /// Commits what was added and deleted, remembering the log position `applied`.
     pub fn commit(&self, applied: u64) -> Result<()> {
-        {
-            let mut writer = self.writer();
-            let mut prepared = writer.prepare_commit().map_err(tantivy_error)?;
-            prepared.set_payload(&applied.to_string());
-            prepared.commit().map_err(tantivy_error)?;
-        }
-        self.reader.reload().map_err(tantivy_error)
+        self.inner.commit(applied)
     }
 
     /// Drops every document (before a rebuild).
     pub fn clear(&self) -> Result<()> {
-        self.writer()
-            .delete_all_documents()
-            .map_err(tantivy_error)?;
-        Ok(())
+        self.inner.clear()
     }
 
     /// The best `limit` live records of the memory for the query, filtered by namespace,
     /// strategy, expiry and the caller's access, all inside the query.
     pub fn search(&self, search: &RecordSearch) -> Result<Vec<RecordHit>> {
         let f = self.fields;
-        let parser = QueryParser::for_index(&self.index, vec![f.text]);
+        let parser = QueryParser::for_index(&self.inner.index, vec![f.text]);
         // Lenient: user text is not query syntax; what cannot be parsed is left out.
         let (text_query, _) = parser.parse_query_lenient(&search.query);
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text_query)];
@@ -339,7 +260,7 @@ impl RecordIndex {
                 upper,
             ))
         };
-        let searcher = self.reader.searcher();
+        let searcher = self.inner.searcher();
         // A filter that matches every document only stops tantivy from pruning: the expiry
         // filter is left out when no record expires (hydration re-checks expiry anyway). The
         // memory filter always stays: another memory's documents must not even take a slot.

@@ -6,6 +6,7 @@
 mod events_index;
 mod index;
 mod indexer;
+mod tantivy_index;
 
 pub use events_index::{EventHit, EventIndex, EventSearch};
 pub use index::{Access, MetadataMatch, RecordHit, RecordIndex, RecordSearch, metadata_number};

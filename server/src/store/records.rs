@@ -410,12 +410,14 @@ impl Store {
 pub type ItemResult = Result<String>;
 
 impl Store {
-    /// Creates records written through the API in one batch. Items that failed validation
-    /// come in as errors and go out unchanged; each other item succeeds or fails on its own.
-    pub fn create_records(
+    /// The frame of every batch call on records: serialised API writes, items that failed
+    /// validation passed through unchanged, the others applied by `apply` to one batch that
+    /// commits atomically (`apply`'s own error aborts the whole call: storage failed).
+    fn record_writes<T>(
         &self,
         memory_id: &str,
-        items: Vec<Result<NewRecord>>,
+        items: Vec<Result<T>>,
+        mut apply: impl FnMut(&mut WriteBatch, T) -> Result<ItemResult>,
     ) -> Result<Vec<ItemResult>> {
         self.memory(memory_id)?;
         let _memory_gate = self.memory_gate.blocking_read();
@@ -425,15 +427,26 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner());
         let mut batch = WriteBatch::default();
         let mut results = Vec::with_capacity(items.len());
-        let mut tokens_in_call: BTreeMap<String, (Vec<u8>, String)> = BTreeMap::new();
         for item in items {
-            let new = match item {
-                Ok(new) => new,
-                Err(err) => {
-                    results.push(Err(err));
-                    continue;
-                }
-            };
+            results.push(match item {
+                Ok(item) => apply(&mut batch, item)?,
+                Err(invalid) => Err(invalid),
+            });
+        }
+        self.commit(batch)?;
+        self.bump_records_generation();
+        Ok(results)
+    }
+
+    /// Creates records written through the API in one batch. Items that failed validation
+    /// come in as errors and go out unchanged; each other item succeeds or fails on its own.
+    pub fn create_records(
+        &self,
+        memory_id: &str,
+        items: Vec<Result<NewRecord>>,
+    ) -> Result<Vec<ItemResult>> {
+        let mut tokens_in_call: BTreeMap<String, (Vec<u8>, String)> = BTreeMap::new();
+        self.record_writes(memory_id, items, |batch, new| {
             let record = new.record;
             if !record.client_token.is_empty() {
                 let key = keys::record_token_key(memory_id, &record.client_token);
@@ -449,7 +462,7 @@ impl Store {
                         }),
                 };
                 if let Some((hash, id)) = earlier {
-                    results.push(if hash == new.request_hash {
+                    return Ok(if hash == new.request_hash {
                         Ok(id)
                     } else {
                         Err(ServiceError::AlreadyExists(format!(
@@ -457,7 +470,6 @@ impl Store {
                             record.client_token
                         )))
                     });
-                    continue;
                 }
                 let token = codec::StoredToken {
                     request_hash: new.request_hash.clone(),
@@ -470,12 +482,9 @@ impl Store {
                     (new.request_hash, record.record_id.clone()),
                 );
             }
-            self.put_record(&mut batch, memory_id, &record, true);
-            results.push(Ok(record.record_id));
-        }
-        self.commit(batch)?;
-        self.bump_records_generation();
-        Ok(results)
+            self.put_record(batch, memory_id, &record, true);
+            Ok(Ok(record.record_id))
+        })
     }
 
     /// Rewrites live records the caller may see (`visible`); earlier versions go to history.
@@ -486,33 +495,17 @@ impl Store {
         now_us: u64,
         visible: impl Fn(&StoredRecord) -> bool,
     ) -> Result<Vec<ItemResult>> {
-        self.memory(memory_id)?;
-        let _memory_gate = self.memory_gate.blocking_read();
-        let _writes = self
-            .record_api_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut batch = WriteBatch::default();
-        let mut results = Vec::with_capacity(items.len());
         let mut touched: BTreeMap<String, StoredRecord> = BTreeMap::new();
-        for item in items {
-            let edit = match item {
-                Ok(edit) => edit,
-                Err(err) => {
-                    results.push(Err(err));
-                    continue;
-                }
-            };
+        self.record_writes(memory_id, items, |batch, edit| {
             let current = match touched.get(&edit.record_id) {
                 Some(record) => Some(record.clone()),
                 None => self.stored_record(memory_id, &edit.record_id)?,
             };
             let Some(old) = current.filter(|r| readable(r, now_us) && visible(r)) else {
-                results.push(Err(ServiceError::not_found(format!(
+                return Ok(Err(ServiceError::not_found(format!(
                     "memory record {}",
                     edit.record_id
                 ))));
-                continue;
             };
             let mut new = old.clone();
             if let Some(text) = edit.text {
@@ -526,14 +519,11 @@ impl Store {
             }
             new.version += 1;
             new.update_us = now_us;
-            self.archive(&mut batch, memory_id, &old);
-            self.put_record(&mut batch, memory_id, &new, true);
+            self.archive(batch, memory_id, &old);
+            self.put_record(batch, memory_id, &new, true);
             touched.insert(new.record_id.clone(), new);
-            results.push(Ok(edit.record_id));
-        }
-        self.commit(batch)?;
-        self.bump_records_generation();
-        Ok(results)
+            Ok(Ok(edit.record_id))
+        })
     }
 
     /// Deletes records the caller may see, with their history and index entries.
@@ -544,38 +534,20 @@ impl Store {
         now_us: u64,
         visible: impl Fn(&StoredRecord) -> bool,
     ) -> Result<Vec<ItemResult>> {
-        self.memory(memory_id)?;
-        let _memory_gate = self.memory_gate.blocking_read();
-        let _writes = self
-            .record_api_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut batch = WriteBatch::default();
-        let mut results = Vec::with_capacity(ids.len());
         let mut deleted = std::collections::BTreeSet::new();
-        for id in ids {
-            let id = match id {
-                Ok(id) => id,
-                Err(err) => {
-                    results.push(Err(err));
-                    continue;
-                }
-            };
+        self.record_writes(memory_id, ids, |batch, id| {
             let record = self
                 .stored_record(memory_id, &id)?
                 .filter(|r| r.expire_us == 0 || r.expire_us > now_us)
                 .filter(|r| visible(r));
-            match record {
+            Ok(match record {
                 Some(record) if deleted.insert(id.clone()) => {
-                    self.erase_record(&mut batch, memory_id, &record);
-                    results.push(Ok(id));
+                    self.erase_record(batch, memory_id, &record);
+                    Ok(id)
                 }
-                _ => results.push(Err(ServiceError::not_found(format!("memory record {id}")))),
-            }
-        }
-        self.commit(batch)?;
-        self.bump_records_generation();
-        Ok(results)
+                _ => Err(ServiceError::not_found(format!("memory record {id}"))),
+            })
+        })
     }
 }
 
