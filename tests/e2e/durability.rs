@@ -4,7 +4,9 @@
 
 use futures::TryStreamExt;
 use memd_client::{MemdClient, pb};
-use memd_tests::{ADMIN_KEY, create_memory, memd_binary, text_event, text_of};
+use memd_tests::{
+    ADMIN_KEY, create_memory, extraction_jobs, memd_binary, memory_records, text_event, text_of,
+};
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::Stdio;
@@ -160,29 +162,6 @@ fn fact(memory_id: &str, writer: usize, i: usize) -> pb::CreateEventRequest {
     }
 }
 
-async fn all_records(client: &MemdClient, memory_id: &str) -> Vec<pb::MemoryRecord> {
-    client
-        .all_memory_records(pb::ListMemoryRecordsRequest {
-            memory_id: memory_id.into(),
-            ..Default::default()
-        })
-        .try_collect()
-        .await
-        .unwrap()
-}
-
-async fn pending_jobs(client: &MemdClient, memory_id: &str) -> usize {
-    let jobs: Vec<pb::ExtractionJob> = client
-        .all_extraction_jobs(pb::ListMemoryExtractionJobsRequest {
-            memory_id: memory_id.into(),
-            ..Default::default()
-        })
-        .try_collect()
-        .await
-        .unwrap();
-    jobs.len()
-}
-
 /// SIGKILL while events are appended and extracted: after a restart every stored event is
 /// extracted exactly once in effect (one record per fact, naming its event, no duplicates).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -225,8 +204,8 @@ async fn extraction_completes_exactly_once_across_sigkill() {
     // Kill once extraction has committed some records while jobs are still queued.
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        if all_records(&admin, &memory_id).await.len() >= 100
-            && pending_jobs(&admin, &memory_id).await > 0
+        if memory_records(&admin, &memory_id, "").await.len() >= 100
+            && !extraction_jobs(&admin, &memory_id).await.is_empty()
         {
             break;
         }
@@ -250,7 +229,7 @@ async fn extraction_completes_exactly_once_across_sigkill() {
     }
     let mut settled = false;
     for _ in 0..600 {
-        if pending_jobs(&client, &memory_id).await == 0 {
+        if extraction_jobs(&client, &memory_id).await.is_empty() {
             settled = true;
             break;
         }
@@ -258,7 +237,7 @@ async fn extraction_completes_exactly_once_across_sigkill() {
     }
     assert!(settled, "extraction did not drain after the restart");
 
-    let records = all_records(&client, &memory_id).await;
+    let records = memory_records(&client, &memory_id, "").await;
     let mut sources = std::collections::HashMap::new();
     let mut texts = HashSet::new();
     for record in &records {

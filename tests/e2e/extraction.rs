@@ -4,7 +4,7 @@
 use crate::assert_status;
 use futures::TryStreamExt;
 use memd_client::{MemdClient, pb};
-use memd_tests::TestServer;
+use memd_tests::{TestServer, extraction_jobs as jobs, memory_records as records};
 use std::time::Duration;
 use tonic::Code;
 
@@ -37,29 +37,6 @@ fn said(
         client_token: token.into(),
         ..Default::default()
     }
-}
-
-async fn records(client: &MemdClient, memory_id: &str, namespace: &str) -> Vec<pb::MemoryRecord> {
-    client
-        .all_memory_records(pb::ListMemoryRecordsRequest {
-            memory_id: memory_id.into(),
-            namespace: namespace.into(),
-            ..Default::default()
-        })
-        .try_collect()
-        .await
-        .expect("list records")
-}
-
-async fn jobs(client: &MemdClient, memory_id: &str) -> Vec<pb::ExtractionJob> {
-    client
-        .all_extraction_jobs(pb::ListMemoryExtractionJobsRequest {
-            memory_id: memory_id.into(),
-            ..Default::default()
-        })
-        .try_collect()
-        .await
-        .expect("list jobs")
 }
 
 /// Polls until the job queue is empty and `done` holds (at most 20 s).

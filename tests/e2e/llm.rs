@@ -6,9 +6,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use futures::TryStreamExt;
-use memd_client::{MemdClient, pb};
-use memd_tests::TestServer;
+use memd_client::pb;
+use memd_tests::{TestServer, extraction_jobs as jobs};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -75,17 +74,6 @@ async fn start_fake() -> (Arc<Fake>, String) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (fake, format!("http://{addr}/v1"))
-}
-
-async fn jobs(client: &MemdClient, memory_id: &str) -> Vec<pb::ExtractionJob> {
-    client
-        .all_extraction_jobs(pb::ListMemoryExtractionJobsRequest {
-            memory_id: memory_id.into(),
-            ..Default::default()
-        })
-        .try_collect()
-        .await
-        .unwrap()
 }
 
 async fn wait_for<T, F, Fut>(what: &str, probe: F) -> T

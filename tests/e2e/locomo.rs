@@ -6,7 +6,7 @@
 
 use futures::TryStreamExt;
 use memd_client::{MemdClient, pb};
-use memd_tests::TestServer;
+use memd_tests::{TestServer, memory_records as all_records};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -34,22 +34,6 @@ fn session_time(text: &str) -> i64 {
     chrono::NaiveDateTime::parse_from_str(text, "%I:%M %p on %d %B, %Y")
         .map(|t| t.and_utc().timestamp())
         .unwrap_or(0)
-}
-
-async fn all_records(
-    client: &MemdClient,
-    memory_id: &str,
-    namespace: &str,
-) -> Vec<pb::MemoryRecord> {
-    client
-        .all_memory_records(pb::ListMemoryRecordsRequest {
-            memory_id: memory_id.into(),
-            namespace: namespace.into(),
-            ..Default::default()
-        })
-        .try_collect()
-        .await
-        .unwrap()
 }
 
 fn strategy(id: &str, kind: pb::StrategyType) -> pb::MemoryStrategy {

@@ -3,9 +3,8 @@
 //! `memctl worker` runs the built-in extractor remotely.
 
 use crate::assert_status;
-use futures::TryStreamExt;
 use memd_client::{MemdClient, pb};
-use memd_tests::{ADMIN_KEY, TestServer, memctl_binary};
+use memd_tests::{ADMIN_KEY, TestServer, extraction_jobs as jobs, memctl_binary};
 use tonic::Code;
 
 fn said(memory_id: &str, actor: &str, text: &str) -> pb::CreateEventRequest {
@@ -42,17 +41,6 @@ async fn complete(
         .complete_extraction_job(request)
         .await?
         .into_inner())
-}
-
-async fn jobs(client: &MemdClient, memory_id: &str) -> Vec<pb::ExtractionJob> {
-    client
-        .all_extraction_jobs(pb::ListMemoryExtractionJobsRequest {
-            memory_id: memory_id.into(),
-            ..Default::default()
-        })
-        .try_collect()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -185,3 +185,34 @@ fn workspace_binary(name: &str, env: &str) -> PathBuf {
     );
     binary
 }
+
+/// Every live record of a memory under a namespace prefix ("" = all).
+pub async fn memory_records(
+    client: &MemdClient,
+    memory_id: &str,
+    namespace: &str,
+) -> Vec<pb::MemoryRecord> {
+    use futures::TryStreamExt;
+    client
+        .all_memory_records(pb::ListMemoryRecordsRequest {
+            memory_id: memory_id.into(),
+            namespace: namespace.into(),
+            ..Default::default()
+        })
+        .try_collect()
+        .await
+        .expect("list records")
+}
+
+/// Every unfinished extraction job of a memory.
+pub async fn extraction_jobs(client: &MemdClient, memory_id: &str) -> Vec<pb::ExtractionJob> {
+    use futures::TryStreamExt;
+    client
+        .all_extraction_jobs(pb::ListMemoryExtractionJobsRequest {
+            memory_id: memory_id.into(),
+            ..Default::default()
+        })
+        .try_collect()
+        .await
+        .expect("list jobs")
+}
