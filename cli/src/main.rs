@@ -71,6 +71,8 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Rebuild the search indexes from RocksDB (needs a global admin key).
     Reindex,
+    /// How far the search indexes lag behind the store (needs a global admin key).
+    Indexes,
     /// Check that the server is up and serving (gRPC health); exit 1 if not.
     Health,
     /// Retrieval quality evaluations.
@@ -130,11 +132,43 @@ async fn reindex(ctx: &Globals) -> anyhow::Result<()> {
         output::print_json(&serde_json::json!({
             "recordsIndexed": done.records_indexed,
             "eventsIndexed": done.events_indexed,
+            "vectorsRebuilding": done.vectors_rebuilding,
         }));
     } else {
         println!(
-            "reindexed {} records and {} events",
-            done.records_indexed, done.events_indexed
+            "reindexed {} records and {} events{}",
+            done.records_indexed,
+            done.events_indexed,
+            if done.vectors_rebuilding {
+                "; re-embedding them in the background (memctl indexes shows progress)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+async fn indexes(ctx: &Globals) -> anyhow::Result<()> {
+    let status = ctx.client().await?.index_status().await?;
+    if ctx.json {
+        output::print_json(&serde_json::json!({
+            "keywordPending": status.keyword_pending,
+            "vectorsPending": status.vectors_pending,
+            "vectorsRebuilding": status.vectors_rebuilding,
+            "embeddingModel": status.embedding_model,
+        }));
+    } else {
+        println!(
+            "keyword index: {} changes pending\nembeddings ({}): {} changes pending{}",
+            status.keyword_pending,
+            status.embedding_model,
+            status.vectors_pending,
+            if status.vectors_rebuilding {
+                ", re-embedding everything"
+            } else {
+                ""
+            }
         );
     }
     Ok(())
@@ -167,6 +201,7 @@ async fn main() {
         Command::Jobs(cmd) => longterm::jobs(&ctx, cmd).await,
         Command::Worker(args) => worker::run(&ctx, args).await,
         Command::Reindex => reindex(&ctx).await,
+        Command::Indexes => indexes(&ctx).await,
         Command::Health => health(&ctx).await,
         Command::Bench(cmd) => bench::run(&ctx, cmd).await,
         Command::Eval(cmd) => eval::run(&ctx, cmd).await,

@@ -259,6 +259,15 @@ impl MemdClient {
             .into_inner())
     }
 
+    /// How far the search indexes lag behind the store (global admin).
+    pub async fn index_status(&self) -> Result<pb::IndexStatus, Status> {
+        Ok(self
+            .control()
+            .get_index_status(pb::GetIndexStatusRequest {})
+            .await?
+            .into_inner())
+    }
+
     pub async fn create_api_key(
         &self,
         name: impl Into<String>,

@@ -56,6 +56,25 @@ pub struct Config {
     /// A directory whose semantic.md, preference.md, summary.md or episodic.md replace the
     /// built-in prompts.
     pub llm_prompts_dir: Option<PathBuf>,
+    /// The embedding model of semantic and hybrid search: a fastembed catalogue model (its
+    /// hub name, e.g. `sentence-transformers/all-MiniLM-L6-v2`, downloaded into
+    /// `embedding_cache_dir` on first use), or `off` (keyword search only).
+    pub embedding_model: String,
+    /// A local model instead (offline installs): a directory with `model.onnx`,
+    /// `tokenizer.json`, `config.json`, `special_tokens_map.json`, `tokenizer_config.json`.
+    pub embedding_model_dir: Option<PathBuf>,
+    /// Pooling of the local model's token vectors: `mean` (sentence-transformers models such
+    /// as MiniLM) or `cls` (BGE-style models).
+    pub embedding_pooling: String,
+    /// Tokens embedded per text (longer texts are truncated).
+    pub embedding_max_length: usize,
+    /// Where downloaded models are kept (default: `<data_dir>/models`).
+    pub embedding_cache_dir: Option<PathBuf>,
+    /// Threads embedding search queries (each holds a copy of the model).
+    pub embedding_query_threads: usize,
+    /// The ONNX Runtime shared library (default: `ORT_DYLIB_PATH`, then `libonnxruntime.so`
+    /// on the library path).
+    pub onnxruntime_path: Option<PathBuf>,
     /// `text` or `json`.
     pub log_format: String,
     /// A tracing filter, e.g. `info` or `memd_server=debug,info`.
@@ -116,6 +135,13 @@ impl Default for Config {
             llm_tokens_per_minute: 0,
             llm_max_output_tokens: 1024,
             llm_prompts_dir: None,
+            embedding_model: "sentence-transformers/all-MiniLM-L6-v2".into(),
+            embedding_model_dir: None,
+            embedding_pooling: "mean".into(),
+            embedding_max_length: 256,
+            embedding_cache_dir: None,
+            embedding_query_threads: 2,
+            onnxruntime_path: None,
             log_format: "text".into(),
             log_level: "info".into(),
         }
@@ -146,7 +172,7 @@ pub struct Overrides {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-const ENV_KEYS: [&str; 27] = [
+const ENV_KEYS: [&str; 34] = [
     "listen",
     "data_dir",
     "metrics_listen",
@@ -172,6 +198,13 @@ const ENV_KEYS: [&str; 27] = [
     "llm_tokens_per_minute",
     "llm_max_output_tokens",
     "llm_prompts_dir",
+    "embedding_model",
+    "embedding_model_dir",
+    "embedding_pooling",
+    "embedding_max_length",
+    "embedding_cache_dir",
+    "embedding_query_threads",
+    "onnxruntime_path",
     "log_format",
     "log_level",
 ];
@@ -244,6 +277,7 @@ impl Config {
                 "session_sweep_interval_ms must be positive".into(),
             ));
         }
+        self.embedding_settings()?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(ConfigError(format!(
                 "log_format must be text or json, not {:?}",
@@ -251,6 +285,56 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// How to load the embedding model; `None` when semantic search is off.
+    pub fn embedding_settings(
+        &self,
+    ) -> Result<Option<crate::embedding::EmbeddingSettings>, ConfigError> {
+        use crate::embedding::{EmbeddingSettings, ModelSource};
+        if self.embedding_model.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let source = match &self.embedding_model_dir {
+            Some(dir) => ModelSource::Local {
+                dir: dir.clone(),
+                pooling: match self.embedding_pooling.as_str() {
+                    "mean" => fastembed::Pooling::Mean,
+                    "cls" => fastembed::Pooling::Cls,
+                    other => {
+                        return Err(ConfigError(format!(
+                            "embedding_pooling must be mean or cls, not {other:?}"
+                        )));
+                    }
+                },
+            },
+            None => ModelSource::Hub {
+                model: EmbeddingSettings::catalogue_model(&self.embedding_model).ok_or_else(
+                    || {
+                        ConfigError(format!(
+                            "embedding_model {:?} is not in fastembed's catalogue; use a hub name such as sentence-transformers/all-MiniLM-L6-v2, set embedding_model_dir to a local model, or \"off\"",
+                            self.embedding_model
+                        ))
+                    },
+                )?,
+                cache_dir: self
+                    .embedding_cache_dir
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("models")),
+            },
+        };
+        if !(16..=8192).contains(&self.embedding_max_length) {
+            return Err(ConfigError("embedding_max_length must be 16-8192".into()));
+        }
+        if !(1..=64).contains(&self.embedding_query_threads) {
+            return Err(ConfigError("embedding_query_threads must be 1-64".into()));
+        }
+        Ok(Some(EmbeddingSettings {
+            source,
+            onnxruntime: self.onnxruntime_path.clone(),
+            max_length: self.embedding_max_length,
+            query_threads: self.embedding_query_threads,
+        }))
     }
 
     /// Whether no admin key is configured (anonymous callers act as admin).
@@ -270,12 +354,14 @@ impl Config {
         }
     }
 
-    /// A configuration for tests: data in `dir`, no metrics endpoint, fast sweeps.
+    /// A configuration for tests: data in `dir`, no metrics endpoint, fast sweeps, keyword
+    /// search only (tests that need embeddings turn them on).
     pub fn for_test(dir: &Path) -> Self {
         Self {
             data_dir: dir.to_path_buf(),
             metrics_listen: "off".into(),
             session_sweep_interval_ms: 100,
+            embedding_model: "off".into(),
             ..Self::default()
         }
     }

@@ -30,6 +30,12 @@ pub enum ServiceError {
     /// The request asks for something this server does not do (yet).
     #[error("{0}")]
     Unimplemented(String),
+    /// A needed part (the embedding model, ONNX Runtime) is not available.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Too much work is queued (e.g. query embeddings); retry later.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A storage or runtime failure; the detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -73,6 +79,8 @@ impl From<ServiceError> for Status {
             ServiceError::PermissionDenied(_) => Code::PermissionDenied,
             ServiceError::DataLoss(_) => Code::DataLoss,
             ServiceError::Unimplemented(_) => Code::Unimplemented,
+            ServiceError::Unavailable(_) => Code::Unavailable,
+            ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
             ServiceError::Internal(_) => Code::Internal,
         };
         match err {

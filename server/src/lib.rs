@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod embedding;
 pub mod error;
 pub mod extraction;
 pub mod grpc;
@@ -28,7 +29,7 @@ use grpc::{control::ControlApi, memory::MemoryApi, workers::WorkerApi};
 use memd_proto::v1::control_service_server::ControlServiceServer;
 use memd_proto::v1::extraction_worker_service_server::ExtractionWorkerServiceServer;
 use memd_proto::v1::memory_service_server::MemoryServiceServer;
-use retrieval::Indexes;
+use retrieval::Retrieval;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,8 +65,9 @@ pub struct Server {
     config: Config,
     store: Arc<Store>,
     auth: Arc<Authenticator>,
-    indexes: Arc<Indexes>,
+    retrieval: Arc<Retrieval>,
     indexer: retrieval::Indexer,
+    vector_indexer: Option<retrieval::VectorIndexer>,
 }
 
 impl Server {
@@ -82,19 +84,43 @@ impl Server {
         };
         let store = Arc::new(Store::open(&config.data_dir, &options)?);
         let auth = Arc::new(Authenticator::load(&store, config.admin_key.as_deref())?);
-        // The search index is derived: bring it in line with RocksDB before serving, so
+        // Embeddings first: where they stand holds the index log back from being trimmed.
+        let (semantic, cursors, vector_indexer) = match config.embedding_settings()? {
+            Some(settings) => {
+                let embeddings = embedding::Embeddings::start(settings)?;
+                let started = retrieval::VectorIndexer::start(
+                    store.clone(),
+                    &embeddings,
+                    config.indexing_nice,
+                )?;
+                let semantic = retrieval::Semantic {
+                    queries: embeddings.queries,
+                    vectors: started.vectors,
+                    status: started.status,
+                };
+                (Some(semantic), started.cursors, Some(started.indexer))
+            }
+            None => (None, Arc::new(retrieval::LogCursors::new(None)), None),
+        };
+        // The keyword index is derived: bring it in line with RocksDB before serving, so
         // whatever was committed before a crash is searchable right away.
         let (indexes, indexer) = retrieval::Indexer::start(
             store.clone(),
             &config.data_dir.join("index"),
             config.indexing_nice,
+            cursors.clone(),
         )?;
         Ok(Self {
             config,
             store,
             auth,
-            indexes,
+            retrieval: Arc::new(Retrieval {
+                indexes,
+                semantic,
+                cursors,
+            }),
             indexer,
+            vector_indexer,
         })
     }
 
@@ -113,8 +139,9 @@ impl Server {
             config,
             store,
             auth,
-            indexes,
+            retrieval,
             indexer,
+            vector_indexer,
         } = self;
         let local = listener.local_addr().map_err(|source| ServeError::Io {
             context: "listener address".into(),
@@ -192,6 +219,7 @@ impl Server {
                 store.clone(),
                 auth.clone(),
                 indexer.reindex_handle(),
+                retrieval.clone(),
             ))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
             interceptor.clone(),
@@ -200,7 +228,7 @@ impl Server {
             MemoryServiceServer::new(MemoryApi::new(
                 store.clone(),
                 workers.clone(),
-                indexes.clone(),
+                retrieval.clone(),
             ))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
@@ -270,7 +298,13 @@ impl Server {
         for task in background {
             let _ = task.await;
         }
-        let _ = tokio::task::spawn_blocking(move || indexer.stop()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            indexer.stop();
+            if let Some(vector_indexer) = vector_indexer {
+                vector_indexer.stop();
+            }
+        })
+        .await;
         let flush_store = store.clone();
         match tokio::task::spawn_blocking(move || flush_store.flush()).await {
             Ok(Ok(())) => tracing::info!("store flushed; bye"),

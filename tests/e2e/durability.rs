@@ -18,6 +18,7 @@ const WRITERS: usize = 4;
 
 /// Starts `memd` on an ephemeral port; returns the child and its endpoint.
 async fn spawn_memd(data_dir: &Path) -> (Child, String) {
+    let (model_dir, runtime) = memd_tests::embedding_files();
     let mut child = Command::new(memd_binary())
         .args([
             "--listen",
@@ -30,6 +31,9 @@ async fn spawn_memd(data_dir: &Path) -> (Child, String) {
         ])
         .arg(data_dir)
         .env("MEMD_ADMIN_KEY", ADMIN_KEY)
+        // The real embedding model from local files: semantic indexes crash and recover too.
+        .env("MEMD_EMBEDDING_MODEL_DIR", &model_dir)
+        .env("MEMD_ONNXRUNTIME_PATH", &runtime)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -315,6 +319,41 @@ async fn records_are_searchable_after_sigkill() {
         })
         .await
         .unwrap();
+    assert_eq!(found.memory_records.len(), 50);
+
+    // The embeddings catch up from the log too, then survive the next SIGKILL: after it,
+    // semantic search has all of them at once (stored in RocksDB, not recomputed).
+    let semantic = pb::RetrieveMemoryRecordsRequest {
+        memory_id: memory_id.clone(),
+        search_criteria: Some(pb::SearchCriteria {
+            search_query: "a bank payment settled the bill".into(),
+            top_k: 100,
+            mode: pb::SearchMode::Semantic as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut embedded = 0;
+    for _ in 0..600 {
+        embedded = client
+            .retrieve_memory_records(semantic.clone())
+            .await
+            .unwrap()
+            .memory_records
+            .len();
+        if embedded == 50 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(embedded, 50, "every record embedded after the restart");
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let (mut child, endpoint) = spawn_memd(dir.path()).await;
+    let client = MemdClient::connect(endpoint, Some(ADMIN_KEY.into()))
+        .await
+        .unwrap();
+    let found = client.retrieve_memory_records(semantic).await.unwrap();
     assert_eq!(found.memory_records.len(), 50);
     child.start_kill().unwrap();
     child.wait().await.unwrap();

@@ -200,8 +200,8 @@ async fn keyword_retrieval_ranks_filters_and_respects_policies() {
     hybrid.search_criteria.as_mut().unwrap().mode = pb::SearchMode::Hybrid as i32;
     assert_status(
         admin.retrieve_memory_records(hybrid).await,
-        Code::Unimplemented,
-        "embedding",
+        Code::FailedPrecondition,
+        "embedding_model",
     );
     let mut too_many = request(&m, "", "adopted");
     too_many.search_criteria.as_mut().unwrap().top_k = 101;

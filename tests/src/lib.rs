@@ -216,3 +216,42 @@ pub async fn extraction_jobs(client: &MemdClient, memory_id: &str) -> Vec<pb::Ex
         .await
         .expect("list jobs")
 }
+
+/// Turns on semantic search with the real ONNX model from local files: the directory in
+/// `MEMD_EMBEDDING_MODEL_DIR` and the runtime in `MEMD_ONNXRUNTIME_PATH` (both set by
+/// `./dev.sh test`), else where `./dev.sh fetch-model` puts them. Panics with what to run
+/// when they are missing: these tests must not pass by skipping.
+pub fn with_embeddings(config: &mut Config) {
+    let (model_dir, runtime) = embedding_files();
+    config.embedding_model = "sentence-transformers/all-MiniLM-L6-v2".into();
+    config.embedding_model_dir = Some(model_dir);
+    config.onnxruntime_path = Some(runtime);
+    config.embedding_query_threads = 1;
+}
+
+/// The local model directory and ONNX Runtime library the tests use (see [`with_embeddings`]).
+pub fn embedding_files() -> (PathBuf, PathBuf) {
+    let cache = std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".cache/memd"))
+        .unwrap_or_default();
+    let pick = |env: &str, fallback: PathBuf| {
+        std::env::var_os(env)
+            .filter(|v| !v.is_empty())
+            .map_or(fallback, PathBuf::from)
+    };
+    let model_dir = pick(
+        "MEMD_EMBEDDING_MODEL_DIR",
+        cache.join("models/all-minilm-l6-v2-int8"),
+    );
+    let runtime = pick(
+        "MEMD_ONNXRUNTIME_PATH",
+        cache.join("onnxruntime/libonnxruntime.so.1.31.1"),
+    );
+    assert!(
+        model_dir.join("model.onnx").is_file() && runtime.is_file(),
+        "the embedding model ({}) or ONNX Runtime ({}) is missing: run ./dev.sh fetch-model (./dev.sh test does it for you)",
+        model_dir.display(),
+        runtime.display()
+    );
+    (model_dir, runtime)
+}

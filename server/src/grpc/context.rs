@@ -9,7 +9,7 @@ use crate::error::{Result, ServiceError};
 use crate::extraction::extractors::kind;
 use crate::extraction::job::namespace;
 use crate::ids;
-use crate::retrieval::{Access, EventSearch, Indexes, RecordSearch};
+use crate::retrieval::{Access, EventSearch, RecordSearch, Retrieval};
 use crate::store::codec::StoredContent;
 use crate::store::{EventFilterSpec, EventListing, EventView, Store, estimate_tokens};
 use crate::time::{now_us, to_timestamp};
@@ -71,7 +71,7 @@ fn event_item(source: Source, view: &EventView, text: String, score: f64) -> pb:
 
 pub async fn get_context(
     store: Arc<Store>,
-    indexes: Arc<Indexes>,
+    retrieval: Arc<Retrieval>,
     caller: Principal,
     req: pb::GetContextRequest,
 ) -> Result<pb::GetContextResponse> {
@@ -93,6 +93,12 @@ pub async fn get_context(
         None
     } else {
         Some(query_text("query", &req.query)?)
+    };
+    // Hybrid where the server has embeddings: a context query is natural language.
+    let mode = retrieval.mode(None)?;
+    let vector = match &query {
+        Some(query) => retrieval.query_vector(mode, query).await?,
+        None => None,
     };
     blocking(move || {
         let memory = store.memory(&req.memory_id)?;
@@ -177,20 +183,24 @@ pub async fn get_context(
             });
         };
         let (namespace_prefixes, actor_patterns) = caller.search_scope();
-        let record_hits = indexes.records.search(&RecordSearch {
-            memory_id: req.memory_id.clone(),
-            query: query.clone(),
-            namespace_prefix: String::new(),
-            strategy_id: None,
-            actor_id: Some(req.actor_id.clone()),
-            limit: CANDIDATES,
-            access: Access {
-                namespace_prefixes,
-                actor_patterns,
+        let record_hits = retrieval.search_records(
+            &RecordSearch {
+                memory_id: req.memory_id.clone(),
+                query: query.clone(),
+                namespace_prefix: String::new(),
+                strategy_id: None,
+                actor_id: Some(req.actor_id.clone()),
+                limit: CANDIDATES,
+                access: Access {
+                    namespace_prefixes,
+                    actor_patterns,
+                },
+                metadata: Vec::new(),
+                now_us: now,
             },
-            metadata: Vec::new(),
-            now_us: now,
-        })?;
+            mode,
+            vector.as_deref(),
+        )?;
         for hit in record_hits {
             let Ok(record) = store.record(&req.memory_id, &hit.record_id, now, |r| {
                 r.invalid_from_us == 0 && visible(r)
@@ -211,15 +221,19 @@ pub async fn get_context(
             items.push(entry);
         }
 
-        let event_hits = indexes.events.search(&EventSearch {
-            memory_id: req.memory_id.clone(),
-            actor_id: req.actor_id.clone(),
-            session_ids: Vec::new(),
-            query,
-            limit: CANDIDATES,
-            start_us: None,
-            end_us: None,
-        })?;
+        let event_hits = retrieval.search_events(
+            &EventSearch {
+                memory_id: req.memory_id.clone(),
+                actor_id: req.actor_id.clone(),
+                session_ids: Vec::new(),
+                query,
+                limit: CANDIDATES,
+                start_us: None,
+                end_us: None,
+            },
+            mode,
+            vector.as_deref(),
+        )?;
         for hit in event_hits {
             let Some(view) = store.event_by_key(&hit.event_key, now)? else {
                 continue;

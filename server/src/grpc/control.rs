@@ -4,7 +4,7 @@ use super::{blocking, convert, request_hash, validate};
 use crate::auth::{Authenticator, principal};
 use crate::error::ServiceError;
 use crate::ids;
-use crate::retrieval::ReindexHandle;
+use crate::retrieval::{ReindexHandle, Retrieval};
 use crate::store::codec::StoredMemory;
 use crate::store::{Store, page};
 use crate::time::now_us;
@@ -19,14 +19,21 @@ pub struct ControlApi {
     store: Arc<Store>,
     auth: Arc<Authenticator>,
     reindex: ReindexHandle,
+    retrieval: Arc<Retrieval>,
 }
 
 impl ControlApi {
-    pub fn new(store: Arc<Store>, auth: Arc<Authenticator>, reindex: ReindexHandle) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        auth: Arc<Authenticator>,
+        reindex: ReindexHandle,
+        retrieval: Arc<Retrieval>,
+    ) -> Self {
         Self {
             store,
             auth,
             reindex,
+            retrieval,
         }
     }
 }
@@ -224,9 +231,41 @@ impl pb::control_service_server::ControlService for ControlApi {
         principal(&request)?.require_global_admin()?;
         let handle = self.reindex.clone();
         let (records, events) = blocking(move || handle.reindex()).await?;
+        let semantic = self.retrieval.semantic.as_ref();
+        if let Some(semantic) = semantic {
+            semantic.status.request_rebuild();
+        }
         Ok(Response::new(pb::ReindexResponse {
             records_indexed: records as i64,
             events_indexed: events as i64,
+            vectors_rebuilding: semantic.is_some(),
         }))
+    }
+
+    async fn get_index_status(
+        &self,
+        request: Request<pb::GetIndexStatusRequest>,
+    ) -> Reply<pb::IndexStatus> {
+        principal(&request)?.require_global_admin()?;
+        let (store, retrieval) = (self.store.clone(), self.retrieval.clone());
+        let status = blocking(move || {
+            // Counting stops here: beyond it the number is only "very far behind".
+            const COUNT_LIMIT: usize = 10_000_000;
+            let (keyword, vectors) = retrieval.cursors.positions();
+            let keyword_pending = store.index_changes_after(keyword, COUNT_LIMIT)?;
+            let vectors_pending = match vectors {
+                Some(position) => store.index_changes_after(position, COUNT_LIMIT)?,
+                None => 0,
+            };
+            let semantic = retrieval.semantic.as_ref();
+            Ok(pb::IndexStatus {
+                keyword_pending: keyword_pending as i64,
+                vectors_pending: vectors_pending as i64,
+                vectors_rebuilding: semantic.is_some_and(|s| s.status.rebuilding()),
+                embedding_model: semantic.map_or("off".into(), |s| s.status.model.clone()),
+            })
+        })
+        .await?;
+        Ok(Response::new(status))
     }
 }

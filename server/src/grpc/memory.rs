@@ -5,7 +5,7 @@ use crate::auth::{Principal, principal};
 use crate::error::ServiceError;
 use crate::extraction::ExtractionWorkers;
 use crate::ids;
-use crate::retrieval::Indexes;
+use crate::retrieval::Retrieval;
 use crate::store::{EventListing, NewEvent, Store, page};
 use crate::time::now_us;
 use memd_proto::v1 as pb;
@@ -18,15 +18,15 @@ use tonic::{Request, Response, Status};
 pub struct MemoryApi {
     store: Arc<Store>,
     workers: ExtractionWorkers,
-    indexes: Arc<Indexes>,
+    retrieval: Arc<Retrieval>,
 }
 
 impl MemoryApi {
-    pub fn new(store: Arc<Store>, workers: ExtractionWorkers, indexes: Arc<Indexes>) -> Self {
+    pub fn new(store: Arc<Store>, workers: ExtractionWorkers, retrieval: Arc<Retrieval>) -> Self {
         Self {
             store,
             workers,
-            indexes,
+            retrieval,
         }
     }
 }
@@ -363,7 +363,7 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         let caller = principal(&request)?;
         let found = search::retrieve(
             self.store.clone(),
-            self.indexes.clone(),
+            self.retrieval.clone(),
             caller,
             request.into_inner(),
         )
@@ -378,7 +378,7 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         let caller = principal(&request)?;
         let found = search::search_events(
             self.store.clone(),
-            self.indexes.clone(),
+            self.retrieval.clone(),
             caller,
             request.into_inner(),
         )
@@ -393,7 +393,7 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         let caller = principal(&request)?;
         let found = context::get_context(
             self.store.clone(),
-            self.indexes.clone(),
+            self.retrieval.clone(),
             caller,
             request.into_inner(),
         )

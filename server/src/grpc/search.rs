@@ -7,7 +7,7 @@ use crate::auth::Principal;
 use crate::error::{Result, ServiceError};
 use crate::ids;
 use crate::retrieval::{
-    Access, EventSearch, Indexes, MetadataMatch, RecordSearch, metadata_number,
+    Access, EventSearch, MetadataMatch, Mode, RecordSearch, Retrieval, metadata_number,
 };
 use crate::store::{Store, page};
 use crate::time::now_us;
@@ -19,14 +19,17 @@ const MAX_TOP_K: i32 = 100;
 const DEFAULT_TOP_K: i32 = 10;
 const MAX_QUERY_CHARS: usize = 10_000;
 
-/// The search mode, where only KEYWORD exists so far.
-fn keyword_only(field: &str, mode: i32) -> Result<()> {
+/// The requested search mode (`None`: unspecified, the server's default).
+pub(super) fn search_mode(field: &str, mode: i32) -> Result<Option<Mode>> {
     match pb::SearchMode::try_from(mode) {
-        Ok(pb::SearchMode::Unspecified | pb::SearchMode::Keyword) => Ok(()),
-        Ok(pb::SearchMode::Hybrid | pb::SearchMode::Semantic) => Err(ServiceError::Unimplemented(
-            "semantic and hybrid search need the embedding index, which this server does not have yet; use SEARCH_MODE_KEYWORD".into(),
+        Ok(pb::SearchMode::Unspecified) => Ok(None),
+        Ok(pb::SearchMode::Keyword) => Ok(Some(Mode::Keyword)),
+        Ok(pb::SearchMode::Semantic) => Ok(Some(Mode::Semantic)),
+        Ok(pb::SearchMode::Hybrid) => Ok(Some(Mode::Hybrid)),
+        Err(_) => Err(ServiceError::invalid(
+            field,
+            "must be a SEARCH_MODE_* value",
         )),
-        Err(_) => Err(ServiceError::invalid(field, "must be a SEARCH_MODE_* value")),
     }
 }
 
@@ -120,7 +123,7 @@ fn metadata_matches(filters: &[pb::RecordMetadataFilter]) -> Result<Vec<Metadata
 /// the actor is a filter of the query.
 pub async fn search_events(
     store: Arc<Store>,
-    indexes: Arc<Indexes>,
+    retrieval: Arc<Retrieval>,
     caller: Principal,
     req: pb::SearchEventsRequest,
 ) -> Result<pb::SearchEventsResponse> {
@@ -134,7 +137,7 @@ pub async fn search_events(
         return Err(ServiceError::invalid("session_ids", "at most 100"));
     }
     let query = query_text("query", &req.query)?;
-    keyword_only("mode", req.mode)?;
+    let mode = retrieval.mode(search_mode("mode", req.mode)?)?;
     let limit = top_k("top_k", req.top_k)?;
     let time = |field: &str, ts: &Option<prost_types::Timestamp>| {
         ts.as_ref()
@@ -153,11 +156,12 @@ pub async fn search_events(
         start_us: time("start_time", &req.start_time)?,
         end_us: time("end_time", &req.end_time)?,
     };
+    store.memory(&search.memory_id)?;
+    let vector = retrieval.query_vector(mode, &search.query).await?;
     blocking(move || {
-        store.memory(&search.memory_id)?;
         let now = now_us();
         let mut events = Vec::new();
-        for hit in indexes.events.search(&search)? {
+        for hit in retrieval.search_events(&search, mode, vector.as_deref())? {
             // Deleted or expired since it was indexed: left out.
             if let Some(view) = store.event_by_key(&hit.event_key, now)?
                 && view.memory_id == search.memory_id
@@ -176,7 +180,7 @@ pub async fn search_events(
 
 pub async fn retrieve(
     store: Arc<Store>,
-    indexes: Arc<Indexes>,
+    retrieval: Arc<Retrieval>,
     caller: Principal,
     req: pb::RetrieveMemoryRecordsRequest,
 ) -> Result<pb::RetrieveMemoryRecordsResponse> {
@@ -187,7 +191,7 @@ pub async fn retrieve(
     }
     let criteria = req.search_criteria.unwrap_or_default();
     let query = query_text("search_criteria.search_query", &criteria.search_query)?;
-    keyword_only("search_criteria.mode", criteria.mode)?;
+    let mode = retrieval.mode(search_mode("search_criteria.mode", criteria.mode)?)?;
     let top_k = top_k("search_criteria.top_k", criteria.top_k)?;
     let page_size = match req.page_size {
         0 => top_k,
@@ -214,6 +218,7 @@ pub async fn retrieve(
         b"\0",
         criteria.strategy_id.as_bytes(),
         &top_k.to_be_bytes(),
+        format!("{mode:?}").as_bytes(),
     ]
     .concat();
     let offset = match page::decode("page_token", &req.page_token, &scope)? {
@@ -243,13 +248,13 @@ pub async fn retrieve(
     };
     let min_score = criteria.min_score;
     let memory_id = req.memory_id;
+    store.memory(&memory_id)?;
+    let vector = retrieval.query_vector(mode, &search.query).await?;
     blocking(move || {
-        store.memory(&memory_id)?;
-        let hits: Vec<_> = indexes
-            .records
-            .search(&search)?
+        let hits: Vec<_> = retrieval
+            .search_records(&search, mode, vector.as_deref())?
             .into_iter()
-            .filter(|hit| f64::from(hit.score) >= min_score)
+            .filter(|hit| min_score == 0.0 || f64::from(hit.score) >= min_score)
             .collect();
         let mut records = Vec::new();
         for hit in hits.iter().skip(offset).take(page_size) {

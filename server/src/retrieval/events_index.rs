@@ -62,7 +62,7 @@ impl std::fmt::Debug for EventIndex {
 }
 
 /// The searchable text of an event.
-fn event_text(view: &EventView) -> String {
+pub fn event_text(view: &EventView) -> String {
     let mut text = String::new();
     for item in &view.stored.payload {
         match &item.content {

@@ -8,12 +8,15 @@
 use super::tantivy_index::{TantivyIndex, english, error as tantivy_error, filter};
 use crate::error::Result;
 use crate::store::codec::StoredRecord;
+use std::collections::HashSet;
 use std::ops::Bound;
 use std::path::Path;
-use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, RegexQuery, TermQuery};
+use tantivy::collector::{DocSetCollector, TopDocs};
+use tantivy::query::{
+    AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, RegexQuery, TermQuery,
+};
 use tantivy::schema::{Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, Value};
-use tantivy::{TantivyDocument, Term, doc};
+use tantivy::{Searcher, TantivyDocument, Term, doc};
 
 #[derive(Debug, Clone, Copy)]
 struct Fields {
@@ -236,14 +239,15 @@ impl RecordIndex {
         self.inner.clear()
     }
 
-    /// The best `limit` live records of the memory for the query, filtered by namespace,
-    /// strategy, expiry and the caller's access, all inside the query.
-    pub fn search(&self, search: &RecordSearch) -> Result<Vec<RecordHit>> {
+    /// The filter clauses of a search: memory, namespace, strategy, actor, metadata, expiry
+    /// and the caller's access.
+    fn filters(
+        &self,
+        search: &RecordSearch,
+        searcher: &Searcher,
+    ) -> Result<Vec<(Occur, Box<dyn Query>)>> {
         let f = self.fields;
-        let parser = QueryParser::for_index(&self.inner.index, vec![f.text]);
-        // Lenient: user text is not query syntax; what cannot be parsed is left out.
-        let (text_query, _) = parser.parse_query_lenient(&search.query);
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text_query)];
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let term = |field: Field, value: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(
                 Term::from_field_text(field, value),
@@ -260,7 +264,6 @@ impl RecordIndex {
                 upper,
             ))
         };
-        let searcher = self.inner.searcher();
         // A filter that matches every document only stops tantivy from pruning: the expiry
         // filter is left out when no record expires (hydration re-checks expiry anyway). The
         // memory filter always stays: another memory's documents must not even take a slot.
@@ -341,6 +344,40 @@ impl RecordIndex {
             }
             clauses.push(filter(any_of(allowed)));
         }
+        Ok(clauses)
+    }
+
+    /// The ids of the live records that pass the search's filters (its text aside): what
+    /// semantic search admits when filters only this index can evaluate (metadata) are set.
+    pub fn matching_ids(&self, search: &RecordSearch) -> Result<HashSet<Vec<u8>>> {
+        let searcher = self.inner.searcher();
+        let mut clauses = self.filters(search, &searcher)?;
+        clauses.push((Occur::Must, Box::new(AllQuery)));
+        let found = searcher
+            .search(&BooleanQuery::new(clauses), &DocSetCollector)
+            .map_err(tantivy_error)?;
+        let mut ids = HashSet::with_capacity(found.len());
+        for address in found {
+            let document: TantivyDocument = searcher.doc(address).map_err(tantivy_error)?;
+            if let Some(id) = document
+                .get_first(self.fields.record_id)
+                .and_then(|v| v.as_str())
+            {
+                ids.insert(id.as_bytes().to_vec());
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The best `limit` live records of the memory for the query, filtered by namespace,
+    /// strategy, expiry and the caller's access, all inside the query.
+    pub fn search(&self, search: &RecordSearch) -> Result<Vec<RecordHit>> {
+        let parser = QueryParser::for_index(&self.inner.index, vec![self.fields.text]);
+        // Lenient: user text is not query syntax; what cannot be parsed is left out.
+        let (text_query, _) = parser.parse_query_lenient(&search.query);
+        let searcher = self.inner.searcher();
+        let mut clauses = self.filters(search, &searcher)?;
+        clauses.push((Occur::Must, text_query));
         let query = BooleanQuery::new(clauses);
         let top = searcher
             .search(
@@ -351,7 +388,10 @@ impl RecordIndex {
         let mut hits = Vec::with_capacity(top.len());
         for (score, address) in top {
             let document: TantivyDocument = searcher.doc(address).map_err(tantivy_error)?;
-            if let Some(id) = document.get_first(f.record_id).and_then(|v| v.as_str()) {
+            if let Some(id) = document
+                .get_first(self.fields.record_id)
+                .and_then(|v| v.as_str())
+            {
                 hits.push(RecordHit {
                     record_id: id.to_string(),
                     score,

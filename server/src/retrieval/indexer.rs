@@ -4,6 +4,7 @@
 
 use super::events_index::EventIndex;
 use super::index::RecordIndex;
+use super::vector_indexer::LogCursors;
 use crate::error::{Result, ServiceError};
 use crate::store::Store;
 use crate::store::codec::StoredIndexChange;
@@ -62,6 +63,7 @@ impl Indexes {
 pub fn catch_up(
     store: &Store,
     indexes: &Indexes,
+    cursors: &LogCursors,
     records_at: Option<u64>,
     events_at: Option<u64>,
 ) -> Result<u64> {
@@ -78,13 +80,14 @@ pub fn catch_up(
     loop {
         let changes = store.index_changes(applied, BATCH)?;
         let Some(&(last, _)) = changes.last() else {
+            cursors.note_text(applied);
             return Ok(applied);
         };
         for (_, change) in &changes {
             indexes.apply(store, change)?;
         }
         indexes.commit(last)?;
-        store.trim_index_log(last)?;
+        cursors.text_applied(store, last)?;
         applied = last;
     }
 }
@@ -149,10 +152,10 @@ impl ReindexHandle {
     }
 }
 
-fn rebuild_both(store: &Store, indexes: &Indexes) -> Result<(u64, Rebuilt)> {
+fn rebuild_both(store: &Store, indexes: &Indexes, cursors: &LogCursors) -> Result<(u64, Rebuilt)> {
     let (records_at, records) = rebuild_records_counted(store, &indexes.records)?;
     let (events_at, events) = rebuild_events_counted(store, &indexes.events)?;
-    let applied = catch_up(store, indexes, Some(records_at), Some(events_at))?;
+    let applied = catch_up(store, indexes, cursors, Some(records_at), Some(events_at))?;
     Ok((applied, (records, events)))
 }
 
@@ -169,7 +172,13 @@ impl Indexer {
     /// Starts the thread (at nice value `nice`; tantivy's writer threads, started from it,
     /// inherit it) and returns once the indexes have caught up, so the server serves nothing
     /// stale after a crash.
-    pub fn start(store: Arc<Store>, dir: &Path, nice: i32) -> Result<(Arc<Indexes>, Self)> {
+    /// The log is trimmed up to what every follower in `cursors` has applied.
+    pub fn start(
+        store: Arc<Store>,
+        dir: &Path,
+        nice: i32,
+        cursors: Arc<LogCursors>,
+    ) -> Result<(Arc<Indexes>, Self)> {
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (records_dir, events_dir) = (dir.join("records"), dir.join("events"));
@@ -183,7 +192,7 @@ impl Indexer {
                     let (records, records_at) = RecordIndex::open(&records_dir)?;
                     let (events, events_at) = EventIndex::open(&events_dir)?;
                     let indexes = Arc::new(Indexes { records, events });
-                    let applied = catch_up(&store, &indexes, records_at, events_at)?;
+                    let applied = catch_up(&store, &indexes, &cursors, records_at, events_at)?;
                     Ok::<_, ServiceError>((indexes, applied))
                 })();
                 let (indexes, mut applied) = match opened {
@@ -197,11 +206,12 @@ impl Indexer {
                 while !stopping.load(Ordering::Acquire) {
                     match reindex_rx.recv_timeout(POLL) {
                         Ok(reply) => {
-                            let rebuilt =
-                                rebuild_both(&store, &indexes).map(|(position, counts)| {
+                            let rebuilt = rebuild_both(&store, &indexes, &cursors).map(
+                                |(position, counts)| {
                                     applied = position;
                                     counts
-                                });
+                                },
+                            );
                             let _ = reply.send(rebuilt);
                             continue;
                         }
@@ -210,7 +220,7 @@ impl Indexer {
                             std::thread::sleep(POLL)
                         }
                     }
-                    match catch_up(&store, &indexes, Some(applied), Some(applied)) {
+                    match catch_up(&store, &indexes, &cursors, Some(applied), Some(applied)) {
                         Ok(position) => applied = position,
                         Err(err) => tracing::warn!(%err, "indexing failed; retrying"),
                     }

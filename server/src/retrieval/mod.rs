@@ -1,13 +1,44 @@
 //! Retrieval: search indexes derived from RocksDB (the source of truth) and the searches the
 //! API runs on them. The BM25 indexes over memory records ([`RecordIndex`]) and events
-//! ([`EventIndex`]) follow the store's index log on their own thread ([`Indexer`]); filters, including the caller's tenant policy, are part of
-//! every search query, never applied to a result list afterwards.
+//! ([`EventIndex`]) follow the store's index log on their own thread ([`Indexer`]); the
+//! embeddings ([`Vectors`]) follow it on another ([`VectorIndexer`]). Filters, including the
+//! caller's tenant policy, are part of every search, never applied to a result list
+//! afterwards. Hybrid search fuses the keyword and the semantic ranking by reciprocal rank.
 
 mod events_index;
+mod fusion;
+mod hybrid;
 mod index;
 mod indexer;
 mod tantivy_index;
+mod vector_indexer;
+mod vectors;
 
 pub use events_index::{EventHit, EventIndex, EventSearch};
+pub use fusion::reciprocal_rank;
+pub use hybrid::Mode;
 pub use index::{Access, MetadataMatch, RecordHit, RecordIndex, RecordSearch, metadata_number};
 pub use indexer::{Indexer, Indexes, Rebuilt, ReindexHandle, catch_up};
+pub use vector_indexer::{LogCursors, StartedVectors, VectorIndexer, VectorStatus, Vectors};
+pub use vectors::{
+    CANDIDATES, NameFilter, Quantized, TimeFilter, VectorEntry, VectorFilter, VectorHit,
+    VectorIndex,
+};
+
+/// Semantic search: the query embedder and the vector indexes.
+#[derive(Debug, Clone)]
+pub struct Semantic {
+    pub queries: crate::embedding::QueryEmbedder,
+    pub vectors: std::sync::Arc<Vectors>,
+    pub status: std::sync::Arc<VectorStatus>,
+}
+
+/// Everything searches need: the BM25 indexes, and semantic search when an embedding model
+/// is configured.
+#[derive(Debug, Clone)]
+pub struct Retrieval {
+    pub indexes: std::sync::Arc<Indexes>,
+    pub semantic: Option<Semantic>,
+    /// Where each index stands in the index log.
+    pub cursors: std::sync::Arc<LogCursors>,
+}

@@ -268,6 +268,30 @@ pub struct StoredIndexChange {
     pub actor_id: String,
 }
 
+/// A document's embedding (int8 codes of a unit vector) with what searches filter it by.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredVector {
+    /// Records: namespace, strategy, actor; events: actor, session, "".
+    #[prost(string, repeated, tag = "1")]
+    pub tags: Vec<String>,
+    /// Records: expiry (0 = never); events: the event time.
+    #[prost(uint64, tag = "2")]
+    pub time: u64,
+    #[prost(float, tag = "3")]
+    pub scale: f32,
+    #[prost(bytes = "vec", tag = "4")]
+    pub codes: Vec<u8>,
+}
+
+/// How far the embeddings follow the index log, and from which model they come.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredVectorState {
+    #[prost(string, tag = "1")]
+    pub fingerprint: String,
+    #[prost(uint64, tag = "2")]
+    pub applied: u64,
+}
+
 /// A long-term memory record (see `memd.v1.MemoryRecord`).
 #[derive(Clone, PartialEq, Message)]
 pub struct StoredRecord {

@@ -118,6 +118,20 @@ impl Store {
         Ok(out)
     }
 
+    /// How many log entries lie after `after` (counting stops at `limit`).
+    pub fn index_changes_after(&self, after: u64, limit: usize) -> Result<usize> {
+        let start = after.saturating_add(1).to_be_bytes();
+        let mut count = 0;
+        for item in self
+            .range(cf::INDEX_LOG, &start, &[0xff; 9], false)
+            .take(limit)
+        {
+            item?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// The newest log entry's sequence number (0 when the log is empty).
     pub fn last_index_seq(&self) -> Result<u64> {
         let last = self.range(cf::INDEX_LOG, &[], &[0xff; 9], true).next();

@@ -23,6 +23,7 @@
 //! | `record_history` | memory_id \0 record_id \0 version:u64                    | StoredRecord   |
 //! | `actor_records`  | memory_id \0 actor_id \0 record_id \0                    | (empty)        |
 //! | `index_log`   | seq:u64                                                      | StoredIndexChange |
+//! | `vectors`     | kind:u8 memory_id \0 doc_key (record id, or event key)       | StoredVector   |
 //!
 //! Everything one actor owns in `actors`, `sessions`, `branches`, `events` and `tokens` starts
 //! with the *actor prefix* `memory_id \0 actor_id \0`: one contiguous range per actor, which
@@ -56,8 +57,9 @@ pub mod cf {
     pub const RECORD_HISTORY: &str = "record_history";
     pub const ACTOR_RECORDS: &str = "actor_records";
     pub const INDEX_LOG: &str = "index_log";
+    pub const VECTORS: &str = "vectors";
     /// Every column family, in creation order.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         MEMORIES,
         META,
         API_KEYS,
@@ -74,6 +76,7 @@ pub mod cf {
         RECORD_HISTORY,
         ACTOR_RECORDS,
         INDEX_LOG,
+        VECTORS,
     ];
     /// Column families whose keys start with the actor prefix (range-deleted with an actor).
     pub const ACTOR_SCOPED: [&str; 7] = [
@@ -183,6 +186,29 @@ pub fn branch_key(session_key: &[u8], branch: &str) -> Vec<u8> {
     let mut key = session_key.to_vec();
     push_id(&mut key, branch);
     key
+}
+
+/// `kind memory_id \0`: one memory's embeddings of one kind (`vectors`).
+pub fn vector_prefix(kind: u8, memory_id: &str) -> Vec<u8> {
+    let mut key = vec![kind];
+    push_id(&mut key, memory_id);
+    key
+}
+
+/// `kind memory_id \0 doc_key`: one document's embedding.
+pub fn vector_key(kind: u8, memory_id: &str, doc_key: &[u8]) -> Vec<u8> {
+    let mut key = vector_prefix(kind, memory_id);
+    key.extend_from_slice(doc_key);
+    key
+}
+
+/// Decodes a `vectors` key into (kind, memory_id, doc_key).
+pub fn decode_vector_key(key: &[u8]) -> Result<(u8, &str, &[u8])> {
+    let (&kind, rest) = key
+        .split_first()
+        .ok_or_else(|| ServiceError::DataLoss("empty vector key".into()))?;
+    let (memory_id, doc_key) = take_id(rest, "memory_id")?;
+    Ok((kind, memory_id, doc_key))
 }
 
 /// Position of an event within its session: server-assigned, unique, time-ordered.

@@ -22,12 +22,14 @@ mod memories;
 mod outbox;
 mod records;
 mod sessions;
+mod vectors;
 
 pub use events::{EventFilterSpec, EventListing, EventView, MetadataCondition, NewEvent};
 pub use jobs::{JobFilter, JobView, Lease, LoadedEvent};
 pub use outbox::{default_triggers, estimate_tokens, runs_in_process, triggers};
 pub use records::{ItemResult, NewRecord, RecordChange, RecordEdit, RecordListing};
 pub use sessions::{SessionTransition, SessionView};
+pub use vectors::VectorWrite;
 
 use crate::error::{Result, ServiceError};
 use crate::time::now_us;

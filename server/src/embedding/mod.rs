@@ -1,0 +1,244 @@
+//! Sentence embeddings for semantic search: fastembed on ONNX Runtime.
+//!
+//! The model is either one of fastembed's catalogue, downloaded from the Hugging Face hub into
+//! a cache directory on first use, or a local directory (`model.onnx` with its tokenizer
+//! files) for offline and air-gapped installs. ONNX Runtime is loaded at run time from a
+//! shared library (`onnxruntime_path`, `ORT_DYLIB_PATH`, or the library path): it is checked
+//! up front, so a missing runtime is a clear start-up error instead of a panic in a search.
+
+mod pool;
+
+pub use pool::QueryEmbedder;
+
+use crate::error::{Result, ServiceError};
+use fastembed::{
+    EmbeddingModel, InitOptionsUserDefined, Pooling, TextEmbedding, TextInitOptions,
+    TokenizerFiles, UserDefinedEmbeddingModel,
+};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+/// Where the model comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSource {
+    /// A fastembed catalogue model (e.g. `sentence-transformers/all-MiniLM-L6-v2`), fetched
+    /// from the hub into `cache_dir` on first use.
+    Hub {
+        model: EmbeddingModel,
+        cache_dir: PathBuf,
+    },
+    /// `model.onnx`, `tokenizer.json`, `config.json`, `special_tokens_map.json` and
+    /// `tokenizer_config.json` in a directory.
+    Local { dir: PathBuf, pooling: Pooling },
+}
+
+/// How to load the embedding model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingSettings {
+    pub source: ModelSource,
+    /// The ONNX Runtime shared library (`None`: `ORT_DYLIB_PATH`, then the library path).
+    pub onnxruntime: Option<PathBuf>,
+    /// Tokens per text; longer texts are truncated.
+    pub max_length: usize,
+    /// Threads answering query embeddings (each holds its own copy of the model).
+    pub query_threads: usize,
+}
+
+impl EmbeddingSettings {
+    /// Looks a catalogue model up by its hub name (`sentence-transformers/all-MiniLM-L6-v2`)
+    /// or its fastembed name (`AllMiniLML6V2`), case-insensitively.
+    pub fn catalogue_model(name: &str) -> Option<EmbeddingModel> {
+        if let Ok(model) = name.parse::<EmbeddingModel>() {
+            return Some(model);
+        }
+        TextEmbedding::list_supported_models()
+            .into_iter()
+            .find(|info| info.model_code.eq_ignore_ascii_case(name))
+            .map(|info| info.model)
+    }
+}
+
+/// The ONNX Runtime environment, loaded once per process.
+static RUNTIME: OnceLock<std::result::Result<ort::environment::Environment, String>> =
+    OnceLock::new();
+
+fn load_runtime(path: Option<&Path>) -> Result<ort::environment::Environment> {
+    let loaded = RUNTIME.get_or_init(|| {
+        let path = match path {
+            Some(path) => path.to_path_buf(),
+            None => match std::env::var_os("ORT_DYLIB_PATH") {
+                Some(path) if !path.is_empty() => PathBuf::from(path),
+                _ => PathBuf::from("libonnxruntime.so"),
+            },
+        };
+        let builder = ort::init_from(&path).map_err(|err| {
+            format!(
+                "ONNX Runtime could not be loaded from {} ({err}). Set onnxruntime_path (MEMD_ONNXRUNTIME_PATH) to libonnxruntime.so: `./dev.sh fetch-model` installs one from PyPI into ~/.cache/memd/onnxruntime; or set embedding_model = \"off\" to run without semantic search",
+                path.display()
+            )
+        })?;
+        builder
+            .with_name("memd")
+            .build()
+            .map_err(|err| format!("starting ONNX Runtime: {err}"))
+    });
+    loaded
+        .as_ref()
+        .cloned()
+        .map_err(|err| ServiceError::Unavailable(err.clone()))
+}
+
+fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
+    let path = dir.join(name);
+    std::fs::read(&path).map_err(|err| {
+        ServiceError::Unavailable(format!(
+            "embedding model file {}: {err} (embedding_model_dir must hold model.onnx, tokenizer.json, config.json, special_tokens_map.json and tokenizer_config.json; `./dev.sh fetch-model` installs all-MiniLM-L6-v2)",
+            path.display()
+        ))
+    })
+}
+
+fn model_error(err: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal(format!("embedding model: {err}"))
+}
+
+/// One loaded copy of the model. Embedding needs `&mut`: each thread owns its own.
+pub struct Model {
+    inner: TextEmbedding,
+    dims: usize,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("dims", &self.dims).finish()
+    }
+}
+
+/// Texts per model call: large enough to amortise ONNX Runtime's overhead, small enough
+/// that padding to the longest text in a batch stays cheap.
+pub const BATCH: usize = 32;
+
+impl Model {
+    /// Loads the model with `threads` ONNX Runtime threads.
+    pub fn load(settings: &EmbeddingSettings, threads: usize) -> Result<Self> {
+        let environment = load_runtime(settings.onnxruntime.as_deref())?;
+        let threads = threads.max(1);
+        let inner = match &settings.source {
+            ModelSource::Hub { model, cache_dir } => TextEmbedding::try_new(
+                TextInitOptions::new(model.clone())
+                    .with_environment(environment)
+                    .with_cache_dir(cache_dir.clone())
+                    .with_max_length(settings.max_length)
+                    .with_intra_threads(threads)
+                    .with_show_download_progress(false),
+            )
+            .map_err(|err| {
+                ServiceError::Unavailable(format!(
+                    "embedding model {model:?} could not be fetched or loaded ({err}); offline, point embedding_model_dir at local files (`./dev.sh fetch-model`)"
+                ))
+            })?,
+            ModelSource::Local { dir, pooling } => {
+                let model = UserDefinedEmbeddingModel::new(
+                    read(dir, "model.onnx")?,
+                    TokenizerFiles {
+                        tokenizer_file: read(dir, "tokenizer.json")?,
+                        config_file: read(dir, "config.json")?,
+                        special_tokens_map_file: read(dir, "special_tokens_map.json")?,
+                        tokenizer_config_file: read(dir, "tokenizer_config.json")?,
+                    },
+                )
+                .with_pooling(pooling.clone());
+                TextEmbedding::try_new_from_user_defined(
+                    model,
+                    InitOptionsUserDefined::new()
+                        .with_environment(environment)
+                        .with_max_length(settings.max_length)
+                        .with_intra_threads(threads),
+                )
+                .map_err(|err| {
+                    ServiceError::Unavailable(format!(
+                        "embedding model in {}: {err}",
+                        dir.display()
+                    ))
+                })?
+            }
+        };
+        let mut model = Self { inner, dims: 0 };
+        model.dims = model
+            .embed(&["dimension probe"])?
+            .first()
+            .map_or(0, Vec::len);
+        if model.dims == 0 {
+            return Err(model_error("the model returned empty vectors"));
+        }
+        Ok(model)
+    }
+
+    /// Vector length.
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
+    /// Unit-length vectors for `texts`, in order.
+    pub fn embed<S: AsRef<str> + Send + Sync>(&mut self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            // ONNX Runtime rejects an empty batch.
+            return Ok(Vec::new());
+        }
+        let mut vectors = self.inner.embed(texts, Some(BATCH)).map_err(model_error)?;
+        for vector in &mut vectors {
+            normalize(vector);
+        }
+        Ok(vectors)
+    }
+}
+
+/// Scales `vector` to unit length (cosine similarity becomes a dot product).
+pub fn normalize(vector: &mut [f32]) {
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
+/// What identifies the vectors a model produces: stored vectors from another model (or
+/// another truncation length) are recomputed.
+pub fn fingerprint(settings: &EmbeddingSettings) -> Result<String> {
+    Ok(match &settings.source {
+        ModelSource::Hub { model, .. } => format!("hub:{model:?}:{}", settings.max_length),
+        ModelSource::Local { dir, pooling } => {
+            let digest = Sha256::digest(read(dir, "model.onnx")?);
+            format!(
+                "local:{}:{pooling:?}:{}",
+                hex::encode(&digest[..8]),
+                settings.max_length
+            )
+        }
+    })
+}
+
+/// The loaded embedding setup shared by the server: settings, vector length, the model's
+/// fingerprint and the query pool.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    pub settings: Arc<EmbeddingSettings>,
+    pub dims: usize,
+    pub fingerprint: String,
+    pub queries: QueryEmbedder,
+}
+
+impl Embeddings {
+    /// Loads the model (failing with what to do when it cannot be) and starts the query pool.
+    pub fn start(settings: EmbeddingSettings) -> Result<Self> {
+        let fingerprint = fingerprint(&settings)?;
+        let settings = Arc::new(settings);
+        let queries = QueryEmbedder::start(settings.clone())?;
+        Ok(Self {
+            dims: queries.dims(),
+            settings,
+            fingerprint,
+            queries,
+        })
+    }
+}

@@ -1,0 +1,197 @@
+//! The three ways of searching records and events, on top of the indexes: keyword (BM25),
+//! semantic (embeddings), and hybrid (both, fused by reciprocal rank). Every filter of a
+//! search applies inside each of them.
+
+use super::fusion::reciprocal_rank;
+use super::index::{RecordHit, RecordSearch};
+use super::vectors::{NameFilter, TimeFilter, VectorFilter};
+use super::{EventHit, EventSearch, Retrieval};
+use crate::error::{Result, ServiceError};
+use wildmatch::WildMatch;
+
+/// How a search ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Keyword,
+    Semantic,
+    Hybrid,
+}
+
+/// Each ranking contributes this many candidates (at least) to a hybrid fusion: enough that
+/// a document ranked well by one side only still makes it.
+const FUSION_DEPTH: usize = 50;
+
+impl Retrieval {
+    /// The mode a request gets: `None` (unspecified) is hybrid where embeddings exist, else
+    /// keyword; asking for semantic or hybrid without them is an error.
+    pub fn mode(&self, requested: Option<Mode>) -> Result<Mode> {
+        match (requested, self.semantic.is_some()) {
+            (None, true) => Ok(Mode::Hybrid),
+            (None, false) => Ok(Mode::Keyword),
+            (Some(Mode::Keyword), _) | (Some(_), true) => Ok(requested.unwrap_or(Mode::Keyword)),
+            (Some(_), false) => Err(ServiceError::FailedPrecondition(
+                "semantic and hybrid search need an embedding model, and this server runs with embedding_model = \"off\"; use SEARCH_MODE_KEYWORD".into(),
+            )),
+        }
+    }
+
+    /// The query's embedding when the mode needs one (async: embedding runs on its own
+    /// threads).
+    pub async fn query_vector(&self, mode: Mode, query: &str) -> Result<Option<Vec<f32>>> {
+        match (&self.semantic, mode) {
+            (Some(semantic), Mode::Semantic | Mode::Hybrid) => {
+                Ok(Some(semantic.queries.embed(query).await?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The best `search.limit` records (blocking). `vector` is the query's embedding from
+    /// [`Retrieval::query_vector`].
+    pub fn search_records(
+        &self,
+        search: &RecordSearch,
+        mode: Mode,
+        vector: Option<&[f32]>,
+    ) -> Result<Vec<RecordHit>> {
+        let keyword = |limit: usize| {
+            let mut search = search.clone();
+            search.limit = limit;
+            self.indexes.records.search(&search)
+        };
+        let (Some(semantic), Some(vector), Mode::Semantic | Mode::Hybrid) =
+            (&self.semantic, vector, mode)
+        else {
+            return keyword(search.limit);
+        };
+        let semantic_hits = |limit: usize| -> Result<Vec<RecordHit>> {
+            let keys = if search.metadata.is_empty() {
+                None
+            } else {
+                Some(self.indexes.records.matching_ids(search)?)
+            };
+            let hits = record_vectors(semantic, search, vector, keys.as_ref(), limit);
+            Ok(hits)
+        };
+        if mode == Mode::Semantic {
+            return semantic_hits(search.limit);
+        }
+        let depth = search.limit.max(FUSION_DEPTH);
+        let ids = |hits: Vec<RecordHit>| -> Vec<String> {
+            hits.into_iter().map(|h| h.record_id).collect()
+        };
+        let lists = [ids(keyword(depth)?), ids(semantic_hits(depth)?)];
+        Ok(reciprocal_rank(&lists, search.limit)
+            .into_iter()
+            .map(|(record_id, score)| RecordHit { record_id, score })
+            .collect())
+    }
+
+    /// The best `search.limit` events of one actor (blocking).
+    pub fn search_events(
+        &self,
+        search: &EventSearch,
+        mode: Mode,
+        vector: Option<&[f32]>,
+    ) -> Result<Vec<EventHit>> {
+        let keyword = |limit: usize| {
+            let mut search = search.clone();
+            search.limit = limit;
+            self.indexes.events.search(&search)
+        };
+        let (Some(semantic), Some(vector), Mode::Semantic | Mode::Hybrid) =
+            (&self.semantic, vector, mode)
+        else {
+            return keyword(search.limit);
+        };
+        let actor = |a: &str| a == search.actor_id;
+        let session = |s: &str| search.session_ids.iter().any(|id| id == s);
+        let (start, end) = (search.start_us, search.end_us);
+        let time = |t: u64| start.is_none_or(|s| t >= s) && end.is_none_or(|e| t < e);
+        let filter = VectorFilter {
+            tags: [
+                Some(&actor),
+                (!search.session_ids.is_empty()).then_some(&session as NameFilter<'_>),
+                None,
+            ],
+            time: (start.is_some() || end.is_some()).then_some(&time as TimeFilter<'_>),
+            keys: None,
+        };
+        let semantic_hits = |limit: usize| -> Vec<EventHit> {
+            semantic
+                .vectors
+                .events
+                .search(&search.memory_id, vector, &filter, limit)
+                .into_iter()
+                .map(|hit| EventHit {
+                    event_key: hit.key,
+                    score: hit.score,
+                })
+                .collect()
+        };
+        if mode == Mode::Semantic {
+            return Ok(semantic_hits(search.limit));
+        }
+        let depth = search.limit.max(FUSION_DEPTH);
+        let keys = |hits: Vec<EventHit>| -> Vec<Vec<u8>> {
+            hits.into_iter().map(|h| h.event_key).collect()
+        };
+        let lists = [keys(keyword(depth)?), keys(semantic_hits(depth))];
+        Ok(reciprocal_rank(&lists, search.limit)
+            .into_iter()
+            .map(|(event_key, score)| EventHit { event_key, score })
+            .collect())
+    }
+}
+
+/// Semantic search over records with every filter of `search` inside the scan.
+fn record_vectors(
+    semantic: &super::Semantic,
+    search: &RecordSearch,
+    vector: &[f32],
+    keys: Option<&std::collections::HashSet<Vec<u8>>>,
+    limit: usize,
+) -> Vec<RecordHit> {
+    let prefixes = search
+        .access
+        .namespace_prefixes
+        .as_ref()
+        .filter(|p| !p.iter().any(|p| p == "*" || p.is_empty()));
+    let namespace = |ns: &str| {
+        ns.starts_with(search.namespace_prefix.as_str())
+            && prefixes.is_none_or(|p| p.iter().any(|prefix| ns.starts_with(prefix.as_str())))
+    };
+    let strategy = |s: &str| search.strategy_id.as_deref().is_none_or(|id| id == s);
+    let globs: Option<Vec<WildMatch>> = search
+        .access
+        .actor_patterns
+        .as_ref()
+        .filter(|p| !p.iter().any(|p| p == "*"))
+        .map(|patterns| patterns.iter().map(|p| WildMatch::new(p)).collect());
+    let actor = |a: &str| {
+        search.actor_id.as_deref().is_none_or(|id| id == a)
+            // Records without an actor (written through the API) only need the namespace.
+            && globs
+                .as_ref()
+                .is_none_or(|globs| a.is_empty() || globs.iter().any(|g| g.matches(a)))
+    };
+    let now = search.now_us;
+    let unexpired = |expire_us: u64| expire_us == 0 || expire_us > now;
+    let filter = VectorFilter {
+        tags: [Some(&namespace), Some(&strategy), Some(&actor)],
+        time: Some(&unexpired),
+        keys,
+    };
+    semantic
+        .vectors
+        .records
+        .search(&search.memory_id, vector, &filter, limit)
+        .into_iter()
+        .filter_map(|hit| {
+            Some(RecordHit {
+                record_id: String::from_utf8(hit.key).ok()?,
+                score: hit.score,
+            })
+        })
+        .collect()
+}

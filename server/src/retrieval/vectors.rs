@@ -1,0 +1,531 @@
+//! Nearest-neighbour search over embeddings, one flat space per memory.
+//!
+//! Each vector is kept twice, compactly: as int8 codes with a scale (for scoring; cosine
+//! error around 1e-3) and as one sign bit per dimension (for a first pass). A search scans
+//! the memory's vectors once, applies every filter to each vector *before* it can take a
+//! place (namespace, strategy, actor, session, time, metadata: never a post-filtered global
+//! top-k), ranks the survivors by Hamming distance of the sign bits, keeps the best
+//! `CANDIDATES`, and rescores those with the int8 codes. When no more than `CANDIDATES`
+//! vectors pass the filters (small memories, narrow namespaces) every one is rescored: the
+//! search is exact. Why flat and not a graph (HNSW): filters of any selectivity are exact,
+//! writes cost nothing, there is no build, and at a million vectors the bit scan is ~48 MB
+//! of sequential reads (see docs/benchmarks.md for what it costs and the recall it keeps).
+
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+/// Vectors rescored with full codes per search (all of them when no more pass the filters).
+pub const CANDIDATES: usize = 1000;
+
+/// A vector with what searches filter it by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorEntry {
+    /// The document within its memory (a record id, an event key).
+    pub key: Vec<u8>,
+    /// Filterable names (records: namespace, strategy, actor; events: actor, session, "").
+    pub tags: [String; 3],
+    /// Records: expiry (0 = never); events: the event time.
+    pub time: u64,
+    pub code: Quantized,
+}
+
+/// An int8 code of a unit vector: `value[i] ~= codes[i] * scale`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quantized {
+    pub scale: f32,
+    pub codes: Vec<i8>,
+}
+
+impl Quantized {
+    pub fn new(vector: &[f32]) -> Self {
+        let max = vector.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let codes = vector
+            .iter()
+            .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8)
+            .collect();
+        Self { scale, codes }
+    }
+
+    /// `codes` as bytes, and back (how they are stored).
+    pub fn code_bytes(&self) -> Vec<u8> {
+        self.codes.iter().map(|c| *c as u8).collect()
+    }
+
+    pub fn from_bytes(scale: f32, bytes: &[u8]) -> Self {
+        Self {
+            scale,
+            codes: bytes.iter().map(|b| *b as i8).collect(),
+        }
+    }
+}
+
+/// A condition on one tag (evaluated once per distinct name).
+pub type NameFilter<'a> = &'a dyn Fn(&str) -> bool;
+/// A condition on the time field.
+pub type TimeFilter<'a> = &'a dyn Fn(u64) -> bool;
+
+/// What a search admits; `None` admits everything.
+#[derive(Default)]
+pub struct VectorFilter<'a> {
+    pub tags: [Option<NameFilter<'a>>; 3],
+    pub time: Option<TimeFilter<'a>>,
+    /// Only these keys (e.g. what a metadata condition matched).
+    pub keys: Option<&'a HashSet<Vec<u8>>>,
+}
+
+/// A hit: the key and its cosine similarity to the query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorHit {
+    pub key: Vec<u8>,
+    pub score: f32,
+}
+
+/// One memory's vectors, in parallel arrays indexed by slot.
+#[derive(Debug, Default)]
+struct Space {
+    keys: Vec<Box<[u8]>>,
+    slot_of: HashMap<Box<[u8]>, u32>,
+    alive: Vec<bool>,
+    live: usize,
+    tags: Vec<[u32; 3]>,
+    names: Vec<Box<str>>,
+    name_ids: HashMap<Box<str>, u32>,
+    time: Vec<u64>,
+    /// `words` u64 of sign bits per slot.
+    bits: Vec<u64>,
+    /// `dims` codes per slot.
+    codes: Vec<i8>,
+    scales: Vec<f32>,
+}
+
+impl Space {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.name_ids.get(name) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.into());
+        self.name_ids.insert(name.into(), id);
+        id
+    }
+
+    fn upsert(&mut self, dims: usize, words: usize, entry: &VectorEntry) {
+        let tags = [
+            self.intern(&entry.tags[0]),
+            self.intern(&entry.tags[1]),
+            self.intern(&entry.tags[2]),
+        ];
+        let bits = sign_bits(&entry.code.codes, words);
+        let slot = match self.slot_of.get(entry.key.as_slice()) {
+            Some(slot) => *slot as usize,
+            None => {
+                let slot = self.keys.len();
+                self.keys.push(entry.key.clone().into());
+                self.slot_of.insert(entry.key.clone().into(), slot as u32);
+                self.alive.push(false);
+                self.tags.push([0; 3]);
+                self.time.push(0);
+                self.bits.extend(std::iter::repeat_n(0, words));
+                self.codes.extend(std::iter::repeat_n(0, dims));
+                self.scales.push(0.0);
+                slot
+            }
+        };
+        if !self.alive[slot] {
+            self.alive[slot] = true;
+            self.live += 1;
+        }
+        self.tags[slot] = tags;
+        self.time[slot] = entry.time;
+        self.bits[slot * words..(slot + 1) * words].copy_from_slice(&bits);
+        self.codes[slot * dims..(slot + 1) * dims].copy_from_slice(&entry.code.codes);
+        self.scales[slot] = entry.code.scale;
+    }
+
+    fn kill(&mut self, slot: usize) {
+        if self.alive[slot] {
+            self.alive[slot] = false;
+            self.live -= 1;
+        }
+    }
+
+    fn delete(&mut self, key: &[u8]) {
+        if let Some(slot) = self.slot_of.get(key) {
+            self.kill(*slot as usize);
+        }
+    }
+
+    /// Rewrites the arrays without dead slots once they are the majority.
+    fn maybe_compact(&mut self, dims: usize, words: usize) {
+        let dead = self.keys.len() - self.live;
+        if dead < 1024 || dead < self.live {
+            return;
+        }
+        let old = std::mem::take(self);
+        for slot in (0..old.keys.len()).filter(|s| old.alive[*s]) {
+            let tag = |i: usize| old.names[old.tags[slot][i] as usize].to_string();
+            self.upsert(
+                dims,
+                words,
+                &VectorEntry {
+                    key: old.keys[slot].to_vec(),
+                    tags: [tag(0), tag(1), tag(2)],
+                    time: old.time[slot],
+                    code: Quantized {
+                        scale: old.scales[slot],
+                        codes: old.codes[slot * dims..(slot + 1) * dims].to_vec(),
+                    },
+                },
+            );
+        }
+    }
+}
+
+/// Sign bit of each dimension, packed.
+fn sign_bits(values: &[i8], words: usize) -> Vec<u64> {
+    let mut bits = vec![0u64; words];
+    for (i, v) in values.iter().enumerate() {
+        if *v > 0 {
+            bits[i / 64] |= 1 << (i % 64);
+        }
+    }
+    bits
+}
+
+fn hamming(a: &[u64], b: &[u64]) -> u32 {
+    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
+}
+
+fn dot(query: &[f32], codes: &[i8]) -> f32 {
+    query
+        .iter()
+        .zip(codes)
+        .map(|(q, c)| q * f32::from(*c))
+        .sum()
+}
+
+/// The vectors of one kind of document (records, or events), per memory.
+#[derive(Debug)]
+pub struct VectorIndex {
+    dims: usize,
+    words: usize,
+    memories: RwLock<HashMap<String, Arc<RwLock<Space>>>>,
+}
+
+impl VectorIndex {
+    pub fn new(dims: usize) -> Self {
+        Self {
+            dims,
+            words: dims.div_ceil(64),
+            memories: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
+    fn space(&self, memory_id: &str) -> Option<Arc<RwLock<Space>>> {
+        let memories = self.memories.read().unwrap_or_else(|p| p.into_inner());
+        memories.get(memory_id).cloned()
+    }
+
+    /// Adds or replaces a vector (of the index's length; others are ignored).
+    pub fn upsert(&self, memory_id: &str, entry: &VectorEntry) {
+        if entry.code.codes.len() != self.dims {
+            return;
+        }
+        let space = match self.space(memory_id) {
+            Some(space) => space,
+            None => {
+                let mut memories = self.memories.write().unwrap_or_else(|p| p.into_inner());
+                memories.entry(memory_id.to_string()).or_default().clone()
+            }
+        };
+        let mut space = space.write().unwrap_or_else(|p| p.into_inner());
+        space.upsert(self.dims, self.words, entry);
+    }
+
+    pub fn delete(&self, memory_id: &str, key: &[u8]) {
+        if let Some(space) = self.space(memory_id) {
+            let mut space = space.write().unwrap_or_else(|p| p.into_inner());
+            space.delete(key);
+            space.maybe_compact(self.dims, self.words);
+        }
+    }
+
+    /// Removes every vector whose first tag is `name` (an erased actor's events).
+    pub fn delete_tagged(&self, memory_id: &str, name: &str) {
+        if let Some(space) = self.space(memory_id) {
+            let mut space = space.write().unwrap_or_else(|p| p.into_inner());
+            let Some(id) = space.name_ids.get(name).copied() else {
+                return;
+            };
+            for slot in 0..space.keys.len() {
+                if space.tags[slot][0] == id {
+                    space.kill(slot);
+                }
+            }
+            space.maybe_compact(self.dims, self.words);
+        }
+    }
+
+    pub fn delete_memory(&self, memory_id: &str) {
+        let mut memories = self.memories.write().unwrap_or_else(|p| p.into_inner());
+        memories.remove(memory_id);
+    }
+
+    pub fn clear(&self) {
+        self.memories
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Live vectors of a memory.
+    pub fn len(&self, memory_id: &str) -> usize {
+        self.space(memory_id)
+            .map_or(0, |s| s.read().unwrap_or_else(|p| p.into_inner()).live)
+    }
+
+    /// The `limit` vectors of the memory most similar to `query` (unit length) among those
+    /// the filter admits, best first.
+    pub fn search(
+        &self,
+        memory_id: &str,
+        query: &[f32],
+        filter: &VectorFilter<'_>,
+        limit: usize,
+    ) -> Vec<VectorHit> {
+        if query.len() != self.dims || limit == 0 {
+            return Vec::new();
+        }
+        let Some(space) = self.space(memory_id) else {
+            return Vec::new();
+        };
+        let space = space.read().unwrap_or_else(|p| p.into_inner());
+        // Each filter on a tag is evaluated once per distinct name, not once per vector.
+        let name_ok: Vec<Option<Vec<bool>>> = filter
+            .tags
+            .iter()
+            .map(|f| f.map(|f| space.names.iter().map(|n| f(n)).collect()))
+            .collect();
+        let admits = |slot: usize| -> bool {
+            space.alive[slot]
+                && (0..3).all(|i| {
+                    name_ok[i]
+                        .as_ref()
+                        .is_none_or(|ok| ok[space.tags[slot][i] as usize])
+                })
+                && filter.time.is_none_or(|f| f(space.time[slot]))
+                && filter
+                    .keys
+                    .is_none_or(|keys| keys.contains(&*space.keys[slot]))
+        };
+        let quantized = Quantized::new(query);
+        let query_bits = sign_bits(&quantized.codes, self.words);
+        let candidates = CANDIDATES.max(limit);
+        // Max-heap on distance: the worst kept candidate is on top.
+        let mut heap: BinaryHeap<(u32, u32)> = BinaryHeap::with_capacity(candidates + 1);
+        let words = self.words;
+        for slot in 0..space.keys.len() {
+            if !admits(slot) {
+                continue;
+            }
+            let distance = hamming(&space.bits[slot * words..(slot + 1) * words], &query_bits);
+            if heap.len() < candidates {
+                heap.push((distance, slot as u32));
+            } else if heap.peek().is_some_and(|top| distance < top.0) {
+                heap.pop();
+                heap.push((distance, slot as u32));
+            }
+        }
+        let dims = self.dims;
+        let mut scored: Vec<(f32, u32)> = heap
+            .into_iter()
+            .map(|(_, slot)| {
+                let s = slot as usize;
+                let codes = &space.codes[s * dims..(s + 1) * dims];
+                (dot(query, codes) * space.scales[s], slot)
+            })
+            .collect();
+        scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored.truncate(limit);
+        scored
+            .into_iter()
+            .map(|(score, slot)| VectorHit {
+                key: space.keys[slot as usize].to_vec(),
+                score,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(values: &[f32]) -> Vec<f32> {
+        let mut v = values.to_vec();
+        crate::embedding::normalize(&mut v);
+        v
+    }
+
+    fn entry(key: &str, tags: [&str; 3], time: u64, vector: &[f32]) -> VectorEntry {
+        VectorEntry {
+            key: key.as_bytes().to_vec(),
+            tags: tags.map(String::from),
+            time,
+            code: Quantized::new(&unit(vector)),
+        }
+    }
+
+    fn keys(hits: &[VectorHit]) -> Vec<String> {
+        hits.iter()
+            .map(|h| String::from_utf8(h.key.clone()).unwrap())
+            .collect()
+    }
+
+    /// A pseudo-random unit vector (xorshift), reproducible per seed.
+    fn random(seed: u64, dims: usize) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..dims)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect();
+        unit(&v)
+    }
+
+    #[test]
+    fn ranks_by_cosine_and_filters_before_ranking() {
+        let index = VectorIndex::new(4);
+        index.upsert(
+            "m",
+            &entry("near", ["/a", "s1", "x"], 0, &[1.0, 0.1, 0.0, 0.0]),
+        );
+        index.upsert(
+            "m",
+            &entry("far", ["/a", "s1", "x"], 0, &[0.0, 0.0, 1.0, 0.0]),
+        );
+        index.upsert(
+            "m",
+            &entry("other-ns", ["/b", "s1", "x"], 0, &[1.0, 0.0, 0.0, 0.0]),
+        );
+        index.upsert(
+            "m2",
+            &entry("other-memory", ["/a", "s1", "x"], 0, &[1.0, 0.0, 0.0, 0.0]),
+        );
+        let query = unit(&[1.0, 0.0, 0.0, 0.0]);
+        let all = index.search("m", &query, &VectorFilter::default(), 10);
+        assert_eq!(keys(&all), ["other-ns", "near", "far"]);
+        assert!((all[0].score - 1.0).abs() < 0.01, "cosine of equal vectors");
+        let in_a = |ns: &str| ns.starts_with("/a");
+        let filter = VectorFilter {
+            tags: [Some(&in_a), None, None],
+            ..Default::default()
+        };
+        assert_eq!(keys(&index.search("m", &query, &filter, 1)), ["near"]);
+        let unexpired = |t: u64| t == 0;
+        index.upsert(
+            "m",
+            &entry("near", ["/a", "s1", "x"], 5, &[1.0, 0.1, 0.0, 0.0]),
+        );
+        let filter = VectorFilter {
+            tags: [Some(&in_a), None, None],
+            time: Some(&unexpired),
+            ..Default::default()
+        };
+        assert_eq!(keys(&index.search("m", &query, &filter, 10)), ["far"]);
+        index.delete("m", b"far");
+        assert!(index.search("m", &query, &filter, 10).is_empty());
+        index.delete_tagged("m", "/b");
+        assert_eq!(
+            keys(&index.search("m", &query, &VectorFilter::default(), 10)),
+            ["near"]
+        );
+        assert_eq!(index.len("m"), 1);
+    }
+
+    #[test]
+    fn a_selective_filter_still_fills_the_top_k() {
+        // 5000 vectors, 10 of them in namespace /rare: a post-filtered global top-k would
+        // come back empty; the filter runs inside the scan.
+        let index = VectorIndex::new(64);
+        for i in 0..5000u64 {
+            let ns = if i % 500 == 0 { "/rare" } else { "/common" };
+            index.upsert(
+                "m",
+                &entry(&format!("k{i}"), [ns, "", ""], 0, &random(i, 64)),
+            );
+        }
+        let rare = |ns: &str| ns == "/rare";
+        let filter = VectorFilter {
+            tags: [Some(&rare), None, None],
+            ..Default::default()
+        };
+        let hits = index.search("m", &random(4242, 64), &filter, 10);
+        assert_eq!(hits.len(), 10);
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+    }
+
+    #[test]
+    fn the_bit_pass_keeps_the_true_neighbours() {
+        // Against exact cosine over 20000 random vectors (harder than real embeddings, which
+        // cluster), the candidates the bit pass keeps hold nearly all of the true top 10.
+        let dims = 384;
+        let vectors: Vec<Vec<f32>> = (0..20_000).map(|i| random(i, dims)).collect();
+        let index = VectorIndex::new(dims);
+        for (i, v) in vectors.iter().enumerate() {
+            index.upsert("m", &entry(&i.to_string(), ["", "", ""], 0, v));
+        }
+        let mut found = 0;
+        for q in 0..20u64 {
+            // A query near a stored vector, as real queries are near their answers.
+            let base = &vectors[(q * 997) as usize % vectors.len()];
+            let noise = random(100_000 + q, dims);
+            let query = unit(
+                &base
+                    .iter()
+                    .zip(&noise)
+                    .map(|(b, n)| b + 0.8 * n)
+                    .collect::<Vec<_>>(),
+            );
+            let mut exact: Vec<(f32, usize)> = vectors
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v.iter().zip(&query).map(|(a, b)| a * b).sum(), i))
+                .collect();
+            exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let truth: HashSet<String> = exact[..10].iter().map(|(_, i)| i.to_string()).collect();
+            let hits = index.search("m", &query, &VectorFilter::default(), 10);
+            found += keys(&hits).iter().filter(|k| truth.contains(*k)).count();
+        }
+        let recall = found as f64 / 200.0;
+        assert!(
+            recall >= 0.9,
+            "recall@10 of the bit pass + rescoring: {recall}"
+        );
+    }
+
+    #[test]
+    fn compaction_keeps_live_vectors() {
+        let index = VectorIndex::new(8);
+        for i in 0..3000u64 {
+            index.upsert(
+                "m",
+                &entry(&format!("k{i}"), ["t", "", ""], 0, &random(i, 8)),
+            );
+        }
+        for i in 0..2500u64 {
+            index.delete("m", format!("k{i}").as_bytes());
+        }
+        assert_eq!(index.len("m"), 500);
+        let hits = index.search("m", &random(2999, 8), &VectorFilter::default(), 1);
+        assert_eq!(keys(&hits), ["k2999"]);
+    }
+}
