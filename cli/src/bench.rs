@@ -23,6 +23,9 @@ pub enum BenchCommand {
     Extract(crate::bench_extract::ExtractArgs),
     /// RetrieveMemoryRecords latency over synthetic records vs. the bare index search.
     Retrieve(crate::bench_retrieve::RetrieveArgs),
+    /// The vector scan alone at a scale the model cannot embed in a benchmark (random unit
+    /// vectors: the scan costs the same whatever they hold), with its recall against exact.
+    Ann(crate::bench_retrieve::AnnArgs),
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +202,8 @@ fn local_embeddings(config: &mut Config) {
 
 pub(crate) struct LocalServer {
     pub endpoint: String,
+    /// The configuration it runs with.
+    pub config: Config,
     dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -216,7 +221,7 @@ impl LocalServer {
         change(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
-        let server = Server::open(config)?;
+        let server = Server::open(config.clone())?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             if let Err(err) = server
@@ -230,6 +235,7 @@ impl LocalServer {
         });
         Ok(Self {
             endpoint,
+            config,
             dir,
             stop: Some(tx),
             task,
@@ -241,11 +247,17 @@ impl LocalServer {
         self.dir.path()
     }
 
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_keeping_data().await;
+    }
+
+    /// Stops the server and hands over its data directory (deleted when dropped).
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
+        self.dir
     }
 }
 
@@ -359,6 +371,7 @@ pub async fn run(ctx: &Globals, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Write(args) => args,
         BenchCommand::Extract(args) => return crate::bench_extract::run(ctx, args).await,
         BenchCommand::Retrieve(args) => return crate::bench_retrieve::run(ctx, args).await,
+        BenchCommand::Ann(args) => return crate::bench_retrieve::run_ann(ctx, args).await,
     };
     anyhow::ensure!(
         args.concurrency.iter().all(|&c| c > 0),

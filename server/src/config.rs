@@ -57,8 +57,9 @@ pub struct Config {
     /// built-in prompts.
     pub llm_prompts_dir: Option<PathBuf>,
     /// The embedding model of semantic and hybrid search: a fastembed catalogue model (its
-    /// hub name, e.g. `sentence-transformers/all-MiniLM-L6-v2`, downloaded into
-    /// `embedding_cache_dir` on first use), or `off` (keyword search only).
+    /// hub repository, e.g. `Qdrant/all-MiniLM-L6-v2-onnx`, or its fastembed name, e.g.
+    /// `AllMiniLML6V2`; downloaded into `embedding_cache_dir` on first use), or `off`
+    /// (keyword search only).
     pub embedding_model: String,
     /// A local model instead (offline installs): a directory with `model.onnx`,
     /// `tokenizer.json`, `config.json`, `special_tokens_map.json`, `tokenizer_config.json`.
@@ -135,7 +136,7 @@ impl Default for Config {
             llm_tokens_per_minute: 0,
             llm_max_output_tokens: 1024,
             llm_prompts_dir: None,
-            embedding_model: "sentence-transformers/all-MiniLM-L6-v2".into(),
+            embedding_model: "Qdrant/all-MiniLM-L6-v2-onnx".into(),
             embedding_model_dir: None,
             embedding_pooling: "mean".into(),
             embedding_max_length: 256,
@@ -312,7 +313,7 @@ impl Config {
                 model: EmbeddingSettings::catalogue_model(&self.embedding_model).ok_or_else(
                     || {
                         ConfigError(format!(
-                            "embedding_model {:?} is not in fastembed's catalogue; use a hub name such as sentence-transformers/all-MiniLM-L6-v2, set embedding_model_dir to a local model, or \"off\"",
+                            "embedding_model {:?} is not in fastembed's catalogue; use a catalogue repository such as Qdrant/all-MiniLM-L6-v2-onnx (or its fastembed name, AllMiniLML6V2), set embedding_model_dir to a local model, or \"off\"",
                             self.embedding_model
                         ))
                     },
@@ -410,5 +411,31 @@ mod tests {
             assert!(Config::load(None, &open).is_ok());
             Ok(())
         });
+    }
+
+    #[test]
+    fn embedding_settings_name_the_model_or_say_what_is_wrong() {
+        let mut config = Config::default();
+        let settings = config.embedding_settings().unwrap().expect("on by default");
+        assert!(matches!(
+            settings.source,
+            crate::embedding::ModelSource::Hub { ref cache_dir, .. } if cache_dir.ends_with("models")
+        ));
+        config.embedding_model = "AllMiniLML6V2".into();
+        assert!(config.embedding_settings().unwrap().is_some());
+        config.embedding_model = "no-such/model".into();
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("embedding_model"), "{err}");
+        config.embedding_model_dir = Some("/models/minilm".into());
+        config.embedding_pooling = "max".into();
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("embedding_pooling"), "{err}");
+        config.embedding_pooling = "cls".into();
+        assert!(matches!(
+            config.embedding_settings().unwrap().unwrap().source,
+            crate::embedding::ModelSource::Local { .. }
+        ));
+        config.embedding_model = "off".into();
+        assert_eq!(config.embedding_settings().unwrap(), None);
     }
 }

@@ -46,7 +46,7 @@ pub const MAX_MESSAGE_BYTES: usize = 12 * 1024 * 1024;
 pub enum ServeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("storage: {0}")]
+    #[error("{0}")]
     Store(#[from] error::ServiceError),
     #[error("{context}: {source}")]
     Io {

@@ -223,7 +223,7 @@ pub async fn extraction_jobs(client: &MemdClient, memory_id: &str) -> Vec<pb::Ex
 /// when they are missing: these tests must not pass by skipping.
 pub fn with_embeddings(config: &mut Config) {
     let (model_dir, runtime) = embedding_files();
-    config.embedding_model = "sentence-transformers/all-MiniLM-L6-v2".into();
+    config.embedding_model = "Qdrant/all-MiniLM-L6-v2-onnx".into();
     config.embedding_model_dir = Some(model_dir);
     config.onnxruntime_path = Some(runtime);
     config.embedding_query_threads = 1;

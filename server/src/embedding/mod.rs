@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 /// Where the model comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSource {
-    /// A fastembed catalogue model (e.g. `sentence-transformers/all-MiniLM-L6-v2`), fetched
+    /// A fastembed catalogue model (e.g. `Qdrant/all-MiniLM-L6-v2-onnx`), fetched
     /// from the hub into `cache_dir` on first use.
     Hub {
         model: EmbeddingModel,
@@ -46,7 +46,7 @@ pub struct EmbeddingSettings {
 }
 
 impl EmbeddingSettings {
-    /// Looks a catalogue model up by its hub name (`sentence-transformers/all-MiniLM-L6-v2`)
+    /// Looks a catalogue model up by its hub repository (`Qdrant/all-MiniLM-L6-v2-onnx`)
     /// or its fastembed name (`AllMiniLML6V2`), case-insensitively.
     pub fn catalogue_model(name: &str) -> Option<EmbeddingModel> {
         if let Ok(model) = name.parse::<EmbeddingModel>() {

@@ -249,17 +249,18 @@ pub async fn retrieve(
     let min_score = criteria.min_score;
     let memory_id = req.memory_id;
     store.memory(&memory_id)?;
-    let vector = retrieval.query_vector(mode, &search.query).await?;
+    let now = search.now_us;
+    let hits: Vec<_> = retrieval
+        .find_records(search, mode)
+        .await?
+        .into_iter()
+        .filter(|hit| min_score == 0.0 || f64::from(hit.score) >= min_score)
+        .collect();
     blocking(move || {
-        let hits: Vec<_> = retrieval
-            .search_records(&search, mode, vector.as_deref())?
-            .into_iter()
-            .filter(|hit| min_score == 0.0 || f64::from(hit.score) >= min_score)
-            .collect();
         let mut records = Vec::new();
         for hit in hits.iter().skip(offset).take(page_size) {
             // The index may lag a deletion by a moment: what is gone is left out.
-            match store.record(&memory_id, &hit.record_id, search.now_us, |r| {
+            match store.record(&memory_id, &hit.record_id, now, |r| {
                 r.invalid_from_us == 0 && caller.sees_record(&r.namespace, &r.actor_id)
             }) {
                 Ok(record) => records.push(pb::ScoredMemoryRecord {

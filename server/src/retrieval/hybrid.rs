@@ -7,6 +7,7 @@ use super::index::{RecordHit, RecordSearch};
 use super::vectors::{NameFilter, TimeFilter, VectorFilter};
 use super::{EventHit, EventSearch, Retrieval};
 use crate::error::{Result, ServiceError};
+use std::sync::Arc;
 use wildmatch::WildMatch;
 
 /// How a search ranks.
@@ -46,6 +47,38 @@ impl Retrieval {
         }
     }
 
+    /// The BM25 ranking of records, `limit` deep (blocking).
+    fn keyword_records(&self, search: &RecordSearch, limit: usize) -> Result<Vec<RecordHit>> {
+        let mut search = search.clone();
+        search.limit = limit;
+        self.indexes.records.search(&search)
+    }
+
+    /// The embedding ranking of records, `limit` deep, every filter inside (blocking).
+    fn semantic_records(
+        &self,
+        search: &RecordSearch,
+        vector: &[f32],
+        limit: usize,
+    ) -> Result<Vec<RecordHit>> {
+        let Some(semantic) = &self.semantic else {
+            return Ok(Vec::new());
+        };
+        // Metadata conditions are evaluated by the keyword index, as the set they admit.
+        let keys = if search.metadata.is_empty() {
+            None
+        } else {
+            Some(self.indexes.records.matching_ids(search)?)
+        };
+        Ok(record_vectors(
+            semantic,
+            search,
+            vector,
+            keys.as_ref(),
+            limit,
+        ))
+    }
+
     /// The best `search.limit` records (blocking). `vector` is the query's embedding from
     /// [`Retrieval::query_vector`].
     pub fn search_records(
@@ -54,37 +87,48 @@ impl Retrieval {
         mode: Mode,
         vector: Option<&[f32]>,
     ) -> Result<Vec<RecordHit>> {
-        let keyword = |limit: usize| {
-            let mut search = search.clone();
-            search.limit = limit;
-            self.indexes.records.search(&search)
-        };
-        let (Some(semantic), Some(vector), Mode::Semantic | Mode::Hybrid) =
-            (&self.semantic, vector, mode)
-        else {
-            return keyword(search.limit);
-        };
-        let semantic_hits = |limit: usize| -> Result<Vec<RecordHit>> {
-            let keys = if search.metadata.is_empty() {
-                None
-            } else {
-                Some(self.indexes.records.matching_ids(search)?)
-            };
-            let hits = record_vectors(semantic, search, vector, keys.as_ref(), limit);
-            Ok(hits)
-        };
-        if mode == Mode::Semantic {
-            return semantic_hits(search.limit);
+        match (mode, vector) {
+            (Mode::Semantic, Some(vector)) => self.semantic_records(search, vector, search.limit),
+            (Mode::Hybrid, Some(vector)) => {
+                let depth = search.limit.max(FUSION_DEPTH);
+                Ok(fuse_records(
+                    self.keyword_records(search, depth)?,
+                    self.semantic_records(search, vector, depth)?,
+                    search.limit,
+                ))
+            }
+            _ => self.keyword_records(search, search.limit),
         }
+    }
+
+    /// [`Retrieval::search_records`] for the API: in hybrid mode the keyword search runs on
+    /// one blocking thread while the query is embedded and the vectors scanned on others.
+    pub async fn find_records(
+        self: &Arc<Self>,
+        search: RecordSearch,
+        mode: Mode,
+    ) -> Result<Vec<RecordHit>> {
+        if mode != Mode::Hybrid || self.semantic.is_none() {
+            let vector = self.query_vector(mode, &search.query).await?;
+            let this = self.clone();
+            return blocking(move || this.search_records(&search, mode, vector.as_deref())).await;
+        }
+        let search = Arc::new(search);
         let depth = search.limit.max(FUSION_DEPTH);
-        let ids = |hits: Vec<RecordHit>| -> Vec<String> {
-            hits.into_iter().map(|h| h.record_id).collect()
+        let keyword = {
+            let (this, search) = (self.clone(), search.clone());
+            blocking(move || this.keyword_records(&search, depth))
         };
-        let lists = [ids(keyword(depth)?), ids(semantic_hits(depth)?)];
-        Ok(reciprocal_rank(&lists, search.limit)
-            .into_iter()
-            .map(|(record_id, score)| RecordHit { record_id, score })
-            .collect())
+        let semantic = async {
+            let vector = self
+                .query_vector(mode, &search.query)
+                .await?
+                .unwrap_or_default();
+            let (this, search) = (self.clone(), search.clone());
+            blocking(move || this.semantic_records(&search, &vector, depth)).await
+        };
+        let (keyword, semantic) = tokio::try_join!(keyword, semantic)?;
+        Ok(fuse_records(keyword, semantic, search.limit))
     }
 
     /// The best `search.limit` events of one actor (blocking).
@@ -142,6 +186,21 @@ impl Retrieval {
             .map(|(event_key, score)| EventHit { event_key, score })
             .collect())
     }
+}
+
+fn fuse_records(keyword: Vec<RecordHit>, semantic: Vec<RecordHit>, limit: usize) -> Vec<RecordHit> {
+    let ids =
+        |hits: Vec<RecordHit>| -> Vec<String> { hits.into_iter().map(|h| h.record_id).collect() };
+    reciprocal_rank(&[ids(keyword), ids(semantic)], limit)
+        .into_iter()
+        .map(|(record_id, score)| RecordHit { record_id, score })
+        .collect()
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work).await?
 }
 
 /// Semantic search over records with every filter of `search` inside the scan.

@@ -19,7 +19,10 @@ pub use fusion::reciprocal_rank;
 pub use hybrid::Mode;
 pub use index::{Access, MetadataMatch, RecordHit, RecordIndex, RecordSearch, metadata_number};
 pub use indexer::{Indexer, Indexes, Rebuilt, ReindexHandle, catch_up};
-pub use vector_indexer::{LogCursors, StartedVectors, VectorIndexer, VectorStatus, Vectors};
+pub use vector_indexer::{
+    EVENTS as EVENT_VECTORS, LogCursors, RECORDS as RECORD_VECTORS, StartedVectors, VectorIndexer,
+    VectorStatus, Vectors,
+};
 pub use vectors::{
     CANDIDATES, NameFilter, Quantized, TimeFilter, VectorEntry, VectorFilter, VectorHit,
     VectorIndex,
