@@ -30,9 +30,10 @@ pub struct LocomoArgs {
     /// Cut-offs to report.
     #[arg(long, value_delimiter = ',', default_value = "1,5,10,20")]
     k: Vec<usize>,
-    /// How to rank (default: the server's, hybrid where it has an embedding model).
-    #[arg(long, value_enum, default_value_t = crate::longterm::ModeArg::Default)]
-    mode: crate::longterm::ModeArg,
+    /// Search modes to compare, each over the same ingested data (default: the server's,
+    /// hybrid where it has an embedding model).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "default")]
+    mode: Vec<crate::longterm::ModeArg>,
 }
 
 struct Conversation {
@@ -204,6 +205,160 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Recall per (category, k) as (sum, questions); category 0 is overall.
+type RecallTable = BTreeMap<(u64, usize), (f64, usize)>;
+
+fn mean(table: &RecallTable, category: u64, k: usize) -> f64 {
+    table
+        .get(&(category, k))
+        .map_or(f64::NAN, |(sum, n)| sum / *n as f64)
+}
+
+/// What one search mode scored.
+struct ModeReport {
+    mode: pb::SearchMode,
+    recall: RecallTable,
+    event_recall: RecallTable,
+    latencies: Vec<f64>,
+    event_latencies: Vec<f64>,
+}
+
+impl ModeReport {
+    fn questions(&self) -> usize {
+        self.latencies.len()
+    }
+
+    fn latency(&self, sorted: &[f64]) -> (f64, f64, f64) {
+        (
+            percentile(sorted, 50.0),
+            percentile(sorted, 95.0),
+            percentile(sorted, 99.0),
+        )
+    }
+
+    fn json(&self, ks: &[usize]) -> Value {
+        let of = |table: &RecallTable, category: u64| -> Value {
+            ks.iter()
+                .map(|&k| (format!("recall@{k}"), json!(mean(table, category, k))))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        let by_category = |table: &RecallTable| -> Value {
+            (1..=4)
+                .map(|c| (c.to_string(), of(table, c)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        let (p50, p95, p99) = self.latency(&self.latencies);
+        let (e50, e95, e99) = self.latency(&self.event_latencies);
+        json!({
+            "questions": self.questions(),
+            "mode": self.mode.as_str_name(),
+            "overall": of(&self.recall, 0),
+            "by_category": by_category(&self.recall),
+            "latency_ms": {"p50": p50, "p95": p95, "p99": p99},
+            "events": {
+                "overall": of(&self.event_recall, 0),
+                "by_category": by_category(&self.event_recall),
+                "latency_ms": {"p50": e50, "p95": e95, "p99": e99},
+            },
+        })
+    }
+}
+
+fn add(table: &mut RecallTable, category: u64, k: usize, hit: f64) {
+    for category in [category, 0] {
+        let entry = table.entry((category, k)).or_default();
+        entry.0 += hit;
+        entry.1 += 1;
+    }
+}
+
+/// Asks every question in `mode` through RetrieveMemoryRecords and SearchEvents.
+async fn ask(
+    client: &MemdClient,
+    m: &str,
+    conversations: &[Conversation],
+    ks: &[usize],
+    mode: crate::longterm::ModeArg,
+) -> anyhow::Result<ModeReport> {
+    let top = *ks.iter().max().expect("checked non-empty");
+    let mut report = ModeReport {
+        mode: mode.proto(),
+        recall: RecallTable::new(),
+        event_recall: RecallTable::new(),
+        latencies: Vec::new(),
+        event_latencies: Vec::new(),
+    };
+    for conversation in conversations {
+        for question in &conversation.questions {
+            let asked = Instant::now();
+            let found = client
+                .retrieve_memory_records(pb::RetrieveMemoryRecordsRequest {
+                    memory_id: m.to_string(),
+                    namespace: format!("/conversations/{}/", conversation.actor),
+                    search_criteria: Some(pb::SearchCriteria {
+                        search_query: question.text.clone(),
+                        top_k: top as i32,
+                        mode: mode.proto() as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .await?;
+            report.latencies.push(asked.elapsed().as_secs_f64() * 1e3);
+            let asked = Instant::now();
+            let events = client
+                .search_events(pb::SearchEventsRequest {
+                    memory_id: m.to_string(),
+                    actor_id: conversation.actor.clone(),
+                    query: question.text.clone(),
+                    top_k: top as i32,
+                    mode: mode.proto() as i32,
+                    ..Default::default()
+                })
+                .await?;
+            report
+                .event_latencies
+                .push(asked.elapsed().as_secs_f64() * 1e3);
+            let share = |found: &BTreeSet<&String>| {
+                question
+                    .evidence
+                    .iter()
+                    .filter(|e| found.contains(e))
+                    .count() as f64
+                    / question.evidence.len() as f64
+            };
+            for &k in ks {
+                let returned: BTreeSet<&String> = events
+                    .events
+                    .iter()
+                    .take(k)
+                    .filter_map(|e| e.event.as_ref())
+                    .map(|e| &e.event_id)
+                    .collect();
+                add(
+                    &mut report.event_recall,
+                    question.category,
+                    k,
+                    share(&returned),
+                );
+                let cited: BTreeSet<&String> = found
+                    .memory_records
+                    .iter()
+                    .take(k)
+                    .filter_map(|r| r.memory_record.as_ref())
+                    .flat_map(|r| &r.source_event_ids)
+                    .collect();
+                add(&mut report.recall, question.category, k, share(&cited));
+            }
+        }
+    }
+    report.latencies.sort_by(f64::total_cmp);
+    report.event_latencies.sort_by(f64::total_cmp);
+    Ok(report)
+}
+
 pub async fn run(ctx: &Globals, command: EvalCommand) -> anyhow::Result<()> {
     let EvalCommand::Locomo(args) = command;
     anyhow::ensure!(
@@ -287,132 +442,32 @@ pub async fn run(ctx: &Globals, command: EvalCommand) -> anyhow::Result<()> {
     }
     let indexed = started.elapsed();
 
-    let top = *args.k.iter().max().expect("checked non-empty");
-    let mut recall: BTreeMap<(u64, usize), (f64, usize)> = BTreeMap::new();
-    let mut event_recall: BTreeMap<(u64, usize), (f64, usize)> = BTreeMap::new();
-    let mut latencies = Vec::new();
-    let mut event_latencies = Vec::new();
-    for conversation in &conversations {
-        for question in &conversation.questions {
-            let asked = Instant::now();
-            let found = client
-                .retrieve_memory_records(pb::RetrieveMemoryRecordsRequest {
-                    memory_id: m.clone(),
-                    namespace: format!("/conversations/{}/", conversation.actor),
-                    search_criteria: Some(pb::SearchCriteria {
-                        search_query: question.text.clone(),
-                        top_k: top as i32,
-                        mode: args.mode.proto() as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-                .await?;
-            latencies.push(asked.elapsed().as_secs_f64() * 1e3);
-            let asked = Instant::now();
-            let events = client
-                .search_events(pb::SearchEventsRequest {
-                    memory_id: m.clone(),
-                    actor_id: conversation.actor.clone(),
-                    query: question.text.clone(),
-                    top_k: top as i32,
-                    mode: args.mode.proto() as i32,
-                    ..Default::default()
-                })
-                .await?;
-            event_latencies.push(asked.elapsed().as_secs_f64() * 1e3);
-            for &k in &args.k {
-                let found: BTreeSet<&String> = events
-                    .events
-                    .iter()
-                    .take(k)
-                    .filter_map(|e| e.event.as_ref())
-                    .map(|e| &e.event_id)
-                    .collect();
-                let hit = question
-                    .evidence
-                    .iter()
-                    .filter(|e| found.contains(e))
-                    .count() as f64
-                    / question.evidence.len() as f64;
-                for category in [question.category, 0] {
-                    let entry = event_recall.entry((category, k)).or_default();
-                    entry.0 += hit;
-                    entry.1 += 1;
-                }
-            }
-            for &k in &args.k {
-                let cited: BTreeSet<&String> = found
-                    .memory_records
-                    .iter()
-                    .take(k)
-                    .filter_map(|r| r.memory_record.as_ref())
-                    .flat_map(|r| &r.source_event_ids)
-                    .collect();
-                let hit = question
-                    .evidence
-                    .iter()
-                    .filter(|e| cited.contains(e))
-                    .count() as f64
-                    / question.evidence.len() as f64;
-                for category in [question.category, 0] {
-                    let entry = recall.entry((category, k)).or_default();
-                    entry.0 += hit;
-                    entry.1 += 1;
-                }
-            }
-        }
+    let mut reports = Vec::new();
+    for &mode in &args.mode {
+        reports.push(ask(&client, &m, &conversations, &args.k, mode).await?);
     }
-    latencies.sort_by(f64::total_cmp);
-    event_latencies.sort_by(f64::total_cmp);
-    let (p50, p95, p99) = (
-        percentile(&latencies, 50.0),
-        percentile(&latencies, 95.0),
-        percentile(&latencies, 99.0),
-    );
-    let (e50, e95, e99) = (
-        percentile(&event_latencies, 50.0),
-        percentile(&event_latencies, 95.0),
-        percentile(&event_latencies, 99.0),
-    );
-    let questions = latencies.len();
     if let Some(server) = local {
         server.stop().await;
     }
-    let mean = |table: &BTreeMap<(u64, usize), (f64, usize)>, category: u64, k: usize| {
-        table
-            .get(&(category, k))
-            .map_or(f64::NAN, |(sum, n)| sum / *n as f64)
-    };
     if ctx.json {
-        let of = |table: &BTreeMap<(u64, usize), (f64, usize)>, category: u64| -> Value {
-            args.k
-                .iter()
-                .map(|&k| (format!("recall@{k}"), json!(mean(table, category, k))))
-                .collect::<serde_json::Map<_, _>>()
-                .into()
-        };
-        let by = |category: u64| of(&recall, category);
-        let events_by = |category: u64| of(&event_recall, category);
-        crate::output::print_json(&json!({
-            "conversations": conversations.len(),
-            "questions": questions,
-            "mode": args.mode.proto().as_str_name(),
-            "overall": by(0),
-            "by_category": (1..=4).map(|c| (c.to_string(), by(c))).collect::<serde_json::Map<_, _>>(),
-            "latency_ms": {"p50": p50, "p95": p95, "p99": p99},
-            "events": {
-                "overall": events_by(0),
-                "by_category": (1..=4).map(|c| (c.to_string(), events_by(c))).collect::<serde_json::Map<_, _>>(),
-                "latency_ms": {"p50": e50, "p95": e95, "p99": e99},
-            },
-            "ingest_seconds": ingested.as_secs_f64(),
-            "extraction_seconds": extracted.as_secs_f64(),
-            "indexed_seconds": indexed.as_secs_f64(),
-        }));
+        let mut out = reports[0].json(&args.k);
+        out["conversations"] = json!(conversations.len());
+        out["ingest_seconds"] = json!(ingested.as_secs_f64());
+        out["extraction_seconds"] = json!(extracted.as_secs_f64());
+        out["indexed_seconds"] = json!(indexed.as_secs_f64());
+        out["by_mode"] = reports
+            .iter()
+            .map(|r| (r.mode.as_str_name().to_string(), r.json(&args.k)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        crate::output::print_json(&out);
         return Ok(());
     }
-    let mut headers = vec!["SEARCH".to_string(), "CATEGORY".to_string()];
+    let mut headers = vec![
+        "MODE".to_string(),
+        "SEARCH".to_string(),
+        "CATEGORY".to_string(),
+    ];
     headers.extend(args.k.iter().map(|k| format!("RECALL@{k}")));
     let categories = [
         (0, "overall"),
@@ -422,22 +477,36 @@ pub async fn run(ctx: &Globals, command: EvalCommand) -> anyhow::Result<()> {
         (4, "4 single-hop"),
     ];
     let mut rows = Vec::new();
-    for (search, table) in [("records", &recall), ("events", &event_recall)] {
-        for (c, name) in categories {
-            let mut row = vec![search.to_string(), name.to_string()];
-            row.extend(args.k.iter().map(|&k| format!("{:.3}", mean(table, c, k))));
-            rows.push(row);
+    for report in &reports {
+        let mode = report.mode.as_str_name().trim_start_matches("SEARCH_MODE_");
+        for (search, table) in [
+            ("records", &report.recall),
+            ("events", &report.event_recall),
+        ] {
+            for (c, name) in categories {
+                let mut row = vec![mode.to_string(), search.to_string(), name.to_string()];
+                row.extend(args.k.iter().map(|&k| format!("{:.3}", mean(table, c, k))));
+                rows.push(row);
+            }
         }
     }
     let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
     crate::output::table(&headers, rows);
     println!(
-        "{} conversations, {questions} questions, {} mode; RetrieveMemoryRecords p50 {p50:.1} ms, p95 {p95:.1} ms, p99 {p99:.1} ms; SearchEvents p50 {e50:.1} ms, p95 {e95:.1} ms, p99 {e99:.1} ms; ingest {:.1} s, extraction done after {:.1} s, indexes after {:.1} s",
+        "{} conversations, {} questions; ingest {:.1} s, extraction done after {:.1} s, indexes after {:.1} s",
         conversations.len(),
-        args.mode.proto().as_str_name(),
+        reports[0].questions(),
         ingested.as_secs_f64(),
         extracted.as_secs_f64(),
         indexed.as_secs_f64()
     );
+    for report in &reports {
+        let (p50, p95, p99) = report.latency(&report.latencies);
+        let (e50, e95, e99) = report.latency(&report.event_latencies);
+        println!(
+            "{}: RetrieveMemoryRecords p50 {p50:.1} ms, p95 {p95:.1} ms, p99 {p99:.1} ms; SearchEvents p50 {e50:.1} ms, p95 {e95:.1} ms, p99 {e99:.1} ms",
+            report.mode.as_str_name()
+        );
+    }
     Ok(())
 }

@@ -67,7 +67,9 @@ pub struct Config {
     /// Pooling of the local model's token vectors: `mean` (sentence-transformers models such
     /// as MiniLM) or `cls` (BGE-style models).
     pub embedding_pooling: String,
-    /// Tokens embedded per text (longer texts are truncated).
+    /// Tokens embedded per text; longer texts are truncated (for semantic search only: keyword
+    /// search sees all of it). MiniLM was trained on 128; the cost of a text grows faster
+    /// than its length.
     pub embedding_max_length: usize,
     /// Where downloaded models are kept (default: `<data_dir>/models`).
     pub embedding_cache_dir: Option<PathBuf>,
@@ -139,7 +141,7 @@ impl Default for Config {
             embedding_model: "Qdrant/all-MiniLM-L6-v2-onnx".into(),
             embedding_model_dir: None,
             embedding_pooling: "mean".into(),
-            embedding_max_length: 256,
+            embedding_max_length: 128,
             embedding_cache_dir: None,
             embedding_query_threads: 2,
             onnxruntime_path: None,

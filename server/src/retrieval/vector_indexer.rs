@@ -184,6 +184,24 @@ fn resolve(store: &Store, change: &StoredIndexChange) -> Result<Vec<Op>> {
     })
 }
 
+/// Drops all but the last embedding of each document: each one reflects the document's
+/// state now, so the earlier ones (a running summary rewritten ten times in one round) are the
+/// same text embedded again.
+fn latest_only(ops: Vec<Op>) -> Vec<Op> {
+    let mut last = std::collections::HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::Embed(p) = op {
+            last.insert((p.kind, p.memory_id.as_str(), p.doc_key.as_slice()), i);
+        }
+    }
+    let keep: std::collections::HashSet<usize> = last.into_values().collect();
+    ops.into_iter()
+        .enumerate()
+        .filter(|(i, op)| matches!(op, Op::Write(_)) || keep.contains(i))
+        .map(|(_, op)| op)
+        .collect()
+}
+
 /// Embeds what `ops` ask for and turns everything into stored writes, in order.
 fn embed(model: &mut Model, ops: Vec<Op>) -> Result<Vec<VectorWrite>> {
     let texts: Vec<&str> = ops
@@ -376,7 +394,7 @@ impl Follower {
         for (_, change) in &changes {
             ops.extend(resolve(&self.store, change)?);
         }
-        let writes = embed(model, ops)?;
+        let writes = embed(model, latest_only(ops))?;
         self.commit(&writes, last)?;
         self.cursors.vectors_applied(&self.store, last)?;
         Ok(last)
