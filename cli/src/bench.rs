@@ -173,30 +173,15 @@ fn rocksdb_floor(
 /// Runtime in `MEMD_ONNXRUNTIME_PATH`, else where `./dev.sh fetch-model` puts them; without
 /// them, keyword search only (said on stderr).
 fn local_embeddings(config: &mut Config) {
-    let cache = std::env::var_os("HOME")
-        .map(|home| std::path::PathBuf::from(home).join(".cache/memd"))
-        .unwrap_or_default();
-    let pick = |env: &str, fallback: std::path::PathBuf| {
-        std::env::var_os(env)
-            .filter(|v| !v.is_empty())
-            .map_or(fallback, std::path::PathBuf::from)
-    };
-    let model_dir = pick(
-        "MEMD_EMBEDDING_MODEL_DIR",
-        cache.join("models/all-minilm-l6-v2-int8"),
-    );
-    let runtime = pick(
-        "MEMD_ONNXRUNTIME_PATH",
-        cache.join("onnxruntime/libonnxruntime.so.1.31.1"),
-    );
-    if model_dir.join("model.onnx").is_file() && runtime.is_file() {
-        config.embedding_model = Config::default().embedding_model;
-        config.embedding_model_dir = Some(model_dir);
-        config.onnxruntime_path = Some(runtime);
-    } else {
-        eprintln!(
+    match memd_server::embedding::local_files() {
+        Some((model_dir, runtime)) => {
+            config.embedding_model = Config::default().embedding_model;
+            config.embedding_model_dir = Some(model_dir);
+            config.onnxruntime_path = Some(runtime);
+        }
+        None => eprintln!(
             "memctl: no local embedding model (run ./dev.sh fetch-model): keyword search only"
-        );
+        ),
     }
 }
 

@@ -2,22 +2,18 @@
 //! the floor under how fast the embedder can follow writes.
 //!
 //! `cargo run --release -p memd-server --example embed_rate [MODEL_DIR] [ONNXRUNTIME_LIB]`
-//! (defaults: where `./dev.sh fetch-model` puts them).
+//! (defaults: `MEMD_EMBEDDING_MODEL_DIR` / `MEMD_ONNXRUNTIME_PATH`, else where
+//! `./dev.sh fetch-model` puts them).
 
 use memd_server::embedding::{EmbeddingSettings, Model, ModelSource};
 use std::path::PathBuf;
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cache = PathBuf::from(std::env::var("HOME")?).join(".cache/memd");
+    let (default_dir, default_runtime) = memd_server::embedding::local_file_paths();
     let mut args = std::env::args().skip(1);
-    let dir = args
-        .next()
-        .map_or(cache.join("models/all-minilm-l6-v2-int8"), PathBuf::from);
-    let runtime = args.next().map_or(
-        cache.join("onnxruntime/libonnxruntime.so.1.31.1"),
-        PathBuf::from,
-    );
+    let dir = args.next().map_or(default_dir, PathBuf::from);
+    let runtime = args.next().map_or(default_runtime, PathBuf::from);
     let texts: Vec<String> = (0..256)
         .map(|n| {
             format!(

@@ -231,27 +231,12 @@ pub fn with_embeddings(config: &mut Config) {
 
 /// The local model directory and ONNX Runtime library the tests use (see [`with_embeddings`]).
 pub fn embedding_files() -> (PathBuf, PathBuf) {
-    let cache = std::env::var_os("HOME")
-        .map(|home| PathBuf::from(home).join(".cache/memd"))
-        .unwrap_or_default();
-    let pick = |env: &str, fallback: PathBuf| {
-        std::env::var_os(env)
-            .filter(|v| !v.is_empty())
-            .map_or(fallback, PathBuf::from)
-    };
-    let model_dir = pick(
-        "MEMD_EMBEDDING_MODEL_DIR",
-        cache.join("models/all-minilm-l6-v2-int8"),
-    );
-    let runtime = pick(
-        "MEMD_ONNXRUNTIME_PATH",
-        cache.join("onnxruntime/libonnxruntime.so.1.31.1"),
-    );
-    assert!(
-        model_dir.join("model.onnx").is_file() && runtime.is_file(),
-        "the embedding model ({}) or ONNX Runtime ({}) is missing: run ./dev.sh fetch-model (./dev.sh test does it for you)",
-        model_dir.display(),
-        runtime.display()
-    );
-    (model_dir, runtime)
+    memd_server::embedding::local_files().unwrap_or_else(|| {
+        let (model_dir, runtime) = memd_server::embedding::local_file_paths();
+        panic!(
+            "the embedding model ({}) or ONNX Runtime ({}) is missing: run ./dev.sh fetch-model (./dev.sh test does it for you)",
+            model_dir.display(),
+            runtime.display()
+        )
+    })
 }

@@ -59,6 +59,36 @@ impl EmbeddingSettings {
     }
 }
 
+/// The local model directory and ONNX Runtime library for offline use: the paths in
+/// `MEMD_EMBEDDING_MODEL_DIR` and `MEMD_ONNXRUNTIME_PATH` where set, else where
+/// `./dev.sh fetch-model` installs them (`~/.cache/memd`). `None` when either is missing.
+pub fn local_files() -> Option<(PathBuf, PathBuf)> {
+    let (model_dir, runtime) = local_file_paths();
+    (model_dir.join("model.onnx").is_file() && runtime.is_file()).then_some((model_dir, runtime))
+}
+
+/// The paths [`local_files`] looks at, whether or not they exist.
+pub fn local_file_paths() -> (PathBuf, PathBuf) {
+    let cache = std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".cache/memd"))
+        .unwrap_or_default();
+    let pick = |env: &str, fallback: PathBuf| {
+        std::env::var_os(env)
+            .filter(|v| !v.is_empty())
+            .map_or(fallback, PathBuf::from)
+    };
+    (
+        pick(
+            "MEMD_EMBEDDING_MODEL_DIR",
+            cache.join("models/all-minilm-l6-v2-int8"),
+        ),
+        pick(
+            "MEMD_ONNXRUNTIME_PATH",
+            cache.join("onnxruntime/libonnxruntime.so.1.31.1"),
+        ),
+    )
+}
+
 /// The ONNX Runtime environment, loaded once per process.
 static RUNTIME: OnceLock<std::result::Result<ort::environment::Environment, String>> =
     OnceLock::new();

@@ -1,32 +1,44 @@
-//! Reciprocal rank fusion: how hybrid search merges the keyword and the semantic ranking.
-//! Scores of BM25 and cosine similarity are not comparable; ranks are. A document scores
-//! `sum(1 / (K + rank))` over the lists it appears in (rank from 1), scaled so that first
-//! place in every list scores 1.0.
+//! Score fusion: how hybrid search merges the keyword and the semantic ranking. BM25 scores
+//! are unbounded and cosine similarities are not, so each list is min-max normalised first and
+//! the normalised scores are combined with fixed weights (a convex combination). Measured on
+//! LoCoMo against reciprocal rank fusion (which keeps only ranks), this kept clear keyword
+//! winners on top and raised evidence recall@10 of records from 0.64 to 0.66
+//! (docs/benchmarks.md).
 
 use std::collections::HashMap;
 use std::hash::Hash;
 
-/// The usual constant: it damps the difference between the first few ranks.
-const K: f32 = 60.0;
-
-/// Fuses rankings (best first) into one, best first, at most `limit` long. Ties keep the
-/// order of first appearance (the earlier list wins).
-pub fn reciprocal_rank<T: Eq + Hash + Clone>(lists: &[Vec<T>], limit: usize) -> Vec<(T, f32)> {
+/// Convex combination of min-max normalised scores: each list's scores are mapped to 0..1
+/// (best = 1, worst kept = 0), and a document scores the sum of `weight * normalised score`
+/// over the lists it appears in. Unlike ranks, this keeps how far ahead a document is: a
+/// clear BM25 winner (an exact name or id) is not overtaken by documents that are merely
+/// middling in both lists.
+pub fn convex<T: Eq + Hash + Clone>(lists: &[(f32, Vec<(T, f32)>)], limit: usize) -> Vec<(T, f32)> {
     let mut scores: HashMap<T, (f32, usize)> = HashMap::new();
     let mut order = 0usize;
-    for list in lists {
-        for (rank, item) in list.iter().enumerate() {
+    for (weight, list) in lists {
+        let best = list
+            .iter()
+            .map(|(_, s)| *s)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let worst = list.iter().map(|(_, s)| *s).fold(f32::INFINITY, f32::min);
+        let span = best - worst;
+        for (item, score) in list {
+            let normalised = if span > 0.0 {
+                (score - worst) / span
+            } else {
+                1.0
+            };
             let entry = scores.entry(item.clone()).or_insert_with(|| {
                 order += 1;
                 (0.0, order)
             });
-            entry.0 += 1.0 / (K + rank as f32 + 1.0);
+            entry.0 += weight * normalised;
         }
     }
-    let best = lists.len().max(1) as f32 / (K + 1.0);
     let mut fused: Vec<(T, f32, usize)> = scores
         .into_iter()
-        .map(|(item, (score, first))| (item, score / best, first))
+        .map(|(item, (score, first))| (item, score, first))
         .collect();
     fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.2.cmp(&b.2)));
     fused.truncate(limit);
@@ -41,15 +53,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn agreement_wins_and_first_everywhere_scores_one() {
-        let keyword = vec!["a", "b", "c"];
-        let semantic = vec!["a", "c", "d"];
-        let fused = reciprocal_rank(&[keyword, semantic], 10);
+    fn normalised_scores_add_up_and_margins_count() {
+        // "a" is a clear keyword winner, "d" the semantic winner, "b" second in both lists but
+        // far behind "a" on keywords: ranks alone would put "b" first.
+        let keyword = vec![("a", 30.0), ("b", 12.0), ("c", 10.0)];
+        let semantic = vec![("d", 0.9), ("b", 0.8), ("c", 0.2)];
+        let fused = convex(&[(0.5, keyword), (0.5, semantic)], 10);
         let order: Vec<_> = fused.iter().map(|(d, _)| *d).collect();
-        assert_eq!(order, ["a", "c", "b", "d"]);
-        assert!((fused[0].1 - 1.0).abs() < 1e-6);
-        assert!(fused[1].1 < 1.0 && fused[3].1 > 0.0);
-        assert_eq!(reciprocal_rank(&[vec![1, 2, 3]], 2).len(), 2);
-        assert!(reciprocal_rank::<u8>(&[], 5).is_empty());
+        assert_eq!(order, ["a", "d", "b", "c"], "{fused:?}");
+        let score = |d: &str| fused.iter().find(|(x, _)| *x == d).unwrap().1;
+        assert!((score("a") - 0.5).abs() < 1e-6, "best keyword only: half");
+        assert!(score("b") > 0.45 && score("b") < 0.5, "{fused:?}");
+        assert!(score("c").abs() < 1e-6, "last in both");
+        // First in both lists scores 1.0; a single-item list counts as its best.
+        let both = convex(&[(0.5, vec![("x", 3.0)]), (0.5, vec![("x", 0.1)])], 1);
+        assert_eq!(both, [("x", 1.0)]);
+        assert_eq!(
+            convex(&[(1.0, vec![(1, 1.0), (2, 0.5), (3, 0.0)])], 2).len(),
+            2
+        );
+        assert!(convex::<u8>(&[], 5).is_empty());
     }
 }

@@ -1,8 +1,8 @@
 //! The three ways of searching records and events, on top of the indexes: keyword (BM25),
-//! semantic (embeddings), and hybrid (both, fused by reciprocal rank). Every filter of a
-//! search applies inside each of them.
+//! semantic (embeddings), and hybrid (both, their normalised scores combined). Every filter
+//! of a search applies inside each of them.
 
-use super::fusion::reciprocal_rank;
+use super::fusion::convex;
 use super::index::{RecordHit, RecordSearch};
 use super::vectors::{NameFilter, TimeFilter, VectorFilter};
 use super::{EventHit, EventSearch, Retrieval};
@@ -21,6 +21,9 @@ pub enum Mode {
 /// Each ranking contributes this many candidates (at least) to a hybrid fusion: enough that
 /// a document ranked well by one side only still makes it.
 const FUSION_DEPTH: usize = 50;
+/// The keyword ranking's share of a hybrid score (the semantic one has the rest). Equal, not
+/// tuned to any dataset.
+const KEYWORD_WEIGHT: f32 = 0.5;
 
 impl Retrieval {
     /// The mode a request gets: `None` (unspecified) is hybrid where embeddings exist, else
@@ -177,11 +180,14 @@ impl Retrieval {
             return Ok(semantic_hits(search.limit));
         }
         let depth = search.limit.max(FUSION_DEPTH);
-        let keys = |hits: Vec<EventHit>| -> Vec<Vec<u8>> {
-            hits.into_iter().map(|h| h.event_key).collect()
+        let scored = |hits: Vec<EventHit>| -> Vec<(Vec<u8>, f32)> {
+            hits.into_iter().map(|h| (h.event_key, h.score)).collect()
         };
-        let lists = [keys(keyword(depth)?), keys(semantic_hits(depth))];
-        Ok(reciprocal_rank(&lists, search.limit)
+        let lists = [
+            (KEYWORD_WEIGHT, scored(keyword(depth)?)),
+            (1.0 - KEYWORD_WEIGHT, scored(semantic_hits(depth))),
+        ];
+        Ok(convex(&lists, search.limit)
             .into_iter()
             .map(|(event_key, score)| EventHit { event_key, score })
             .collect())
@@ -189,12 +195,19 @@ impl Retrieval {
 }
 
 fn fuse_records(keyword: Vec<RecordHit>, semantic: Vec<RecordHit>, limit: usize) -> Vec<RecordHit> {
-    let ids =
-        |hits: Vec<RecordHit>| -> Vec<String> { hits.into_iter().map(|h| h.record_id).collect() };
-    reciprocal_rank(&[ids(keyword), ids(semantic)], limit)
-        .into_iter()
-        .map(|(record_id, score)| RecordHit { record_id, score })
-        .collect()
+    let scored = |hits: Vec<RecordHit>| -> Vec<(String, f32)> {
+        hits.into_iter().map(|h| (h.record_id, h.score)).collect()
+    };
+    convex(
+        &[
+            (KEYWORD_WEIGHT, scored(keyword)),
+            (1.0 - KEYWORD_WEIGHT, scored(semantic)),
+        ],
+        limit,
+    )
+    .into_iter()
+    .map(|(record_id, score)| RecordHit { record_id, score })
+    .collect()
 }
 
 async fn blocking<T: Send + 'static>(

@@ -3,7 +3,7 @@
 //! ([`EventIndex`]) follow the store's index log on their own thread ([`Indexer`]); the
 //! embeddings ([`Vectors`]) follow it on another ([`VectorIndexer`]). Filters, including the
 //! caller's tenant policy, are part of every search, never applied to a result list
-//! afterwards. Hybrid search fuses the keyword and the semantic ranking by reciprocal rank.
+//! afterwards. Hybrid search combines the keyword and the semantic scores, each normalised.
 
 mod events_index;
 mod fusion;
@@ -15,7 +15,7 @@ mod vector_indexer;
 mod vectors;
 
 pub use events_index::{EventHit, EventIndex, EventSearch};
-pub use fusion::reciprocal_rank;
+pub use fusion::convex;
 pub use hybrid::Mode;
 pub use index::{Access, MetadataMatch, RecordHit, RecordIndex, RecordSearch, metadata_number};
 pub use indexer::{Indexer, Indexes, Rebuilt, ReindexHandle, catch_up};
