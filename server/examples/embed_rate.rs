@@ -32,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             onnxruntime: Some(runtime.clone()),
             max_length,
             query_threads: 1,
+            events: true,
         };
         for threads in [1usize, 2] {
             let mut model = Model::load(&settings, threads)?;

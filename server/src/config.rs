@@ -75,6 +75,9 @@ pub struct Config {
     pub embedding_cache_dir: Option<PathBuf>,
     /// Threads embedding search queries (each holds a copy of the model).
     pub embedding_query_threads: usize,
+    /// Embed raw events as well as records. Off, SearchEvents is keyword-only (SEMANTIC:
+    /// FAILED_PRECONDITION) and write-heavy servers spend no CPU embedding every turn.
+    pub embedding_events: bool,
     /// The ONNX Runtime shared library (default: `ORT_DYLIB_PATH`, then `libonnxruntime.so`
     /// on the library path).
     pub onnxruntime_path: Option<PathBuf>,
@@ -144,6 +147,7 @@ impl Default for Config {
             embedding_max_length: 128,
             embedding_cache_dir: None,
             embedding_query_threads: 2,
+            embedding_events: true,
             onnxruntime_path: None,
             log_format: "text".into(),
             log_level: "info".into(),
@@ -175,7 +179,7 @@ pub struct Overrides {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-const ENV_KEYS: [&str; 34] = [
+const ENV_KEYS: [&str; 35] = [
     "listen",
     "data_dir",
     "metrics_listen",
@@ -207,6 +211,7 @@ const ENV_KEYS: [&str; 34] = [
     "embedding_max_length",
     "embedding_cache_dir",
     "embedding_query_threads",
+    "embedding_events",
     "onnxruntime_path",
     "log_format",
     "log_level",
@@ -337,6 +342,7 @@ impl Config {
             onnxruntime: self.onnxruntime_path.clone(),
             max_length: self.embedding_max_length,
             query_threads: self.embedding_query_threads,
+            events: self.embedding_events,
         }))
     }
 

@@ -94,6 +94,7 @@ impl Server {
                     config.indexing_nice,
                 )?;
                 let semantic = retrieval::Semantic {
+                    events: embeddings.settings.events,
                     queries: embeddings.queries,
                     vectors: started.vectors,
                     status: started.status,

@@ -453,3 +453,62 @@ async fn search_events_and_context_use_meaning() {
         "{first:?}"
     );
 }
+
+#[tokio::test]
+async fn records_only_embedding_keeps_event_search_on_keywords() {
+    let server = TestServer::start_with(|config| {
+        with_embeddings(config);
+        config.embedding_events = false;
+    })
+    .await;
+    let admin = server.admin().await;
+    let m = create_memory(&admin, "records-only", None).await.memory_id;
+    admin
+        .create_event(memd_tests::text_event(
+            &m,
+            "acme/ann",
+            "s1",
+            "We finally adopted a puppy from the shelter last week!",
+        ))
+        .await
+        .unwrap();
+    seed(&admin, &m).await;
+    let search = |mode: pb::SearchMode, query: &str| pb::SearchEventsRequest {
+        memory_id: m.clone(),
+        actor_id: "acme/ann".into(),
+        query: query.into(),
+        mode: mode as i32,
+        ..Default::default()
+    };
+    crate::assert_status(
+        admin
+            .search_events(search(pb::SearchMode::Semantic, "new pet dog"))
+            .await,
+        tonic::Code::FailedPrecondition,
+        "embedding_events",
+    );
+    // Unset mode is keyword for events here: the paraphrase is not found, the word is.
+    let unset = admin
+        .search_events(search(pb::SearchMode::Unspecified, "new pet dog"))
+        .await
+        .unwrap();
+    assert!(unset.events.is_empty(), "{unset:?}");
+    let word = admin
+        .search_events(search(pb::SearchMode::Unspecified, "puppy"))
+        .await
+        .unwrap();
+    assert_eq!(word.events.len(), 1);
+    // Records are still embedded and searched by meaning; no event took an embedding.
+    let query = "what food must she avoid eating";
+    let found = texts(
+        &admin,
+        request(&m, "/users/ann/", query, pb::SearchMode::Semantic),
+    )
+    .await;
+    assert_eq!(found[0], "Ann is allergic to peanuts.");
+    let status = admin.index_status().await.unwrap();
+    assert!(
+        status.embedding_model.ends_with(":records-only"),
+        "{status:?}"
+    );
+}

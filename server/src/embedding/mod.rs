@@ -43,6 +43,8 @@ pub struct EmbeddingSettings {
     pub max_length: usize,
     /// Threads answering query embeddings (each holds its own copy of the model).
     pub query_threads: usize,
+    /// Embed raw events too (semantic SearchEvents), not only records.
+    pub events: bool,
 }
 
 impl EmbeddingSettings {
@@ -232,15 +234,18 @@ pub fn normalize(vector: &mut [f32]) {
     }
 }
 
-/// What identifies the vectors a model produces: stored vectors from another model (or
-/// another truncation length) are recomputed.
+/// What identifies the stored vectors: another model, truncation length or choice of what is
+/// embedded means they are recomputed.
 pub fn fingerprint(settings: &EmbeddingSettings) -> Result<String> {
+    let scope = if settings.events { "" } else { ":records-only" };
     Ok(match &settings.source {
-        ModelSource::Hub { model, .. } => format!("hub:{model:?}:{}", settings.max_length),
+        ModelSource::Hub { model, .. } => {
+            format!("hub:{model:?}:{}{scope}", settings.max_length)
+        }
         ModelSource::Local { dir, pooling } => {
             let digest = Sha256::digest(read(dir, "model.onnx")?);
             format!(
-                "local:{}:{pooling:?}:{}",
+                "local:{}:{pooling:?}:{}{scope}",
                 hex::encode(&digest[..8]),
                 settings.max_length
             )

@@ -221,6 +221,7 @@ pub async fn get_context(
             items.push(entry);
         }
 
+        let event_mode = retrieval.event_mode(None)?;
         let event_hits = retrieval.search_events(
             &EventSearch {
                 memory_id: req.memory_id.clone(),
@@ -231,7 +232,7 @@ pub async fn get_context(
                 start_us: None,
                 end_us: None,
             },
-            mode,
+            event_mode,
             vector.as_deref(),
         )?;
         for hit in event_hits {

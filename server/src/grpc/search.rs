@@ -137,7 +137,7 @@ pub async fn search_events(
         return Err(ServiceError::invalid("session_ids", "at most 100"));
     }
     let query = query_text("query", &req.query)?;
-    let mode = retrieval.mode(search_mode("mode", req.mode)?)?;
+    let mode = retrieval.event_mode(search_mode("mode", req.mode)?)?;
     let limit = top_k("top_k", req.top_k)?;
     let time = |field: &str, ts: &Option<prost_types::Timestamp>| {
         ts.as_ref()

@@ -39,6 +39,20 @@ impl Retrieval {
         }
     }
 
+    /// The mode an event search gets: like [`Retrieval::mode`], but keyword-only where events
+    /// are not embedded (`embedding_events = false`).
+    pub fn event_mode(&self, requested: Option<Mode>) -> Result<Mode> {
+        match (requested, &self.semantic) {
+            (Some(Mode::Semantic | Mode::Hybrid), Some(semantic)) if !semantic.events => {
+                Err(ServiceError::FailedPrecondition(
+                    "this server does not embed events (embedding_events = false): SearchEvents is SEARCH_MODE_KEYWORD only".into(),
+                ))
+            }
+            (None, Some(semantic)) if !semantic.events => Ok(Mode::Keyword),
+            _ => self.mode(requested),
+        }
+    }
+
     /// The query's embedding when the mode needs one (async: embedding runs on its own
     /// threads).
     pub async fn query_vector(&self, mode: Mode, query: &str) -> Result<Option<Vec<f32>>> {

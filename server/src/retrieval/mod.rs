@@ -34,6 +34,8 @@ pub struct Semantic {
     pub queries: crate::embedding::QueryEmbedder,
     pub vectors: std::sync::Arc<Vectors>,
     pub status: std::sync::Arc<VectorStatus>,
+    /// Whether raw events are embedded (`embedding_events`).
+    pub events: bool,
 }
 
 /// Everything searches need: the BM25 indexes, and semantic search when an embedding model

@@ -128,7 +128,7 @@ enum Op {
     Write(VectorWrite),
 }
 
-fn resolve(store: &Store, change: &StoredIndexChange) -> Result<Vec<Op>> {
+fn resolve(store: &Store, change: &StoredIndexChange, events: bool) -> Result<Vec<Op>> {
     let memory_id = change.memory_id.clone();
     Ok(if !change.record_id.is_empty() {
         match store.stored_record(&memory_id, &change.record_id)? {
@@ -147,6 +147,9 @@ fn resolve(store: &Store, change: &StoredIndexChange) -> Result<Vec<Op>> {
             })],
         }
     } else if !change.event_key.is_empty() {
+        if !events {
+            return Ok(Vec::new());
+        }
         let view = store.event_by_key(&change.event_key, now_us())?;
         match view.map(|v| (event_text(&v), v)) {
             Some((text, view)) if !text.trim().is_empty() => vec![Op::Embed(Pending {
@@ -299,6 +302,8 @@ struct Follower {
     fingerprint: String,
     stop: Arc<AtomicBool>,
     status: Arc<VectorStatus>,
+    /// Whether events are embedded (records always are).
+    events: bool,
 }
 
 impl Follower {
@@ -347,6 +352,7 @@ impl Follower {
                         record_id: record.record_id,
                         ..Default::default()
                     },
+                    self.events,
                 )?);
                 if pending.len() >= ROUND {
                     flush(&mut pending)?;
@@ -354,6 +360,9 @@ impl Follower {
                 Ok(())
             })?;
             self.store.for_each_event(|key, _| {
+                if !self.events {
+                    return Ok(());
+                }
                 let memory_id = keys::decode_actor_key(key)?.0.to_string();
                 pending.extend(resolve(
                     &self.store,
@@ -362,6 +371,7 @@ impl Follower {
                         event_key: key.to_vec(),
                         ..Default::default()
                     },
+                    self.events,
                 )?);
                 if pending.len() >= ROUND {
                     flush(&mut pending)?;
@@ -392,7 +402,7 @@ impl Follower {
         };
         let mut ops = Vec::new();
         for (_, change) in &changes {
-            ops.extend(resolve(&self.store, change)?);
+            ops.extend(resolve(&self.store, change, self.events)?);
         }
         let writes = embed(model, latest_only(ops))?;
         self.commit(&writes, last)?;
@@ -441,6 +451,7 @@ impl VectorIndexer {
         });
         status.rebuilding.store(rebuild, Ordering::Release);
         let follower = Follower {
+            events: embeddings.settings.events,
             status: status.clone(),
             store,
             vectors: vectors.clone(),
