@@ -665,7 +665,7 @@ pub async fn run_ann(ctx: &Globals, args: AnnArgs) -> anyhow::Result<()> {
             .collect(),
     );
     println!(
-        "top-10 over random unit vectors in one memory: the sign-bit pass + int8 rescoring of 1000 candidates (what searches run) vs. an exact scan of every int8 code; recall of the first against the second"
+        "top-10 over random unit vectors in one memory: the sign-bit pass + int8 rescoring of max(1000, n/250) candidates (what searches run) vs. an exact scan of every int8 code; recall of the first against the second"
     );
     Ok(())
 }
