@@ -79,14 +79,16 @@ async fn texts(client: &MemdClient, request: pb::RetrieveMemoryRecordsRequest) -
         .collect()
 }
 
-/// Waits until semantic search sees `count` records (embedding runs behind the write).
+/// Waits until semantic search sees `count` records (embedding runs behind the write) and
+/// the keyword index has every change.
 async fn embedded(client: &MemdClient, memory_id: &str, count: usize) {
     let mut seen = Vec::new();
     for _ in 0..300 {
         let mut all = request(memory_id, "", "anything at all", pb::SearchMode::Semantic);
         all.search_criteria.as_mut().unwrap().top_k = 100;
         seen = texts(client, all).await;
-        if seen.len() == count {
+        // The keyword index (commits every 250 ms) may trail the embedder: wait for both.
+        if seen.len() == count && client.index_status().await.unwrap().keyword_pending == 0 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

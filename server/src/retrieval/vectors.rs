@@ -206,15 +206,16 @@ fn nearest_bits(
     words: usize,
     query: &[u64],
     keep: usize,
-    admits: impl Fn(usize) -> bool,
+    admission: &Admission<'_>,
+    offset: usize,
 ) -> BinaryHeap<(u32, u32)> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("popcnt") {
         #[allow(unsafe_code)]
         // SAFETY: the CPU supports popcnt, checked just above.
-        return unsafe { nearest_bits_popcnt(bits, words, query, keep, admits) };
+        return unsafe { nearest_bits_popcnt(bits, words, query, keep, admission, offset) };
     }
-    nearest_bits_portable(bits, words, query, keep, admits)
+    nearest_bits_portable(bits, words, query, keep, admission, offset)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -224,23 +225,27 @@ fn nearest_bits_popcnt(
     words: usize,
     query: &[u64],
     keep: usize,
-    admits: impl Fn(usize) -> bool,
+    admission: &Admission<'_>,
+    offset: usize,
 ) -> BinaryHeap<(u32, u32)> {
-    nearest_bits_portable(bits, words, query, keep, admits)
+    nearest_bits_portable(bits, words, query, keep, admission, offset)
 }
 
+/// `bits` holds slots `offset..`; returned slots are absolute.
 #[inline(always)]
 fn nearest_bits_portable(
     bits: &[u64],
     words: usize,
     query: &[u64],
     keep: usize,
-    admits: impl Fn(usize) -> bool,
+    admission: &Admission<'_>,
+    offset: usize,
 ) -> BinaryHeap<(u32, u32)> {
     // Max-heap on distance: the worst kept candidate is on top.
     let mut heap: BinaryHeap<(u32, u32)> = BinaryHeap::with_capacity(keep + 1);
-    for (slot, code) in bits.chunks_exact(words).enumerate() {
-        if !admits(slot) {
+    for (i, code) in bits.chunks_exact(words).enumerate() {
+        let slot = offset + i;
+        if !admission.admits(slot) {
             continue;
         }
         let distance: u32 = code
@@ -250,12 +255,42 @@ fn nearest_bits_portable(
             .sum();
         if heap.len() < keep {
             heap.push((distance, slot as u32));
-        } else if heap.peek().is_some_and(|top| distance < top.0) {
-            heap.pop();
-            heap.push((distance, slot as u32));
+        } else if let Some(mut top) = heap.peek_mut()
+            && distance < top.0
+        {
+            *top = (distance, slot as u32);
         }
     }
     heap
+}
+
+/// What a search admits, per slot: every filter, evaluated without calls the compiler
+/// cannot inline into the scan.
+struct Admission<'a> {
+    alive: &'a [bool],
+    tags: &'a [[u32; 3]],
+    time: &'a [u64],
+    keys: &'a [Box<[u8]>],
+    /// Per tag position, whether each interned name passes (`None`: no condition).
+    name_ok: [Option<Vec<bool>>; 3],
+    time_ok: Option<TimeFilter<'a>>,
+    allowed: Option<&'a HashSet<Vec<u8>>>,
+}
+
+impl Admission<'_> {
+    #[inline(always)]
+    fn admits(&self, slot: usize) -> bool {
+        self.alive[slot]
+            && self
+                .name_ok
+                .iter()
+                .zip(&self.tags[slot])
+                .all(|(ok, tag)| ok.as_ref().is_none_or(|ok| ok[*tag as usize]))
+            && self.time_ok.is_none_or(|f| f(self.time[slot]))
+            && self
+                .allowed
+                .is_none_or(|keys| keys.contains(&*self.keys[slot]))
+    }
 }
 
 fn dot(query: &[f32], codes: &[i8]) -> f32 {
@@ -395,22 +430,17 @@ impl VectorIndex {
         };
         let space = space.read().unwrap_or_else(|p| p.into_inner());
         // Each filter on a tag is evaluated once per distinct name, not once per vector.
-        let name_ok: Vec<Option<Vec<bool>>> = filter
-            .tags
-            .iter()
-            .map(|f| f.map(|f| space.names.iter().map(|n| f(n)).collect()))
-            .collect();
-        let admits = |slot: usize| -> bool {
-            space.alive[slot]
-                && (0..3).all(|i| {
-                    name_ok[i]
-                        .as_ref()
-                        .is_none_or(|ok| ok[space.tags[slot][i] as usize])
-                })
-                && filter.time.is_none_or(|f| f(space.time[slot]))
-                && filter
-                    .keys
-                    .is_none_or(|keys| keys.contains(&*space.keys[slot]))
+        let name_ok = |i: usize| {
+            filter.tags[i].map(|f| space.names.iter().map(|n| f(n)).collect::<Vec<bool>>())
+        };
+        let admission = Admission {
+            alive: &space.alive,
+            tags: &space.tags,
+            time: &space.time,
+            keys: &space.keys,
+            name_ok: [name_ok(0), name_ok(1), name_ok(2)],
+            time_ok: filter.time,
+            allowed: filter.keys,
         };
         let quantized = Quantized::new(query);
         let query_bits = sign_bits(&quantized.codes, self.words);
@@ -421,24 +451,21 @@ impl VectorIndex {
             // Two halves on two threads (a single query would otherwise leave a core idle).
             let half = slots / 2;
             let (low, high) = space.bits.split_at(half * words);
-            let admits = &admits;
+            let admission = &admission;
             let query_bits = &query_bits;
             let (mut a, b) = std::thread::scope(|scope| {
-                let upper = scope.spawn(move || {
-                    nearest_bits(high, words, query_bits, keep, |s| admits(s + half))
-                });
-                let lower = nearest_bits(low, words, query_bits, keep, admits);
+                let upper = scope
+                    .spawn(move || nearest_bits(high, words, query_bits, keep, admission, half));
+                let lower = nearest_bits(low, words, query_bits, keep, admission, 0);
                 (lower, upper.join())
             });
             let b = b.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            for (distance, slot) in b {
-                a.push((distance, slot + half as u32));
-            }
+            a.extend(b);
             let mut merged = a.into_sorted_vec();
             merged.truncate(keep);
             merged.into_iter().collect()
         } else {
-            nearest_bits(&space.bits, words, &query_bits, keep, admits)
+            nearest_bits(&space.bits, words, &query_bits, keep, &admission, 0)
         };
         let dims = self.dims;
         let mut scored: Vec<(f32, u32)> = heap
