@@ -173,8 +173,13 @@ impl Server {
                         source,
                     })?;
             tracing::info!(%addr, "metrics on http://{addr}/metrics");
-            let task =
-                metrics::serve_http(metrics_listener, metrics.clone(), store.clone(), stopped());
+            let task = metrics::serve_http(
+                metrics_listener,
+                metrics.clone(),
+                store.clone(),
+                retrieval.clone(),
+                stopped(),
+            );
             background.push(tokio::spawn(async move {
                 if let Err(err) = task.await {
                     tracing::error!(%err, "metrics endpoint failed");

@@ -1,6 +1,7 @@
 //! Prometheus metrics: a tower layer that counts every gRPC call by method and status code
 //! and times it, RocksDB properties read at scrape time, and the `/metrics` HTTP endpoint.
 
+use crate::retrieval::Retrieval;
 use crate::store::Store;
 use futures::future::BoxFuture;
 use prometheus::{
@@ -57,6 +58,9 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     rocksdb: IntGaugeVec,
+    /// Index-log entries each index has yet to apply (`index` = keyword | vectors).
+    index_pending: IntGaugeVec,
+    vectors_rebuilding: prometheus::IntGauge,
     extraction: ExtractionMetrics,
     /// Known gRPC paths; anything else is labelled "other" so labels stay bounded.
     known_methods: HashSet<String>,
@@ -127,6 +131,19 @@ impl Metrics {
             &["cf", "property"],
         )
         .expect("valid metric");
+        let index_pending = IntGaugeVec::new(
+            Opts::new(
+                "memd_index_pending_changes",
+                "Changes a search index has not applied yet (keyword: BM25, vectors: embeddings)",
+            ),
+            &["index"],
+        )
+        .expect("valid metric");
+        let vectors_rebuilding = prometheus::IntGauge::new(
+            "memd_index_vectors_rebuilding",
+            "1 while every record and event is being embedded anew",
+        )
+        .expect("valid metric");
         let extraction = ExtractionMetrics {
             jobs: IntCounterVec::new(
                 Opts::new(
@@ -157,6 +174,8 @@ impl Metrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(rocksdb.clone()),
+            Box::new(index_pending.clone()),
+            Box::new(vectors_rebuilding.clone()),
             Box::new(extraction.jobs.clone()),
             Box::new(extraction.lag.clone()),
             Box::new(extraction.tokens.clone()),
@@ -170,6 +189,8 @@ impl Metrics {
             requests,
             latency,
             rocksdb,
+            index_pending,
+            vectors_rebuilding,
             extraction,
             known_methods: known_methods(),
         })
@@ -190,12 +211,24 @@ impl Metrics {
         self.latency.with_label_values(&[method]).observe(seconds);
     }
 
-    /// Renders the text exposition format, refreshing RocksDB gauges first.
-    pub fn render(&self, store: &Store) -> String {
+    /// Renders the text exposition format, refreshing RocksDB and index gauges first.
+    pub fn render(&self, store: &Store, retrieval: &Retrieval) -> String {
         for (cf, property, value) in store.int_properties(&ROCKSDB_PROPERTIES) {
             self.rocksdb
                 .with_label_values(&[cf, &property])
                 .set(value as i64);
+        }
+        match retrieval.backlog(store) {
+            Ok(backlog) => {
+                self.index_pending
+                    .with_label_values(&["keyword"])
+                    .set(backlog.keyword as i64);
+                self.index_pending
+                    .with_label_values(&["vectors"])
+                    .set(backlog.vectors as i64);
+                self.vectors_rebuilding.set(i64::from(backlog.rebuilding));
+            }
+            Err(err) => tracing::warn!(%err, "reading the index backlog for metrics"),
         }
         let mut out = Vec::new();
         TextEncoder::new()
@@ -270,15 +303,16 @@ pub async fn serve_http(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     store: Arc<Store>,
+    retrieval: Arc<Retrieval>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::routing::get;
     let app = axum::Router::new().route(
         "/metrics",
         get(move || {
-            let (metrics, store) = (metrics.clone(), store.clone());
+            let (metrics, store, retrieval) = (metrics.clone(), store.clone(), retrieval.clone());
             async move {
-                let body = tokio::task::spawn_blocking(move || metrics.render(&store))
+                let body = tokio::task::spawn_blocking(move || metrics.render(&store, &retrieval))
                     .await
                     .unwrap_or_default();
                 (

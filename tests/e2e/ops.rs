@@ -95,6 +95,12 @@ async fn metrics_count_requests_by_method_and_code() {
         body.contains(r#"memd_rocksdb_property{cf="events",property="rocksdb.estimate-num-keys"}"#),
         "{body}"
     );
+    // The event's index-log entry, applied or not yet: the gauge is there either way.
+    assert!(
+        body.contains(r#"memd_index_pending_changes{index="keyword"}"#),
+        "{body}"
+    );
+    assert!(body.contains("memd_index_vectors_rebuilding 0"), "{body}");
 }
 
 #[tokio::test]

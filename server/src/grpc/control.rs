@@ -248,24 +248,13 @@ impl pb::control_service_server::ControlService for ControlApi {
     ) -> Reply<pb::IndexStatus> {
         principal(&request)?.require_global_admin()?;
         let (store, retrieval) = (self.store.clone(), self.retrieval.clone());
-        let status = blocking(move || {
-            // Counting stops here: beyond it the number is only "very far behind".
-            const COUNT_LIMIT: usize = 10_000_000;
-            let (keyword, vectors) = retrieval.cursors.positions();
-            let keyword_pending = store.index_changes_after(keyword, COUNT_LIMIT)?;
-            let vectors_pending = match vectors {
-                Some(position) => store.index_changes_after(position, COUNT_LIMIT)?,
-                None => 0,
-            };
-            let semantic = retrieval.semantic.as_ref();
-            Ok(pb::IndexStatus {
-                keyword_pending: keyword_pending as i64,
-                vectors_pending: vectors_pending as i64,
-                vectors_rebuilding: semantic.is_some_and(|s| s.status.rebuilding()),
-                embedding_model: semantic.map_or("off".into(), |s| s.status.model.clone()),
-            })
-        })
-        .await?;
+        let backlog = blocking(move || retrieval.backlog(&store)).await?;
+        let status = pb::IndexStatus {
+            keyword_pending: backlog.keyword as i64,
+            vectors_pending: backlog.vectors as i64,
+            vectors_rebuilding: backlog.rebuilding,
+            embedding_model: backlog.model,
+        };
         Ok(Response::new(status))
     }
 }

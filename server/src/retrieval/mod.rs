@@ -38,6 +38,38 @@ pub struct Semantic {
     pub events: bool,
 }
 
+/// How far the indexes trail the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backlog {
+    /// Index-log entries the keyword indexes have not applied.
+    pub keyword: usize,
+    /// Entries the embeddings have not applied (0 without a model).
+    pub vectors: usize,
+    /// Every document is being embedded anew.
+    pub rebuilding: bool,
+    /// The model's fingerprint, or "off".
+    pub model: String,
+}
+
+impl Retrieval {
+    /// Counts the backlogs (blocking; reads the index log).
+    pub fn backlog(&self, store: &crate::store::Store) -> crate::error::Result<Backlog> {
+        // Counting stops here: beyond it the number only says "very far behind".
+        const COUNT_LIMIT: usize = 10_000_000;
+        let (keyword, vectors) = self.cursors.positions();
+        let semantic = self.semantic.as_ref();
+        Ok(Backlog {
+            keyword: store.index_changes_after(keyword, COUNT_LIMIT)?,
+            vectors: match vectors {
+                Some(position) => store.index_changes_after(position, COUNT_LIMIT)?,
+                None => 0,
+            },
+            rebuilding: semantic.is_some_and(|s| s.status.rebuilding()),
+            model: semantic.map_or("off".into(), |s| s.status.model.clone()),
+        })
+    }
+}
+
 /// Everything searches need: the BM25 indexes, and semantic search when an embedding model
 /// is configured.
 #[derive(Debug, Clone)]
