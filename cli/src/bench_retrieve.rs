@@ -267,15 +267,7 @@ fn stored_vectors(data_dir: &std::path::Path, dims: usize) -> anyhow::Result<Arc
     let index = VectorIndex::new(dims);
     store.for_each_vector(|kind, memory_id, key, vector| {
         if kind == RECORD_VECTORS {
-            index.upsert(
-                memory_id,
-                &VectorEntry {
-                    key: key.to_vec(),
-                    tags: Default::default(),
-                    time: vector.time,
-                    code: Quantized::from_bytes(vector.scale, &vector.codes),
-                },
-            );
+            index.upsert(memory_id, &VectorEntry::from_stored(key, &vector));
         }
         Ok(())
     })?;

@@ -32,7 +32,8 @@ impl Retrieval {
         match (requested, self.semantic.is_some()) {
             (None, true) => Ok(Mode::Hybrid),
             (None, false) => Ok(Mode::Keyword),
-            (Some(Mode::Keyword), _) | (Some(_), true) => Ok(requested.unwrap_or(Mode::Keyword)),
+            (Some(mode), true) => Ok(mode),
+            (Some(Mode::Keyword), false) => Ok(Mode::Keyword),
             (Some(_), false) => Err(ServiceError::FailedPrecondition(
                 "semantic and hybrid search need an embedding model, and this server runs with embedding_model = \"off\"; use SEARCH_MODE_KEYWORD".into(),
             )),

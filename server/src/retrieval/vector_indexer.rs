@@ -8,7 +8,7 @@ use super::events_index::event_text;
 use super::vectors::{Quantized, VectorEntry, VectorIndex};
 use crate::embedding::{Embeddings, Model};
 use crate::error::{Result, ServiceError};
-use crate::store::codec::{StoredIndexChange, StoredVector, StoredVectorState};
+use crate::store::codec::{StoredIndexChange, StoredRecord, StoredVector, StoredVectorState};
 use crate::store::{Store, VectorWrite, keys};
 use crate::time::now_us;
 use std::sync::Arc;
@@ -128,18 +128,22 @@ enum Op {
     Write(VectorWrite),
 }
 
+fn embed_record(memory_id: String, record: StoredRecord) -> Op {
+    Op::Embed(Pending {
+        kind: RECORDS,
+        doc_key: record.record_id.into_bytes(),
+        tags: [record.namespace, record.strategy_id, record.actor_id],
+        time: record.expire_us,
+        text: record.text,
+        memory_id,
+    })
+}
+
 fn resolve(store: &Store, change: &StoredIndexChange, events: bool) -> Result<Vec<Op>> {
     let memory_id = change.memory_id.clone();
     Ok(if !change.record_id.is_empty() {
         match store.stored_record(&memory_id, &change.record_id)? {
-            Some(record) if record.invalid_from_us == 0 => vec![Op::Embed(Pending {
-                kind: RECORDS,
-                doc_key: record.record_id.into_bytes(),
-                tags: [record.namespace, record.strategy_id, record.actor_id],
-                time: record.expire_us,
-                text: record.text,
-                memory_id,
-            })],
+            Some(record) if record.invalid_from_us == 0 => vec![embed_record(memory_id, record)],
             _ => vec![Op::Write(VectorWrite::Delete {
                 kind: RECORDS,
                 memory_id,
@@ -241,13 +245,16 @@ fn embed(model: &mut Model, ops: Vec<Op>) -> Result<Vec<VectorWrite>> {
     Ok(writes)
 }
 
-fn entry(doc_key: &[u8], vector: &StoredVector) -> VectorEntry {
-    let tag = |i: usize| vector.tags.get(i).cloned().unwrap_or_default();
-    VectorEntry {
-        key: doc_key.to_vec(),
-        tags: [tag(0), tag(1), tag(2)],
-        time: vector.time,
-        code: Quantized::from_bytes(vector.scale, &vector.codes),
+impl VectorEntry {
+    /// The in-memory form of a stored vector.
+    pub fn from_stored(doc_key: &[u8], vector: &StoredVector) -> Self {
+        let tag = |i: usize| vector.tags.get(i).cloned().unwrap_or_default();
+        Self {
+            key: doc_key.to_vec(),
+            tags: [tag(0), tag(1), tag(2)],
+            time: vector.time,
+            code: Quantized::from_bytes(vector.scale, &vector.codes),
+        }
     }
 }
 
@@ -260,7 +267,9 @@ fn apply(vectors: &Vectors, writes: &[VectorWrite]) {
                 memory_id,
                 doc_key,
                 vector,
-            } => vectors.of(*kind).upsert(memory_id, &entry(doc_key, vector)),
+            } => vectors
+                .of(*kind)
+                .upsert(memory_id, &VectorEntry::from_stored(doc_key, vector)),
             VectorWrite::Delete {
                 kind,
                 memory_id,
@@ -345,15 +354,8 @@ impl Follower {
         };
         let scanned = (|| {
             self.store.for_each_live_record(|memory_id, record| {
-                pending.extend(resolve(
-                    &self.store,
-                    &StoredIndexChange {
-                        memory_id: memory_id.to_string(),
-                        record_id: record.record_id,
-                        ..Default::default()
-                    },
-                    self.events,
-                )?);
+                // The scan hands over live records: no need to read each one again.
+                pending.push(embed_record(memory_id.to_string(), record));
                 if pending.len() >= ROUND {
                     flush(&mut pending)?;
                 }
@@ -430,7 +432,9 @@ impl VectorIndexer {
                 let mut count = 0usize;
                 store.for_each_vector(|kind, memory_id, doc_key, vector| {
                     count += 1;
-                    vectors.of(kind).upsert(memory_id, &entry(doc_key, &vector));
+                    vectors
+                        .of(kind)
+                        .upsert(memory_id, &VectorEntry::from_stored(doc_key, &vector));
                     Ok(())
                 })?;
                 tracing::info!(
