@@ -23,9 +23,9 @@ pub enum BenchCommand {
     Extract(crate::bench_extract::ExtractArgs),
     /// RetrieveMemoryRecords latency over synthetic records vs. the bare index search.
     Retrieve(crate::bench_retrieve::RetrieveArgs),
-    /// The vector scan alone at a scale the model cannot embed in a benchmark (random unit
-    /// vectors: the scan costs the same whatever they hold), with its recall against exact.
-    Ann(crate::bench_retrieve::AnnArgs),
+    /// The vector search alone at a scale the model cannot embed in a benchmark (synthetic
+    /// clustered and random unit vectors), against the flat scan and exact search.
+    Ann(crate::bench_ann::AnnArgs),
 }
 
 #[derive(Debug, Args)]
@@ -356,7 +356,7 @@ pub async fn run(ctx: &Globals, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Write(args) => args,
         BenchCommand::Extract(args) => return crate::bench_extract::run(ctx, args).await,
         BenchCommand::Retrieve(args) => return crate::bench_retrieve::run(ctx, args).await,
-        BenchCommand::Ann(args) => return crate::bench_retrieve::run_ann(ctx, args).await,
+        BenchCommand::Ann(args) => return crate::bench_ann::run(ctx, args).await,
     };
     anyhow::ensure!(
         args.concurrency.iter().all(|&c| c > 0),

@@ -11,8 +11,7 @@ use clap::Args;
 use memd_client::{MemdClient, pb};
 use memd_server::embedding::Model;
 use memd_server::retrieval::{
-    Access, Quantized, RECORD_VECTORS, RecordIndex, RecordSearch, VectorEntry, VectorFilter,
-    VectorIndex,
+    Access, RECORD_VECTORS, RecordIndex, RecordSearch, VectorEntry, VectorFilter, VectorIndex,
 };
 use memd_server::store::codec::StoredRecord;
 use memd_server::store::{Store, StoreOptions};
@@ -111,7 +110,7 @@ fn dir_size(path: &std::path::Path) -> u64 {
         .sum()
 }
 
-fn rss_mb() -> f64 {
+pub(crate) fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -179,7 +178,7 @@ fn search_request(
 }
 
 /// Runs `search(n)` on `concurrency` threads for `measure`, after a 300 ms warm-up.
-fn threaded(
+pub(crate) fn threaded(
     concurrency: usize,
     measure: Duration,
     search: impl Fn(usize) -> anyhow::Result<()> + Send + Sync + 'static,
@@ -316,6 +315,7 @@ struct Row {
     concurrency: usize,
     api: Stats,
     ann: Option<Stats>,
+    ann_recall: Option<f64>,
     bm25: Stats,
     embed: Option<Stats>,
     index_bytes: u64,
@@ -391,7 +391,7 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
         }
         let data = server.stop_keeping_data().await;
         // Floors, with the server stopped: the same queries on bare indexes of the same data.
-        let (ann, embed) = match &settings {
+        let (ann, embed, ann_recall) = match &settings {
             Some(settings) => {
                 let settings = settings.clone();
                 let data_dir = data.path().to_path_buf();
@@ -410,6 +410,13 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
                     "{} of {count} records were embedded",
                     index.len(&memory)
                 );
+                let recall = {
+                    let (index, queries, memory) = (index.clone(), queries.clone(), memory.clone());
+                    tokio::task::spawn_blocking(move || {
+                        crate::bench_ann::recall(&index, &index, &memory, &queries)
+                    })
+                    .await?
+                };
                 let mut floors = Vec::new();
                 for concurrency in [1usize, 16] {
                     let (index, queries, memory) = (index.clone(), queries.clone(), memory.clone());
@@ -420,9 +427,9 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
                         .await??,
                     );
                 }
-                (Some(floors), Some(embed))
+                (Some(floors), Some(embed), Some(recall))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         drop(data);
         let (_bm25_dir, bm25) = tokio::task::spawn_blocking(move || bm25_index(count)).await??;
@@ -435,6 +442,7 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
                 concurrency,
                 api,
                 ann: ann.as_ref().map(|floors| floors[i]),
+                ann_recall,
                 bm25,
                 embed: if i == 0 { embed } else { None },
                 index_bytes,
@@ -453,6 +461,7 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
                     "mode": mode.as_str_name(),
                     "retrieve": r.api.json(),
                     "bare_ann_search": r.ann.as_ref().map(Stats::json),
+                    "ann_recall_at_10_vs_exact": r.ann_recall,
                     "bare_bm25_search": r.bm25.json(),
                     "query_embedding": r.embed.as_ref().map(Stats::json),
                     "bm25_index_bytes": r.index_bytes,
@@ -472,6 +481,7 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
             "P50/P99 µs",
             "EMBED P50/P99 µs",
             "ANN P50/P99 µs",
+            "ANN RECALL",
             "BM25 P50/P99 µs",
             "BM25 MB",
             "DATA MB",
@@ -486,6 +496,7 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
                     format!("{:.0} / {:.0}", r.api.p50_us, r.api.p99_us),
                     cell(r.embed.as_ref()),
                     cell(r.ann.as_ref()),
+                    r.ann_recall.map_or("-".into(), |r| format!("{r:.3}")),
                     format!("{:.0} / {:.0}", r.bm25.p50_us, r.bm25.p99_us),
                     format!("{:.1}", r.index_bytes as f64 / 1e6),
                     format!("{:.1}", r.data_bytes as f64 / 1e6),
@@ -495,169 +506,9 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
             .collect(),
     );
     println!(
-        "{} top-10 through gRPC (P50/P99 includes the query embedding); floors on bare indexes of the same data: EMBED = one query through the model, ANN = the vector scan, BM25 = tantivy; RSS = server and client in one process",
-        mode.as_str_name()
-    );
-    Ok(())
-}
-
-#[derive(Debug, Args)]
-pub struct AnnArgs {
-    /// Vector counts to measure.
-    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
-    vectors: Vec<usize>,
-    /// Dimensions (all-MiniLM-L6-v2: 384).
-    #[arg(long, default_value_t = 384)]
-    dims: usize,
-    /// Seconds measured per concurrency level.
-    #[arg(long, default_value_t = 3.0)]
-    seconds: f64,
-}
-
-/// A reproducible pseudo-random unit vector.
-fn random_unit(seed: u64, dims: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v: Vec<f32> = (0..dims)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 2001) as f32 / 1000.0 - 1.0
-        })
-        .collect();
-    memd_server::embedding::normalize(&mut v);
-    v
-}
-
-pub async fn run_ann(ctx: &Globals, args: AnnArgs) -> anyhow::Result<()> {
-    let measure = Duration::from_secs_f64(args.seconds);
-    let mut rows = Vec::new();
-    for &count in &args.vectors {
-        let dims = args.dims;
-        let (index, vectors) = tokio::task::spawn_blocking(move || {
-            let index = VectorIndex::new(dims);
-            let mut vectors = Vec::with_capacity(count.min(20_000));
-            for n in 0..count {
-                let v = random_unit(n as u64, dims);
-                index.upsert(
-                    "bench",
-                    &VectorEntry {
-                        key: n.to_le_bytes().to_vec(),
-                        tags: Default::default(),
-                        time: 0,
-                        code: Quantized::new(&v),
-                    },
-                );
-                if n < 20_000 {
-                    vectors.push(v);
-                }
-            }
-            (Arc::new(index), Arc::new(vectors))
-        })
-        .await?;
-        // Queries near stored vectors (as real queries are near their answers), exact top 10
-        // by brute force over the int8 codes for the recall of the bit pass.
-        let queries: Arc<Vec<Vec<f32>>> = Arc::new(
-            (0..200u64)
-                .map(|q| {
-                    let base = &vectors[(q as usize * 97) % vectors.len()];
-                    let noise = random_unit(1_000_000_007 + q, dims);
-                    let mut v: Vec<f32> =
-                        base.iter().zip(&noise).map(|(b, n)| b + 0.8 * n).collect();
-                    memd_server::embedding::normalize(&mut v);
-                    v
-                })
-                .collect(),
-        );
-        let recall = {
-            let (index, queries) = (index.clone(), queries.clone());
-            tokio::task::spawn_blocking(move || {
-                let mut found = 0usize;
-                for query in queries.iter().take(20) {
-                    let exact = index.exact_search("bench", query, 10);
-                    let hits = index.search("bench", query, &VectorFilter::default(), 10);
-                    found += hits
-                        .iter()
-                        .filter(|h| exact.iter().any(|e| e.key == h.key))
-                        .count();
-                }
-                found as f64 / 200.0
-            })
-            .await?
-        };
-        for concurrency in [1usize, 16] {
-            let (scan, exact) = {
-                let (scan_index, scan_queries) = (index.clone(), queries.clone());
-                let scan = tokio::task::spawn_blocking(move || {
-                    let (index, queries) = (scan_index, scan_queries);
-                    threaded(concurrency, measure, move |n| {
-                        let hits = index.search(
-                            "bench",
-                            &queries[n % queries.len()],
-                            &VectorFilter::default(),
-                            10,
-                        );
-                        anyhow::ensure!(hits.len() == 10, "short result");
-                        Ok(())
-                    })
-                })
-                .await??;
-                let (index, queries) = (index.clone(), queries.clone());
-                let exact = tokio::task::spawn_blocking(move || {
-                    threaded(concurrency, measure, move |n| {
-                        index.exact_search("bench", &queries[n % queries.len()], 10);
-                        Ok(())
-                    })
-                })
-                .await??;
-                (scan, exact)
-            };
-            rows.push((count, concurrency, scan, exact, recall, rss_mb()));
-        }
-    }
-    if ctx.json {
-        let out: Vec<_> = rows
-            .iter()
-            .map(|(count, concurrency, scan, exact, recall, rss)| {
-                json!({
-                    "vectors": count,
-                    "concurrency": concurrency,
-                    "search": scan.json(),
-                    "exact_int8_scan": exact.json(),
-                    "recall_at_10_vs_exact": recall,
-                    "rss_mb": rss,
-                })
-            })
-            .collect();
-        crate::output::print_json(&serde_json::Value::Array(out));
-        return Ok(());
-    }
-    crate::output::table(
-        &[
-            "VECTORS",
-            "CONC",
-            "QPS",
-            "P50/P99 µs",
-            "EXACT P50/P99 µs",
-            "RECALL@10",
-            "RSS MB",
-        ],
-        rows.iter()
-            .map(|(count, concurrency, scan, exact, recall, rss)| {
-                vec![
-                    count.to_string(),
-                    concurrency.to_string(),
-                    format!("{:.0}", scan.per_second),
-                    format!("{:.0} / {:.0}", scan.p50_us, scan.p99_us),
-                    format!("{:.0} / {:.0}", exact.p50_us, exact.p99_us),
-                    format!("{recall:.3}"),
-                    format!("{rss:.0}"),
-                ]
-            })
-            .collect(),
-    );
-    println!(
-        "top-10 over random unit vectors in one memory: the sign-bit pass + int8 rescoring of max(1000, n/250) candidates (what searches run) vs. an exact scan of every int8 code; recall of the first against the second"
+        "{} top-10 through gRPC (P50/P99 includes the query embedding); floors on bare indexes of the same data: EMBED = one query through the model, ANN = the vector search (flat below {} vectors, partitioned above; ANN RECALL = its top 10 against an exact scan, same queries), BM25 = tantivy; RSS = server and client in one process",
+        mode.as_str_name(),
+        memd_server::retrieval::PARTITION_AT
     );
     Ok(())
 }

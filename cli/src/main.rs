@@ -1,6 +1,7 @@
 //! `memctl`: administer a memd server and benchmark it.
 
 mod bench;
+mod bench_ann;
 mod bench_extract;
 mod bench_retrieve;
 mod control;

@@ -10,6 +10,7 @@ mod fusion;
 mod hybrid;
 mod index;
 mod indexer;
+mod partitions;
 mod tantivy_index;
 mod vector_indexer;
 mod vectors;
@@ -24,8 +25,8 @@ pub use vector_indexer::{
     VectorStatus, Vectors,
 };
 pub use vectors::{
-    CANDIDATES, NameFilter, Quantized, TimeFilter, VectorEntry, VectorFilter, VectorHit,
-    VectorIndex,
+    CANDIDATES, NameFilter, PARTITION_AT, Quantized, TimeFilter, VectorEntry, VectorFilter,
+    VectorHit, VectorIndex,
 };
 
 /// Semantic search: the query embedder and the vector indexes.

@@ -1,26 +1,36 @@
-//! Nearest-neighbour search over embeddings, one flat space per memory.
+//! Nearest-neighbour search over embeddings, one space per memory.
 //!
 //! Each vector is kept twice, compactly: as int8 codes with a scale (for scoring; cosine
 //! error around 1e-3) and as one sign bit per dimension (for a first pass). A search scans
-//! the memory's vectors once, applies every filter to each vector *before* it can take a
-//! place (namespace, strategy, actor, session, time, metadata: never a post-filtered global
-//! top-k), ranks the survivors by Hamming distance of the sign bits, keeps the best
-//! `CANDIDATES`, and rescores those with the int8 codes. When no more than `CANDIDATES`
-//! vectors pass the filters (small memories, narrow namespaces) every one is rescored: the
-//! search is exact. Why flat and not a graph (HNSW): filters of any selectivity are exact,
-//! writes cost nothing, there is no build, and at a million vectors the bit scan is ~48 MB
-//! of sequential reads (see docs/benchmarks.md for what it costs and the recall it keeps).
+//! the memory's vectors, applies every filter to each vector *before* it can take a place
+//! (namespace, strategy, actor, session, time, metadata: never a post-filtered global top-k),
+//! ranks the survivors by Hamming distance of the sign bits, keeps the best `CANDIDATES`, and
+//! rescores those with the int8 codes. When no more than `CANDIDATES` vectors pass the filters
+//! (small memories, narrow namespaces) every one is rescored: the search is exact.
+//!
+//! Up to `PARTITION_AT` vectors a memory is scanned whole (flat: exact filters, no build,
+//! ~2 ms at 100k). Beyond, its vectors are partitioned into lists by nearest centroid (an
+//! inverted file, `partitions.rs`) and a search scans the lists nearest the query until it has
+//! seen one in `PROBE_SHARE` of the vectors, going further when the filters leave too few. Why
+//! lists and not a graph (HNSW): a filter of any selectivity stays inside the scan and can
+//! only make it visit more lists, writes cost one centroid comparison, and the sign-bit scan
+//! stays sequential within a list. docs/benchmarks.md has what each costs and the recall kept.
 
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
+
+use super::partitions::Partitions;
 
 /// Vectors rescored with full codes per search, at least (all of them when no more pass the
 /// filters); large spaces rescore one in `RESCORE_SHARE` of their vectors, which keeps recall
 /// up as the space grows at a cost still small next to the bit pass.
 pub const CANDIDATES: usize = 1000;
 const RESCORE_SHARE: usize = 250;
-/// Spaces larger than this scan their sign bits on two threads.
-const SPLIT_SCAN: usize = 200_000;
+/// A memory's vectors are partitioned (see `partitions.rs`) once this many are live.
+pub const PARTITION_AT: usize = 100_000;
+/// A search of a partitioned space visits lists until it has seen one in `PROBE_SHARE` of the
+/// vectors (and enough admitted ones to fill the page).
+const PROBE_SHARE: usize = 16;
 
 /// A vector with what searches filter it by.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +112,8 @@ struct Space {
     /// `dims` codes per slot.
     codes: Vec<i8>,
     scales: Vec<f32>,
+    /// Lists of slots by nearest centroid, once the space is large.
+    partitions: Option<Partitions>,
 }
 
 impl Space {
@@ -146,6 +158,23 @@ impl Space {
         self.bits[slot * words..(slot + 1) * words].copy_from_slice(&bits);
         self.codes[slot * dims..(slot + 1) * dims].copy_from_slice(&entry.code.codes);
         self.scales[slot] = entry.code.scale;
+        if let Some(partitions) = &mut self.partitions {
+            partitions.place(slot, &entry.code.codes, &bits);
+        }
+    }
+
+    /// The live slots with their codes and sign bits.
+    fn live_vectors(
+        &self,
+        dims: usize,
+        words: usize,
+    ) -> impl Iterator<Item = (usize, &[i8], &[u64])> + Clone {
+        (0..self.keys.len())
+            .filter(|slot| self.alive[*slot])
+            .map(move |slot| {
+                let codes = &self.codes[slot * dims..(slot + 1) * dims];
+                (slot, codes, &self.bits[slot * words..(slot + 1) * words])
+            })
     }
 
     fn kill(&mut self, slot: usize) {
@@ -167,7 +196,9 @@ impl Space {
         if dead < 1024 || dead < self.live {
             return;
         }
-        let old = std::mem::take(self);
+        let mut old = std::mem::take(self);
+        // Same centroids, lists refilled as the slots are renumbered.
+        self.partitions = old.partitions.take().map(|p| p.emptied());
         for slot in (0..old.keys.len()).filter(|s| old.alive[*s]) {
             let tag = |i: usize| old.names[old.tags[slot][i] as usize].to_string();
             self.upsert(
@@ -198,70 +229,64 @@ fn sign_bits(values: &[i8], words: usize) -> Vec<u64> {
     bits
 }
 
-/// The `keep` admitted slots nearest to `query` by Hamming distance, as a max-heap of
-/// (distance, slot). Runs with the CPU's popcount instruction where it has one: without it
-/// (the x86-64 baseline) each count is a dozen instructions and the scan several times slower.
-fn nearest_bits(
-    bits: &[u64],
-    words: usize,
-    query: &[u64],
+/// Offers each admitted vector to `heap`, a max-heap of (Hamming distance, slot) holding at
+/// most `keep` (the worst kept candidate on top). The distance comes first: the filters are
+/// only asked about a vector that would take a place, which on a full heap is rare. Runs with
+/// the CPU's popcount instruction where it has one: without it (the x86-64 baseline) each
+/// count is a dozen instructions and the scan several times slower.
+fn scan_bits<'a>(
+    heap: &mut BinaryHeap<(u32, u32)>,
     keep: usize,
+    query: &[u64],
     admission: &Admission<'_>,
-    offset: usize,
-) -> BinaryHeap<(u32, u32)> {
+    vectors: impl Iterator<Item = (usize, &'a [u64])>,
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("popcnt") {
         #[allow(unsafe_code)]
         // SAFETY: the CPU supports popcnt, checked just above.
-        return unsafe { nearest_bits_popcnt(bits, words, query, keep, admission, offset) };
+        return unsafe { scan_bits_popcnt(heap, keep, query, admission, vectors) };
     }
-    nearest_bits_portable(bits, words, query, keep, admission, offset)
+    scan_bits_portable(heap, keep, query, admission, vectors)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "popcnt")]
-fn nearest_bits_popcnt(
-    bits: &[u64],
-    words: usize,
-    query: &[u64],
+fn scan_bits_popcnt<'a>(
+    heap: &mut BinaryHeap<(u32, u32)>,
     keep: usize,
+    query: &[u64],
     admission: &Admission<'_>,
-    offset: usize,
-) -> BinaryHeap<(u32, u32)> {
-    nearest_bits_portable(bits, words, query, keep, admission, offset)
+    vectors: impl Iterator<Item = (usize, &'a [u64])>,
+) {
+    scan_bits_portable(heap, keep, query, admission, vectors)
 }
 
-/// `bits` holds slots `offset..`; returned slots are absolute.
 #[inline(always)]
-fn nearest_bits_portable(
-    bits: &[u64],
-    words: usize,
-    query: &[u64],
+fn scan_bits_portable<'a>(
+    heap: &mut BinaryHeap<(u32, u32)>,
     keep: usize,
+    query: &[u64],
     admission: &Admission<'_>,
-    offset: usize,
-) -> BinaryHeap<(u32, u32)> {
-    // Max-heap on distance: the worst kept candidate is on top.
-    let mut heap: BinaryHeap<(u32, u32)> = BinaryHeap::with_capacity(keep + 1);
-    for (i, code) in bits.chunks_exact(words).enumerate() {
-        let slot = offset + i;
-        if !admission.admits(slot) {
-            continue;
-        }
+    vectors: impl Iterator<Item = (usize, &'a [u64])>,
+) {
+    for (slot, code) in vectors {
         let distance: u32 = code
             .iter()
             .zip(query)
             .map(|(x, y)| (x ^ y).count_ones())
             .sum();
         if heap.len() < keep {
-            heap.push((distance, slot as u32));
+            if admission.admits(slot) {
+                heap.push((distance, slot as u32));
+            }
         } else if let Some(mut top) = heap.peek_mut()
             && distance < top.0
+            && admission.admits(slot)
         {
             *top = (distance, slot as u32);
         }
     }
-    heap
 }
 
 /// What a search admits, per slot: every filter, evaluated without calls the compiler
@@ -293,7 +318,8 @@ impl Admission<'_> {
     }
 }
 
-fn dot(query: &[f32], codes: &[i8]) -> f32 {
+/// Similarity of a float vector and int8 codes (unscaled).
+pub(super) fn dot(query: &[f32], codes: &[i8]) -> f32 {
     query
         .iter()
         .zip(codes)
@@ -306,6 +332,8 @@ fn dot(query: &[f32], codes: &[i8]) -> f32 {
 pub struct VectorIndex {
     dims: usize,
     words: usize,
+    /// Live vectors from which a memory's space is partitioned.
+    partition_at: usize,
     memories: RwLock<HashMap<String, Arc<RwLock<Space>>>>,
 }
 
@@ -314,8 +342,16 @@ impl VectorIndex {
         Self {
             dims,
             words: dims.div_ceil(64),
+            partition_at: PARTITION_AT,
             memories: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Partitions memories from `vectors` live vectors on (`usize::MAX`: never; for tests
+    /// and benchmarks).
+    pub fn partitioned_from(mut self, vectors: usize) -> Self {
+        self.partition_at = vectors;
+        self
     }
 
     pub fn dims(&self) -> usize {
@@ -339,8 +375,39 @@ impl VectorIndex {
                 memories.entry(memory_id.to_string()).or_default().clone()
             }
         };
+        let mut guard = space.write().unwrap_or_else(|p| p.into_inner());
+        guard.upsert(self.dims, self.words, entry);
+        if guard.partitions.is_none() && guard.live >= self.partition_at {
+            drop(guard);
+            self.partition(&space);
+        }
+    }
+
+    /// Trains and fills the partitions of a space under a read lock (searches go on, flat,
+    /// for the second or so it takes), then installs them, placing what was added meanwhile.
+    fn partition(&self, space: &RwLock<Space>) {
+        let started = std::time::Instant::now();
+        let (partitions, placed) = {
+            let space = space.read().unwrap_or_else(|p| p.into_inner());
+            let vectors = space.live_vectors(self.dims, self.words);
+            let partitions = Partitions::build(self.dims, self.words, vectors, space.live);
+            (partitions, space.keys.len())
+        };
         let mut space = space.write().unwrap_or_else(|p| p.into_inner());
-        space.upsert(self.dims, self.words, entry);
+        let mut partitions = partitions;
+        let added: Vec<_> = space
+            .live_vectors(self.dims, self.words)
+            .filter(|(slot, _, _)| *slot >= placed)
+            .collect();
+        for (slot, codes, bits) in added {
+            partitions.place(slot, codes, bits);
+        }
+        space.partitions = Some(partitions);
+        tracing::info!(
+            vectors = space.live,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "vector space partitioned"
+        );
     }
 
     pub fn delete(&self, memory_id: &str, key: &[u8]) {
@@ -444,29 +511,32 @@ impl VectorIndex {
         };
         let quantized = Quantized::new(query);
         let query_bits = sign_bits(&quantized.codes, self.words);
-        let slots = space.keys.len();
-        let keep = CANDIDATES.max(limit).max(slots / RESCORE_SHARE);
+        let mut heap = BinaryHeap::new();
         let words = self.words;
-        let heap = if slots > SPLIT_SCAN {
-            // Two halves on two threads (a single query would otherwise leave a core idle).
-            let half = slots / 2;
-            let (low, high) = space.bits.split_at(half * words);
-            let admission = &admission;
-            let query_bits = &query_bits;
-            let (mut a, b) = std::thread::scope(|scope| {
-                let upper = scope
-                    .spawn(move || nearest_bits(high, words, query_bits, keep, admission, half));
-                let lower = nearest_bits(low, words, query_bits, keep, admission, 0);
-                (lower, upper.join())
-            });
-            let b = b.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            a.extend(b);
-            let mut merged = a.into_sorted_vec();
-            merged.truncate(keep);
-            merged.into_iter().collect()
-        } else {
-            nearest_bits(&space.bits, words, &query_bits, keep, &admission, 0)
-        };
+        match &space.partitions {
+            None => {
+                let keep = CANDIDATES.max(limit).max(space.live / RESCORE_SHARE);
+                let vectors = space.bits.chunks_exact(words).enumerate();
+                scan_bits(&mut heap, keep, &query_bits, &admission, vectors);
+            }
+            Some(partitions) => {
+                // Nearest lists first, until a share of the space has been seen and the
+                // filters have let through enough to fill the page (all lists if need be).
+                let cover = space.live / PROBE_SHARE;
+                let keep = CANDIDATES.max(limit);
+                let mut seen = 0;
+                for list in partitions.ranked(query) {
+                    let list = partitions.list(list);
+                    let slots = list.slots.iter().map(|s| *s as usize);
+                    let vectors = slots.zip(list.bits.chunks_exact(words));
+                    scan_bits(&mut heap, keep, &query_bits, &admission, vectors);
+                    seen += list.slots.len();
+                    if seen >= cover && heap.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
         let dims = self.dims;
         let mut scored: Vec<(f32, u32)> = heap
             .into_iter()
@@ -653,5 +723,128 @@ mod tests {
         assert_eq!(index.len("m"), 500);
         let hits = index.search("m", &random(2999, 8), &VectorFilter::default(), 1);
         assert_eq!(keys(&hits), ["k2999"]);
+    }
+
+    /// `count` unit vectors around `centers` random centres (real embeddings cluster by topic),
+    /// each a centre plus noise.
+    fn clustered(count: usize, centers: u64, dims: usize) -> Vec<Vec<f32>> {
+        (0..count as u64)
+            .map(|i| {
+                let center = random(1_000_000 + i % centers, dims);
+                let noise = random(i, dims);
+                unit(
+                    &center
+                        .iter()
+                        .zip(&noise)
+                        .map(|(c, n)| c + 0.6 * n)
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect()
+    }
+
+    fn partitioned(
+        vectors: &[Vec<f32>],
+        at: usize,
+        namespace: impl Fn(usize) -> &'static str,
+    ) -> VectorIndex {
+        let index = VectorIndex::new(vectors[0].len()).partitioned_from(at);
+        for (i, v) in vectors.iter().enumerate() {
+            index.upsert("m", &entry(&i.to_string(), [namespace(i), "", ""], 0, v));
+        }
+        index
+    }
+
+    #[test]
+    fn partitions_keep_the_true_neighbours() {
+        let dims = 32;
+        let vectors = clustered(12_000, 200, dims);
+        let index = partitioned(&vectors, 4_000, |_| "");
+        assert!(
+            index
+                .space("m")
+                .unwrap()
+                .read()
+                .unwrap()
+                .partitions
+                .is_some()
+        );
+        let mut found = 0;
+        for q in 0..50u64 {
+            let base = &vectors[(q * 211) as usize % vectors.len()];
+            let noise = random(500_000 + q, dims);
+            let query = unit(
+                &base
+                    .iter()
+                    .zip(&noise)
+                    .map(|(b, n)| b + 0.3 * n)
+                    .collect::<Vec<_>>(),
+            );
+            let truth = keys(&index.exact_search("m", &query, 10));
+            let hits = index.search("m", &query, &VectorFilter::default(), 10);
+            assert_eq!(hits.len(), 10);
+            found += keys(&hits).iter().filter(|k| truth.contains(k)).count();
+        }
+        let recall = found as f64 / 500.0;
+        assert!(
+            recall >= 0.85,
+            "recall@10 of the partitioned search: {recall}"
+        );
+    }
+
+    #[test]
+    fn a_selective_filter_fills_the_top_k_of_a_partitioned_space() {
+        // 10 of 12000 vectors pass: the search goes on past its usual share of lists.
+        let vectors = clustered(12_000, 200, 32);
+        let index = partitioned(&vectors, 4_000, |i| {
+            if i % 1200 == 7 { "/rare" } else { "/common" }
+        });
+        let rare = |ns: &str| ns == "/rare";
+        let filter = VectorFilter {
+            tags: [Some(&rare), None, None],
+            ..Default::default()
+        };
+        let hits = index.search("m", &random(4242, 32), &filter, 10);
+        let mut found = keys(&hits);
+        found.sort();
+        let mut expected: Vec<String> = (0..12_000)
+            .filter(|i| i % 1200 == 7)
+            .map(|i: usize| i.to_string())
+            .collect();
+        expected.sort();
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn partitioned_vectors_move_lists_and_survive_compaction() {
+        let dims = 32;
+        let vectors = clustered(6_000, 100, dims);
+        let index = partitioned(&vectors, 2_000, |_| "");
+        // Vector 5 replaced by one far from its old cluster: found where it now is.
+        let target = random(77, dims);
+        index.upsert("m", &entry("5", ["", "", ""], 0, &target));
+        let top =
+            |index: &VectorIndex| keys(&index.search("m", &target, &VectorFilter::default(), 1));
+        assert_eq!(top(&index), ["5"]);
+        // Deleting most vectors compacts the space; the centroids stay, the lists follow.
+        for i in (0..6_000).filter(|i| *i != 5 && i % 10 != 0) {
+            index.delete("m", i.to_string().as_bytes());
+        }
+        assert_eq!(index.len("m"), 601);
+        assert!(
+            index
+                .space("m")
+                .unwrap()
+                .read()
+                .unwrap()
+                .partitions
+                .is_some()
+        );
+        assert_eq!(top(&index), ["5"]);
+        let kept = &vectors[30];
+        assert_eq!(
+            keys(&index.search("m", kept, &VectorFilter::default(), 1)),
+            ["30"]
+        );
     }
 }
