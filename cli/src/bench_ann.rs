@@ -8,8 +8,10 @@ use crate::Globals;
 use crate::bench::Stats;
 use crate::bench_retrieve::{rss_mb, threaded};
 use clap::{Args, ValueEnum};
-use memd_server::retrieval::{Quantized, VectorEntry, VectorFilter, VectorIndex};
+use memd_server::retrieval::{Quantized, RECORD_VECTORS, VectorEntry, VectorFilter, VectorIndex};
+use memd_server::store::{Store, StoreOptions};
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,15 +34,21 @@ pub struct AnnArgs {
     /// Seconds measured per concurrency level.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Instead of synthetic vectors: the record vectors a stopped server stored in this data
+    /// directory (its largest memory), e.g. one kept by `memctl bench retrieve --keep-data`.
+    #[arg(long, conflicts_with_all = ["vectors", "data"])]
+    stored: Option<std::path::PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
 enum Data {
     /// One topic centre per 500 vectors, each vector a centre plus as much noise (cosine to
     /// its centre ~0.7).
     Clustered,
     /// Uniform on the sphere.
     Random,
+    /// Stored by a server (`--stored`).
+    Stored,
 }
 
 /// A reproducible pseudo-random unit vector.
@@ -67,7 +75,7 @@ fn mix(a: &[f32], b: &[f32], weight: f32) -> Vec<f32> {
 
 fn vector(data: Data, n: usize, count: usize, dims: usize) -> Vec<f32> {
     match data {
-        Data::Random => random_unit(n as u64, dims),
+        Data::Random | Data::Stored => random_unit(n as u64, dims),
         Data::Clustered => {
             let topics = (count / 500).max(1);
             let centre = random_unit(u64::MAX / 2 + (n % topics) as u64, dims);
@@ -76,30 +84,67 @@ fn vector(data: Data, n: usize, count: usize, dims: usize) -> Vec<f32> {
     }
 }
 
-/// The same vectors in a partitioned index (what the server runs) and a flat one.
-fn build(
-    data: Data,
-    count: usize,
-    dims: usize,
-) -> (Arc<VectorIndex>, Arc<VectorIndex>, Vec<Vec<f32>>) {
+/// The same vectors in a partitioned index (what the server runs) and a flat one, and one
+/// vector in a thousand kept to make queries from.
+type Built = (Arc<VectorIndex>, Arc<VectorIndex>, Vec<Vec<f32>>);
+
+fn build(entries: impl Iterator<Item = VectorEntry>, count: usize, dims: usize) -> Built {
     let searched = VectorIndex::new(dims);
     let flat = VectorIndex::new(dims).partitioned_from(usize::MAX);
     let mut kept = Vec::new();
-    for n in 0..count {
-        let v = vector(data, n, count, dims);
-        let entry = VectorEntry {
-            key: n.to_le_bytes().to_vec(),
-            tags: Default::default(),
-            time: 0,
-            code: Quantized::new(&v),
-        };
+    for (n, entry) in entries.enumerate() {
         searched.upsert("bench", &entry);
         flat.upsert("bench", &entry);
         if n % (count / 1000).max(1) == 0 {
+            let code = &entry.code;
+            let mut v: Vec<f32> = code
+                .codes
+                .iter()
+                .map(|c| f32::from(*c) * code.scale)
+                .collect();
+            memd_server::embedding::normalize(&mut v);
             kept.push(v);
         }
     }
     (Arc::new(searched), Arc::new(flat), kept)
+}
+
+fn synthetic(data: Data, count: usize, dims: usize) -> Built {
+    let entries = (0..count).map(|n| VectorEntry {
+        key: n.to_le_bytes().to_vec(),
+        tags: Default::default(),
+        time: 0,
+        code: Quantized::new(&vector(data, n, count, dims)),
+    });
+    build(entries, count, dims)
+}
+
+/// The record vectors of the largest memory in a stopped server's data directory.
+fn stored(dir: &std::path::Path) -> anyhow::Result<(Built, usize)> {
+    let store = Store::open(
+        dir,
+        &StoreOptions {
+            sync_writes: false,
+            block_cache_bytes: 64 << 20,
+        },
+    )?;
+    let mut memories: HashMap<String, Vec<VectorEntry>> = HashMap::new();
+    store.for_each_vector(|kind, memory_id, key, vector| {
+        if kind == RECORD_VECTORS {
+            let entry = VectorEntry::from_stored(key, &vector);
+            memories
+                .entry(memory_id.to_string())
+                .or_default()
+                .push(entry);
+        }
+        Ok(())
+    })?;
+    let entries = memories
+        .into_values()
+        .max_by_key(Vec::len)
+        .ok_or_else(|| anyhow::anyhow!("no record vectors in {}", dir.display()))?;
+    let (count, dims) = (entries.len(), entries[0].code.codes.len());
+    Ok((build(entries.into_iter(), count, dims), count))
 }
 
 /// Share of the exact top 10 (an exact scan of `exact`) that `index` finds, over the first 50
@@ -157,11 +202,24 @@ struct Row {
 pub async fn run(ctx: &Globals, args: AnnArgs) -> anyhow::Result<()> {
     let seconds = Duration::from_secs_f64(args.seconds);
     let mut rows = Vec::new();
-    for &count in &args.vectors {
-        for &data in &args.data {
+    let sets: Vec<(usize, Data)> = match &args.stored {
+        Some(_) => vec![(0, Data::Stored)],
+        None => args
+            .vectors
+            .iter()
+            .flat_map(|count| args.data.iter().map(move |data| (*count, *data)))
+            .collect(),
+    };
+    for (count, data) in sets {
+        {
             let dims = args.dims;
+            let dir = args.stored.clone();
             let rows_here = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Row>> {
-                let (index, flat, kept) = build(data, count, dims);
+                let ((index, flat, kept), count) = match &dir {
+                    Some(dir) => stored(dir)?,
+                    None => (synthetic(data, count, dims), count),
+                };
+                let dims = kept[0].len();
                 // Queries near stored vectors, as real queries are near their answers.
                 let queries: Arc<Vec<Vec<f32>>> = Arc::new(
                     (0..200u64)

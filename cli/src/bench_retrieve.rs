@@ -31,6 +31,10 @@ pub struct RetrieveArgs {
     /// How to rank.
     #[arg(long, value_enum, default_value_t = crate::longterm::ModeArg::Hybrid)]
     mode: crate::longterm::ModeArg,
+    /// Keep each server's data directory under this directory (as `records-N`), e.g. for
+    /// `memctl bench ann --stored`; by default it is deleted.
+    #[arg(long)]
+    keep_data: Option<std::path::PathBuf>,
 }
 
 const NAMES: [&str; 16] = [
@@ -255,7 +259,10 @@ fn bm25_floor(
 }
 
 /// The vector index the server built, loaded from its stopped data directory.
-fn stored_vectors(data_dir: &std::path::Path, dims: usize) -> anyhow::Result<Arc<VectorIndex>> {
+pub(crate) fn stored_vectors(
+    data_dir: &std::path::Path,
+    dims: usize,
+) -> anyhow::Result<Arc<VectorIndex>> {
     let store = Store::open(
         data_dir,
         &StoreOptions {
@@ -431,7 +438,14 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
             }
             None => (None, None, None),
         };
-        drop(data);
+        if let Some(parent) = &args.keep_data {
+            let kept = parent.join(format!("records-{count}"));
+            std::fs::create_dir_all(parent)?;
+            std::fs::rename(data.keep(), &kept)?;
+            eprintln!("data directory kept in {}", kept.display());
+        } else {
+            drop(data);
+        }
         let (_bm25_dir, bm25) = tokio::task::spawn_blocking(move || bm25_index(count)).await??;
         for (i, (concurrency, api, rss)) in measured.into_iter().enumerate() {
             let index = bm25.clone();

@@ -13,7 +13,7 @@
 //! of their nearest centroid. Lists grow with the memory; the search covers a share of vectors,
 //! not a number of lists, so its cost and recall do not depend on how even the lists are.
 
-use super::vectors::dot;
+use super::vectors::{dot, lanes_dot};
 
 /// Lists (centroids) per partitioned space.
 pub const LISTS: usize = 256;
@@ -183,5 +183,5 @@ fn nearest(centroids: &[f32], dims: usize, similarity: impl Fn(&[f32]) -> f32) -
 }
 
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    lanes_dot(a, b, |y| *y)
 }
