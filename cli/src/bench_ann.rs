@@ -89,13 +89,23 @@ fn vector(data: Data, n: usize, count: usize, dims: usize) -> Vec<f32> {
 type Built = (Arc<VectorIndex>, Arc<VectorIndex>, Vec<Vec<f32>>);
 
 fn build(entries: impl Iterator<Item = VectorEntry>, count: usize, dims: usize) -> Built {
-    let searched = VectorIndex::new(dims);
-    let flat = VectorIndex::new(dims).partitioned_from(usize::MAX);
-    let mut kept = Vec::new();
-    for (n, entry) in entries.enumerate() {
-        searched.upsert("bench", &entry);
-        flat.upsert("bench", &entry);
-        if n % (count / 1000).max(1) == 0 {
+    let entries: Vec<VectorEntry> = entries.collect();
+    let timed = |index: VectorIndex| {
+        let started = std::time::Instant::now();
+        for entry in &entries {
+            index.upsert("bench", entry);
+        }
+        (Arc::new(index), started.elapsed().as_secs_f64())
+    };
+    let (searched, searched_s) = timed(VectorIndex::new(dims));
+    let (flat, flat_s) = timed(VectorIndex::new(dims).partitioned_from(usize::MAX));
+    eprintln!(
+        "{count} vectors inserted one by one in {searched_s:.1} s (partitions included), {flat_s:.1} s flat"
+    );
+    let kept = entries
+        .iter()
+        .step_by((count / 1000).max(1))
+        .map(|entry| {
             let code = &entry.code;
             let mut v: Vec<f32> = code
                 .codes
@@ -103,10 +113,10 @@ fn build(entries: impl Iterator<Item = VectorEntry>, count: usize, dims: usize) 
                 .map(|c| f32::from(*c) * code.scale)
                 .collect();
             memd_server::embedding::normalize(&mut v);
-            kept.push(v);
-        }
-    }
-    (Arc::new(searched), Arc::new(flat), kept)
+            v
+        })
+        .collect();
+    (searched, flat, kept)
 }
 
 fn synthetic(data: Data, count: usize, dims: usize) -> Built {

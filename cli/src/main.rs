@@ -158,10 +158,11 @@ async fn indexes(ctx: &Globals) -> anyhow::Result<()> {
             "vectorsPending": status.vectors_pending,
             "vectorsRebuilding": status.vectors_rebuilding,
             "embeddingModel": status.embedding_model,
+            "vectorsPartitioned": status.vectors_partitioned,
         }));
     } else {
         println!(
-            "keyword index: {} changes pending\nembeddings ({}): {} changes pending{}",
+            "keyword index: {} changes pending\nembeddings ({}): {} changes pending{}; {} partitioned vector spaces",
             status.keyword_pending,
             status.embedding_model,
             status.vectors_pending,
@@ -169,7 +170,8 @@ async fn indexes(ctx: &Globals) -> anyhow::Result<()> {
                 ", re-embedding everything"
             } else {
                 ""
-            }
+            },
+            status.vectors_partitioned
         );
     }
     Ok(())

@@ -78,6 +78,9 @@ pub struct Config {
     /// Embed raw events as well as records. Off, SearchEvents is keyword-only (SEMANTIC:
     /// FAILED_PRECONDITION) and write-heavy servers spend no CPU embedding every turn.
     pub embedding_events: bool,
+    /// Vectors per memory from which its vector search is partitioned (searches visit the
+    /// nearest lists instead of every vector; see docs/architecture.md).
+    pub vector_partition_at: usize,
     /// The ONNX Runtime shared library (default: `ORT_DYLIB_PATH`, then `libonnxruntime.so`
     /// on the library path).
     pub onnxruntime_path: Option<PathBuf>,
@@ -148,6 +151,7 @@ impl Default for Config {
             embedding_cache_dir: None,
             embedding_query_threads: 2,
             embedding_events: true,
+            vector_partition_at: 100_000,
             onnxruntime_path: None,
             log_format: "text".into(),
             log_level: "info".into(),
@@ -179,7 +183,7 @@ pub struct Overrides {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-const ENV_KEYS: [&str; 35] = [
+const ENV_KEYS: [&str; 36] = [
     "listen",
     "data_dir",
     "metrics_listen",
@@ -212,6 +216,7 @@ const ENV_KEYS: [&str; 35] = [
     "embedding_cache_dir",
     "embedding_query_threads",
     "embedding_events",
+    "vector_partition_at",
     "onnxruntime_path",
     "log_format",
     "log_level",
@@ -337,12 +342,18 @@ impl Config {
         if !(1..=64).contains(&self.embedding_query_threads) {
             return Err(ConfigError("embedding_query_threads must be 1-64".into()));
         }
+        if self.vector_partition_at < 100 {
+            return Err(ConfigError(
+                "vector_partition_at must be at least 100".into(),
+            ));
+        }
         Ok(Some(EmbeddingSettings {
             source,
             onnxruntime: self.onnxruntime_path.clone(),
             max_length: self.embedding_max_length,
             query_threads: self.embedding_query_threads,
             events: self.embedding_events,
+            partition_at: self.vector_partition_at,
         }))
     }
 

@@ -514,3 +514,124 @@ async fn records_only_embedding_keeps_event_search_on_keywords() {
         "{status:?}"
     );
 }
+
+/// Waits until both indexes have applied every change.
+async fn settled(client: &MemdClient) {
+    for _ in 0..600 {
+        let status = client.index_status().await.unwrap();
+        if status.keyword_pending == 0 && status.vectors_pending == 0 && !status.vectors_rebuilding
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the indexes never caught up");
+}
+
+#[tokio::test]
+async fn a_partitioned_memory_keeps_filters_inside_and_survives_a_restart() {
+    // Partitioned from 150 vectors, so that a test can cross the threshold: the same lists
+    // as a memory of 100k, built live by the embedder and again after a restart.
+    let server = TestServer::start_with(|config| {
+        with_embeddings(config);
+        config.vector_partition_at = 150;
+    })
+    .await;
+    let admin = server.admin().await;
+    let m = create_memory(&admin, "semantic-partitioned", None)
+        .await
+        .memory_id;
+    seed(&admin, &m).await;
+    const TOPICS: [&str; 8] = [
+        "booked a kayak tour",
+        "ordered ramen for dinner",
+        "renewed a gym membership",
+        "repaired the garden fence",
+        "bought concert tickets",
+        "painted the spare bedroom",
+        "adopted a rescue cat",
+        "started learning Italian",
+    ];
+    let fillers: Vec<pb::MemoryRecordInput> = (0..240)
+        .map(|i| pb::MemoryRecordInput {
+            namespace: format!("/users/filler{}/facts", i % 12),
+            actor_id: "acme/filler".into(),
+            text: format!("Filler {i} {} in week {}.", TOPICS[i % 8], i / 8),
+            ..Default::default()
+        })
+        .collect();
+    for chunk in fillers.chunks(100) {
+        let results = admin
+            .batch_create_memory_records(&m, chunk.to_vec())
+            .await
+            .unwrap();
+        assert!(results.iter().all(|r| r.code == 0), "{results:?}");
+    }
+    settled(&admin).await;
+    // Crossing the threshold partitioned the memory's records on the embedder's thread.
+    assert_eq!(admin.index_status().await.unwrap().vectors_partitioned, 1);
+
+    let ann_food = || {
+        request(
+            &m,
+            "/users/ann/",
+            "what food must she avoid eating",
+            pb::SearchMode::Semantic,
+        )
+    };
+    let cello = || {
+        let mut r = request(
+            &m,
+            "",
+            "who plays a string instrument",
+            pb::SearchMode::Hybrid,
+        );
+        r.search_criteria.as_mut().unwrap().top_k = 5;
+        r
+    };
+    let check = |ann: &[String], cello: &[String]| {
+        // Four of 246 vectors pass the namespace filter: all four come back, best first.
+        assert_eq!(ann.len(), 4, "{ann:?}");
+        assert_eq!(ann[0], "Ann is allergic to peanuts.");
+        assert!(
+            FACTS
+                .iter()
+                .filter(|f| f.0.starts_with("/users/ann/"))
+                .all(|f| ann.contains(&f.2.to_string()))
+        );
+        assert_eq!(cello.len(), 5);
+        assert_eq!(cello[0], "Ann plays the cello in a string quartet.");
+    };
+    let before = (
+        texts(&admin, ann_food()).await,
+        texts(&admin, cello()).await,
+    );
+    check(&before.0, &before.1);
+    let bob = texts(
+        &admin,
+        request(&m, "/users/bob/", "food allergy", pb::SearchMode::Semantic),
+    )
+    .await;
+    assert_eq!(bob.len(), 2, "{bob:?}");
+    assert!(bob.iter().all(|t| t.starts_with("Bob")), "{bob:?}");
+
+    // After a restart the vectors are loaded flat and partitioned in the background: the
+    // answers are the same before, during and after.
+    let server = server.restart().await;
+    let admin = server.admin().await;
+    let mut partitioned = false;
+    for _ in 0..1200 {
+        let after = (
+            texts(&admin, ann_food()).await,
+            texts(&admin, cello()).await,
+        );
+        check(&after.0, &after.1);
+        assert_eq!(after.0, before.0);
+        if partitioned {
+            break;
+        }
+        partitioned = admin.index_status().await.unwrap().vectors_partitioned == 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(partitioned, "the loaded vectors were never partitioned");
+}

@@ -45,6 +45,8 @@ pub struct EmbeddingSettings {
     pub query_threads: usize,
     /// Embed raw events too (semantic SearchEvents), not only records.
     pub events: bool,
+    /// Vectors per memory from which searches are partitioned.
+    pub partition_at: usize,
 }
 
 impl EmbeddingSettings {

@@ -254,6 +254,7 @@ impl pb::control_service_server::ControlService for ControlApi {
             vectors_pending: backlog.vectors as i64,
             vectors_rebuilding: backlog.rebuilding,
             embedding_model: backlog.model,
+            vectors_partitioned: backlog.partitioned as i64,
         };
         Ok(Response::new(status))
     }

@@ -50,6 +50,8 @@ pub struct Backlog {
     pub rebuilding: bool,
     /// The model's fingerprint, or "off".
     pub model: String,
+    /// Vector spaces searched through partitions.
+    pub partitioned: usize,
 }
 
 impl Retrieval {
@@ -67,6 +69,9 @@ impl Retrieval {
             },
             rebuilding: semantic.is_some_and(|s| s.status.rebuilding()),
             model: semantic.map_or("off".into(), |s| s.status.model.clone()),
+            partitioned: semantic.map_or(0, |s| {
+                s.vectors.records.partitioned() + s.vectors.events.partitioned()
+            }),
         })
     }
 }

@@ -420,8 +420,10 @@ impl VectorIndexer {
     /// yet.
     pub fn start(store: Arc<Store>, embeddings: &Embeddings, nice: i32) -> Result<StartedVectors> {
         let vectors = Arc::new(Vectors {
-            records: VectorIndex::new(embeddings.dims),
-            events: VectorIndex::new(embeddings.dims),
+            records: VectorIndex::new(embeddings.dims)
+                .partitioned_from(embeddings.settings.partition_at),
+            events: VectorIndex::new(embeddings.dims)
+                .partitioned_from(embeddings.settings.partition_at),
         });
         let state = store
             .vector_state()?
@@ -434,7 +436,7 @@ impl VectorIndexer {
                     count += 1;
                     vectors
                         .of(kind)
-                        .upsert(memory_id, &VectorEntry::from_stored(doc_key, &vector));
+                        .load(memory_id, &VectorEntry::from_stored(doc_key, &vector));
                     Ok(())
                 })?;
                 tracing::info!(
@@ -442,6 +444,16 @@ impl VectorIndexer {
                     seconds = started.elapsed().as_secs_f64(),
                     "loaded stored embeddings"
                 );
+                // Large memories are searched flat until their partitions are built, which
+                // takes seconds per million vectors: not on the start-up path.
+                let loaded = vectors.clone();
+                std::thread::Builder::new()
+                    .name("memd-vector-partitions".into())
+                    .spawn(move || {
+                        loaded.records.partition_large();
+                        loaded.events.partition_large();
+                    })
+                    .map_err(|err| ServiceError::Internal(format!("spawning a thread: {err}")))?;
                 (state.applied, false)
             }
             // Hold the log from here on: the rebuild reads the state after this position.

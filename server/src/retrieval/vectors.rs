@@ -17,6 +17,7 @@
 //! stays sequential within a list. docs/benchmarks.md has what each costs and the recall kept.
 
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::partitions::Partitions;
@@ -115,6 +116,10 @@ struct Space {
     scales: Vec<f32>,
     /// Lists of slots by nearest centroid, once the space is large.
     partitions: Option<Partitions>,
+    /// Set by whoever builds the partitions, so that no one else does the same work.
+    partitioning: AtomicBool,
+    /// Times the slots were renumbered (partitions built before that are void).
+    compactions: u64,
 }
 
 impl Space {
@@ -164,6 +169,12 @@ impl Space {
         }
     }
 
+    fn wants_partitions(&self, index: &VectorIndex) -> bool {
+        self.partitions.is_none()
+            && self.live >= index.partition_at
+            && !self.partitioning.load(Ordering::Acquire)
+    }
+
     /// The live slots with their codes and sign bits.
     fn live_vectors(
         &self,
@@ -198,6 +209,7 @@ impl Space {
             return;
         }
         let mut old = std::mem::take(self);
+        self.compactions = old.compactions + 1;
         // Same centroids, lists refilled as the slots are renumbered.
         self.partitions = old.partitions.take().map(|p| p.emptied());
         for slot in (0..old.keys.len()).filter(|s| old.alive[*s]) {
@@ -430,8 +442,25 @@ impl VectorIndex {
 
     /// Adds or replaces a vector (of the index's length; others are ignored).
     pub fn upsert(&self, memory_id: &str, entry: &VectorEntry) {
+        if let Some(space) = self.insert(memory_id, entry)
+            && space
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .wants_partitions(self)
+        {
+            self.partition(&space);
+        }
+    }
+
+    /// Like [`VectorIndex::upsert`], but never partitions: for loading many vectors at
+    /// once, followed by [`VectorIndex::partition_large`].
+    pub fn load(&self, memory_id: &str, entry: &VectorEntry) {
+        self.insert(memory_id, entry);
+    }
+
+    fn insert(&self, memory_id: &str, entry: &VectorEntry) -> Option<Arc<RwLock<Space>>> {
         if entry.code.codes.len() != self.dims {
-            return;
+            return None;
         }
         let space = match self.space(memory_id) {
             Some(space) => space,
@@ -442,24 +471,67 @@ impl VectorIndex {
         };
         let mut guard = space.write().unwrap_or_else(|p| p.into_inner());
         guard.upsert(self.dims, self.words, entry);
-        if guard.partitions.is_none() && guard.live >= self.partition_at {
-            drop(guard);
-            self.partition(&space);
+        drop(guard);
+        Some(space)
+    }
+
+    /// Memories whose vectors are partitioned.
+    pub fn partitioned(&self) -> usize {
+        let memories = self.memories.read().unwrap_or_else(|p| p.into_inner());
+        memories
+            .values()
+            .filter(|s| {
+                s.read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .partitions
+                    .is_some()
+            })
+            .count()
+    }
+
+    /// Partitions every memory large enough and not partitioned yet (after loading).
+    pub fn partition_large(&self) {
+        let spaces: Vec<_> = self
+            .memories
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for space in spaces {
+            if space
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .wants_partitions(self)
+            {
+                self.partition(&space);
+            }
         }
     }
 
     /// Trains and fills the partitions of a space under a read lock (searches go on, flat,
-    /// for the second or so it takes), then installs them, placing what was added meanwhile.
+    /// meanwhile: a few seconds at 100k vectors on 2 cores), then installs them, placing what
+    /// was added meanwhile. One caller at a time per space; others return at once.
     fn partition(&self, space: &RwLock<Space>) {
         let started = std::time::Instant::now();
-        let (partitions, placed) = {
+        let (partitions, placed, compactions) = {
             let space = space.read().unwrap_or_else(|p| p.into_inner());
+            if space.partitioning.swap(true, Ordering::AcqRel) {
+                return;
+            }
             let vectors = space.live_vectors(self.dims, self.words);
             let partitions = Partitions::build(self.dims, self.words, vectors, space.live);
-            (partitions, space.keys.len())
+            (partitions, space.keys.len(), space.compactions)
         };
         let mut space = space.write().unwrap_or_else(|p| p.into_inner());
+        if space.compactions != compactions {
+            // Slots were renumbered meanwhile (which also cleared the flag): the next write
+            // tries again.
+            return;
+        }
         let mut partitions = partitions;
+        // Slots added meanwhile. (A vector replaced meanwhile keeps the list of its old value;
+        // the server has one writer per index, the thread that calls this.)
         let added: Vec<_> = space
             .live_vectors(self.dims, self.words)
             .filter(|(slot, _, _)| *slot >= placed)
@@ -896,5 +968,31 @@ mod tests {
             keys(&index.search("m", kept, &VectorFilter::default(), 1)),
             ["30"]
         );
+    }
+
+    #[test]
+    fn loading_leaves_partitioning_for_later() {
+        let vectors = clustered(3_000, 50, 16);
+        let index = VectorIndex::new(16).partitioned_from(1_000);
+        for (i, v) in vectors.iter().enumerate() {
+            index.load("m", &entry(&i.to_string(), ["", "", ""], 0, v));
+        }
+        let partitioned = |index: &VectorIndex| {
+            index
+                .space("m")
+                .unwrap()
+                .read()
+                .unwrap()
+                .partitions
+                .is_some()
+        };
+        assert!(!partitioned(&index), "load never partitions");
+        let top = |index: &VectorIndex| {
+            keys(&index.search("m", &vectors[7], &VectorFilter::default(), 1))
+        };
+        assert_eq!(top(&index), ["7"]);
+        index.partition_large();
+        assert!(partitioned(&index));
+        assert_eq!(top(&index), ["7"]);
     }
 }
