@@ -143,11 +143,26 @@ impl Partitions {
         members.bits.extend_from_slice(bits);
     }
 
-    /// The same centroids with empty lists (for a space whose slots are renumbered).
-    pub fn emptied(self) -> Self {
+    /// The same centroids and lists for renumbered slots: `renumbered` gives each kept slot's
+    /// old number and sign bits, in the order of the new numbers (0, 1, ...). Every vector
+    /// stays in its list, so no centroid is compared again.
+    pub fn renumbered<'a>(self, renumbered: impl Iterator<Item = (usize, &'a [u64])>) -> Self {
+        let mut lists = vec![List::default(); self.lists.len()];
+        let mut place = Vec::new();
+        for (new, (old, bits)) in renumbered.enumerate() {
+            let list = self.place.get(old).map_or(UNPLACED.0, |p| p.0);
+            if list == UNPLACED.0 {
+                place.push(UNPLACED);
+                continue;
+            }
+            let members = &mut lists[list as usize];
+            place.push((list, members.slots.len() as u32));
+            members.slots.push(new as u32);
+            members.bits.extend_from_slice(bits);
+        }
         Self {
-            lists: vec![List::default(); self.lists.len()],
-            place: Vec::new(),
+            lists,
+            place,
             ..self
         }
     }

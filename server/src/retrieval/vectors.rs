@@ -210,8 +210,7 @@ impl Space {
         }
         let mut old = std::mem::take(self);
         self.compactions = old.compactions + 1;
-        // Same centroids, lists refilled as the slots are renumbered.
-        self.partitions = old.partitions.take().map(|p| p.emptied());
+        let partitions = old.partitions.take();
         for slot in (0..old.keys.len()).filter(|s| old.alive[*s]) {
             let tag = |i: usize| old.names[old.tags[slot][i] as usize].to_string();
             self.upsert(
@@ -228,6 +227,11 @@ impl Space {
                 },
             );
         }
+        // Same centroids and lists, under the new slot numbers.
+        self.partitions = partitions.map(|p| {
+            let kept = (0..old.keys.len()).filter(|s| old.alive[*s]);
+            p.renumbered(kept.map(|s| (s, &old.bits[s * words..(s + 1) * words])))
+        });
     }
 }
 
