@@ -172,7 +172,7 @@ fn rocksdb_floor(
 /// Semantic search for local servers: the model in `MEMD_EMBEDDING_MODEL_DIR` and ONNX
 /// Runtime in `MEMD_ONNXRUNTIME_PATH`, else where `./dev.sh fetch-model` puts them; without
 /// them, keyword search only (said on stderr).
-fn local_embeddings(config: &mut Config) {
+pub(crate) fn local_embeddings(config: &mut Config) {
     match memd_server::embedding::local_files() {
         Some((model_dir, runtime)) => {
             config.embedding_model = Config::default().embedding_model;

@@ -129,6 +129,24 @@ fn synthetic(data: Data, count: usize, dims: usize) -> Built {
     build(entries, count, dims)
 }
 
+/// `memctl bench retrieve`'s queries embedded with the local model (the queries asked of the
+/// records a kept data directory holds), or `None` without a local model.
+fn bench_queries() -> anyhow::Result<Option<Vec<Vec<f32>>>> {
+    let mut config = memd_server::config::Config::default();
+    crate::bench::local_embeddings(&mut config);
+    if config.embedding_model_dir.is_none() {
+        eprintln!("no local model: queries are stored vectors plus noise");
+        return Ok(None);
+    }
+    let settings = config
+        .embedding_settings()?
+        .ok_or_else(|| anyhow::anyhow!("embedding is off"))?;
+    let mut model = memd_server::embedding::Model::load(&settings, 1)?;
+    let texts: Vec<String> = (0..200).map(crate::bench_retrieve::query).collect();
+    eprintln!("queries: memctl bench retrieve's, embedded with the local model");
+    Ok(Some(model.embed(&texts)?))
+}
+
 /// The record vectors of the largest memory in a stopped server's data directory.
 fn stored(dir: &std::path::Path) -> anyhow::Result<(Built, usize)> {
     let store = Store::open(
@@ -231,14 +249,18 @@ pub async fn run(ctx: &Globals, args: AnnArgs) -> anyhow::Result<()> {
                 };
                 let dims = kept[0].len();
                 // Queries near stored vectors, as real queries are near their answers.
-                let queries: Arc<Vec<Vec<f32>>> = Arc::new(
+                let embedded = match &dir {
+                    Some(_) => bench_queries()?,
+                    None => None,
+                };
+                let queries: Arc<Vec<Vec<f32>>> = Arc::new(embedded.unwrap_or_else(|| {
                     (0..200u64)
                         .map(|q| {
                             let base = &kept[(q as usize * 97) % kept.len()];
                             mix(base, &random_unit(1_000_000_007 + q, dims), 0.8)
                         })
-                        .collect(),
-                );
+                        .collect()
+                }));
                 let recall_searched = recall(&index, &flat, "bench", &queries);
                 let flat_recall = recall(&flat, &flat, "bench", &queries);
                 let mut rows = Vec::new();

@@ -91,7 +91,7 @@ fn text(n: usize) -> String {
     )
 }
 
-fn query(n: usize) -> String {
+pub(crate) fn query(n: usize) -> String {
     format!(
         "{} {} {}",
         pick(&THINGS, n, 5),
