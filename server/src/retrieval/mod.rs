@@ -11,6 +11,7 @@ mod hybrid;
 mod index;
 mod indexer;
 mod partitions;
+mod scoring;
 mod tantivy_index;
 mod vector_indexer;
 mod vectors;

@@ -13,7 +13,7 @@
 //! of their nearest centroid. Lists grow with the memory; the search covers a share of vectors,
 //! not a number of lists, so its cost and recall do not depend on how even the lists are.
 
-use super::vectors::{dot, lanes_dot};
+use super::scoring::{dot, lanes_dot};
 
 /// Lists (centroids) per partitioned space.
 pub const LISTS: usize = 256;

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::partitions::Partitions;
+use super::scoring::{scan_bits, sign_bits, similarities};
 
 /// Vectors rescored with full codes per search, at least (all of them when no more pass the
 /// filters); large flat spaces rescore one in `RESCORE_SHARE` of their vectors. The sign bits
@@ -235,80 +236,9 @@ impl Space {
     }
 }
 
-/// Sign bit of each dimension, packed.
-fn sign_bits(values: &[i8], words: usize) -> Vec<u64> {
-    let mut bits = vec![0u64; words];
-    for (i, v) in values.iter().enumerate() {
-        if *v > 0 {
-            bits[i / 64] |= 1 << (i % 64);
-        }
-    }
-    bits
-}
-
-/// Offers each admitted vector to `heap`, a max-heap of (Hamming distance, slot) holding at
-/// most `keep` (the worst kept candidate on top). The distance comes first: the filters are
-/// only asked about a vector that would take a place, which on a full heap is rare. Runs with
-/// the CPU's popcount instruction where it has one: without it (the x86-64 baseline) each
-/// count is a dozen instructions and the scan several times slower.
-fn scan_bits<'a>(
-    heap: &mut BinaryHeap<(u32, u32)>,
-    keep: usize,
-    query: &[u64],
-    admission: &Admission<'_>,
-    vectors: impl Iterator<Item = (usize, &'a [u64])>,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("popcnt") {
-        #[allow(unsafe_code)]
-        // SAFETY: the CPU supports popcnt, checked just above.
-        return unsafe { scan_bits_popcnt(heap, keep, query, admission, vectors) };
-    }
-    scan_bits_portable(heap, keep, query, admission, vectors)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "popcnt")]
-fn scan_bits_popcnt<'a>(
-    heap: &mut BinaryHeap<(u32, u32)>,
-    keep: usize,
-    query: &[u64],
-    admission: &Admission<'_>,
-    vectors: impl Iterator<Item = (usize, &'a [u64])>,
-) {
-    scan_bits_portable(heap, keep, query, admission, vectors)
-}
-
-#[inline(always)]
-fn scan_bits_portable<'a>(
-    heap: &mut BinaryHeap<(u32, u32)>,
-    keep: usize,
-    query: &[u64],
-    admission: &Admission<'_>,
-    vectors: impl Iterator<Item = (usize, &'a [u64])>,
-) {
-    for (slot, code) in vectors {
-        let distance: u32 = code
-            .iter()
-            .zip(query)
-            .map(|(x, y)| (x ^ y).count_ones())
-            .sum();
-        if heap.len() < keep {
-            if admission.admits(slot) {
-                heap.push((distance, slot as u32));
-            }
-        } else if let Some(mut top) = heap.peek_mut()
-            && distance < top.0
-            && admission.admits(slot)
-        {
-            *top = (distance, slot as u32);
-        }
-    }
-}
-
 /// What a search admits, per slot: every filter, evaluated without calls the compiler
 /// cannot inline into the scan.
-struct Admission<'a> {
+pub(super) struct Admission<'a> {
     alive: &'a [bool],
     tags: &'a [[u32; 3]],
     time: &'a [u64],
@@ -321,7 +251,7 @@ struct Admission<'a> {
 
 impl Admission<'_> {
     #[inline(always)]
-    fn admits(&self, slot: usize) -> bool {
+    pub(super) fn admits(&self, slot: usize) -> bool {
         self.alive[slot]
             && self
                 .name_ok
@@ -333,79 +263,6 @@ impl Admission<'_> {
                 .allowed
                 .is_none_or(|keys| keys.contains(&*self.keys[slot]))
     }
-}
-
-/// Cosine similarity of `query` to each slot's int8 codes, as (similarity, slot). With AVX2
-/// and FMA where the CPU has them (detected at run time; the x86-64 baseline has neither and
-/// its conversions of int8 to float take several instructions each).
-fn similarities(
-    query: &[f32],
-    codes: &[i8],
-    scales: &[f32],
-    slots: impl Iterator<Item = usize>,
-) -> Vec<(f32, u32)> {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        #[allow(unsafe_code)]
-        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-        return unsafe { similarities_avx2(query, codes, scales, slots) };
-    }
-    similarities_portable(query, codes, scales, slots)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn similarities_avx2(
-    query: &[f32],
-    codes: &[i8],
-    scales: &[f32],
-    slots: impl Iterator<Item = usize>,
-) -> Vec<(f32, u32)> {
-    similarities_portable(query, codes, scales, slots)
-}
-
-#[inline(always)]
-fn similarities_portable(
-    query: &[f32],
-    codes: &[i8],
-    scales: &[f32],
-    slots: impl Iterator<Item = usize>,
-) -> Vec<(f32, u32)> {
-    let dims = query.len();
-    slots
-        .map(|s| {
-            let similarity = dot(query, &codes[s * dims..(s + 1) * dims]) * scales[s];
-            (similarity, s as u32)
-        })
-        .collect()
-}
-
-/// Similarity of a float vector and int8 codes (unscaled).
-#[inline(always)]
-pub(super) fn dot(query: &[f32], codes: &[i8]) -> f32 {
-    lanes_dot(query, codes, |c| f32::from(*c))
-}
-
-/// Products summed in `LANES` independent running sums. One running sum is a chain of
-/// dependent float additions the compiler may not reorder, so it cannot use SIMD and each
-/// addition waits for the last (~5x slower at 384 dimensions); separate lanes vectorize.
-#[inline(always)]
-pub(super) fn lanes_dot<T>(a: &[f32], b: &[T], value: impl Fn(&T) -> f32) -> f32 {
-    const LANES: usize = 16;
-    let mut sums = [0f32; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(x, y)| x * value(y))
-        .sum();
-    for (x, y) in a_chunks.zip(b_chunks) {
-        for lane in 0..LANES {
-            sums[lane] += x[lane] * value(&y[lane]);
-        }
-    }
-    sums.iter().sum::<f32>() + tail
 }
 
 /// The vectors of one kind of document (records, or events), per memory.
