@@ -46,8 +46,10 @@ pub struct Partitions {
 
 impl Partitions {
     /// Trains centroids on `sample` (unit vectors) with spherical k-means. Deterministic: the
-    /// same sample gives the same centroids.
+    /// same sample gives the same centroids. `sample` must not be empty (spaces are
+    /// partitioned only with live vectors).
     pub fn train(dims: usize, words: usize, sample: &[Vec<f32>]) -> Self {
+        debug_assert!(!sample.is_empty(), "k-means on no vectors");
         let lists = LISTS.min(sample.len()).max(1);
         let stride = (sample.len() / lists).max(1);
         let mut centroids: Vec<f32> = (0..lists)

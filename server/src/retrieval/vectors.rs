@@ -172,6 +172,7 @@ impl Space {
 
     fn wants_partitions(&self, index: &VectorIndex) -> bool {
         self.partitions.is_none()
+            && self.live > 0
             && self.live >= index.partition_at
             && !self.partitioning.load(Ordering::Acquire)
     }
