@@ -8,10 +8,8 @@ use crate::Globals;
 use crate::bench::Stats;
 use crate::bench_retrieve::{rss_mb, threaded};
 use clap::{Args, ValueEnum};
-use memd_server::retrieval::{Quantized, RECORD_VECTORS, VectorEntry, VectorFilter, VectorIndex};
-use memd_server::store::{Store, StoreOptions};
+use memd_server::retrieval::{Quantized, VectorEntry, VectorFilter, VectorIndex};
 use serde_json::json;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -149,25 +147,7 @@ fn bench_queries() -> anyhow::Result<Option<Vec<Vec<f32>>>> {
 
 /// The record vectors of the largest memory in a stopped server's data directory.
 fn stored(dir: &std::path::Path) -> anyhow::Result<(Built, usize)> {
-    let store = Store::open(
-        dir,
-        &StoreOptions {
-            sync_writes: false,
-            block_cache_bytes: 64 << 20,
-        },
-    )?;
-    let mut memories: HashMap<String, Vec<VectorEntry>> = HashMap::new();
-    store.for_each_vector(|kind, memory_id, key, vector| {
-        if kind == RECORD_VECTORS {
-            let entry = VectorEntry::from_stored(key, &vector);
-            memories
-                .entry(memory_id.to_string())
-                .or_default()
-                .push(entry);
-        }
-        Ok(())
-    })?;
-    let entries = memories
+    let entries = crate::bench_retrieve::stored_record_vectors(dir)?
         .into_values()
         .max_by_key(Vec::len)
         .ok_or_else(|| anyhow::anyhow!("no record vectors in {}", dir.display()))?;

@@ -16,6 +16,7 @@ use memd_server::retrieval::{
 use memd_server::store::codec::StoredRecord;
 use memd_server::store::{Store, StoreOptions};
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -258,11 +259,10 @@ fn bm25_floor(
     })
 }
 
-/// The vector index the server built, loaded from its stopped data directory.
-pub(crate) fn stored_vectors(
+/// The record vectors a stopped server stored in its data directory, per memory.
+pub(crate) fn stored_record_vectors(
     data_dir: &std::path::Path,
-    dims: usize,
-) -> anyhow::Result<Arc<VectorIndex>> {
+) -> anyhow::Result<HashMap<String, Vec<VectorEntry>>> {
     let store = Store::open(
         data_dir,
         &StoreOptions {
@@ -270,13 +270,28 @@ pub(crate) fn stored_vectors(
             block_cache_bytes: 64 << 20,
         },
     )?;
-    let index = VectorIndex::new(dims);
+    let mut memories: HashMap<String, Vec<VectorEntry>> = HashMap::new();
     store.for_each_vector(|kind, memory_id, key, vector| {
         if kind == RECORD_VECTORS {
-            index.upsert(memory_id, &VectorEntry::from_stored(key, &vector));
+            let entry = VectorEntry::from_stored(key, &vector);
+            memories
+                .entry(memory_id.to_string())
+                .or_default()
+                .push(entry);
         }
         Ok(())
     })?;
+    Ok(memories)
+}
+
+/// The vector index the server built, loaded from its stopped data directory.
+fn stored_vectors(data_dir: &std::path::Path, dims: usize) -> anyhow::Result<Arc<VectorIndex>> {
+    let index = VectorIndex::new(dims);
+    for (memory_id, entries) in stored_record_vectors(data_dir)? {
+        for entry in &entries {
+            index.upsert(&memory_id, entry);
+        }
+    }
     Ok(Arc::new(index))
 }
 

@@ -304,12 +304,7 @@ impl VectorIndex {
 
     /// Adds or replaces a vector (of the index's length; others are ignored).
     pub fn upsert(&self, memory_id: &str, entry: &VectorEntry) {
-        if let Some(space) = self.insert(memory_id, entry)
-            && space
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .wants_partitions(self)
-        {
+        if let Some((space, true)) = self.insert(memory_id, entry) {
             self.partition(&space);
         }
     }
@@ -320,7 +315,9 @@ impl VectorIndex {
         self.insert(memory_id, entry);
     }
 
-    fn insert(&self, memory_id: &str, entry: &VectorEntry) -> Option<Arc<RwLock<Space>>> {
+    /// Adds or replaces the vector; returns its space and whether that space now wants
+    /// partitions (decided under the same lock).
+    fn insert(&self, memory_id: &str, entry: &VectorEntry) -> Option<(Arc<RwLock<Space>>, bool)> {
         if entry.code.codes.len() != self.dims {
             return None;
         }
@@ -333,8 +330,9 @@ impl VectorIndex {
         };
         let mut guard = space.write().unwrap_or_else(|p| p.into_inner());
         guard.upsert(self.dims, self.words, entry);
+        let wants = guard.wants_partitions(self);
         drop(guard);
-        Some(space)
+        Some((space, wants))
     }
 
     /// Memories whose vectors are partitioned.
@@ -567,6 +565,18 @@ mod tests {
             .collect()
     }
 
+    /// `base` plus `weight` times the random unit vector of `seed`, normalised.
+    fn near(base: &[f32], seed: u64, weight: f32) -> Vec<f32> {
+        let noise = random(seed, base.len());
+        unit(
+            &base
+                .iter()
+                .zip(&noise)
+                .map(|(b, n)| b + weight * n)
+                .collect::<Vec<_>>(),
+        )
+    }
+
     /// A pseudo-random unit vector (xorshift), reproducible per seed.
     fn random(seed: u64, dims: usize) -> Vec<f32> {
         let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -667,14 +677,7 @@ mod tests {
         for q in 0..20u64 {
             // A query near a stored vector, as real queries are near their answers.
             let base = &vectors[(q * 997) as usize % vectors.len()];
-            let noise = random(100_000 + q, dims);
-            let query = unit(
-                &base
-                    .iter()
-                    .zip(&noise)
-                    .map(|(b, n)| b + 0.8 * n)
-                    .collect::<Vec<_>>(),
-            );
+            let query = near(base, 100_000 + q, 0.8);
             let mut exact: Vec<(f32, usize)> = vectors
                 .iter()
                 .enumerate()
@@ -713,17 +716,7 @@ mod tests {
     /// each a centre plus noise.
     fn clustered(count: usize, centers: u64, dims: usize) -> Vec<Vec<f32>> {
         (0..count as u64)
-            .map(|i| {
-                let center = random(1_000_000 + i % centers, dims);
-                let noise = random(i, dims);
-                unit(
-                    &center
-                        .iter()
-                        .zip(&noise)
-                        .map(|(c, n)| c + 0.6 * n)
-                        .collect::<Vec<_>>(),
-                )
-            })
+            .map(|i| near(&random(1_000_000 + i % centers, dims), i, 0.6))
             .collect()
     }
 
@@ -756,14 +749,7 @@ mod tests {
         let mut found = 0;
         for q in 0..50u64 {
             let base = &vectors[(q * 211) as usize % vectors.len()];
-            let noise = random(500_000 + q, dims);
-            let query = unit(
-                &base
-                    .iter()
-                    .zip(&noise)
-                    .map(|(b, n)| b + 0.3 * n)
-                    .collect::<Vec<_>>(),
-            );
+            let query = near(base, 500_000 + q, 0.3);
             let truth = keys(&index.exact_search("m", &query, 10));
             let hits = index.search("m", &query, &VectorFilter::default(), 10);
             assert_eq!(hits.len(), 10);
