@@ -34,12 +34,19 @@ pub struct LocomoArgs {
     /// hybrid where it has an embedding model).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "default")]
     mode: Vec<crate::longterm::ModeArg>,
+    /// Also write every question's top results, with the turns they cite and whether each is
+    /// evidence, to this file as JSON Lines (one line per question and mode): for finding out
+    /// why a question is missed.
+    #[arg(long)]
+    trace: Option<PathBuf>,
 }
 
 struct Conversation {
     actor: String,
     /// dia_id → event id.
     events: BTreeMap<String, String>,
+    /// event id → (dia_id, turn text), for traces.
+    turns: BTreeMap<String, (String, String)>,
     questions: Vec<Question>,
 }
 
@@ -101,6 +108,7 @@ async fn ingest(client: &MemdClient, memory_id: &str, path: &Path) -> anyhow::Re
         stem.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
     );
     let mut events = BTreeMap::new();
+    let mut texts = BTreeMap::new();
     for n in 1.. {
         let Some(turns) = conversation[format!("session_{n}")].as_array() else {
             break;
@@ -118,6 +126,7 @@ async fn ingest(client: &MemdClient, memory_id: &str, path: &Path) -> anyhow::Re
             if let Some(caption) = turn["blip_caption"].as_str() {
                 text.push_str(&format!(" [shares {caption}]"));
             }
+            let shown = format!("{}: {text}", turn["speaker"].as_str().unwrap_or("speaker"));
             let event = client
                 .create_event(pb::CreateEventRequest {
                     memory_id: memory_id.into(),
@@ -136,6 +145,7 @@ async fn ingest(client: &MemdClient, memory_id: &str, path: &Path) -> anyhow::Re
                     ..Default::default()
                 })
                 .await?;
+            texts.insert(event.event_id.clone(), (dia_id.to_string(), shown));
             events.insert(dia_id.to_string(), event.event_id);
         }
     }
@@ -169,6 +179,7 @@ async fn ingest(client: &MemdClient, memory_id: &str, path: &Path) -> anyhow::Re
     Ok(Conversation {
         actor,
         events,
+        turns: texts,
         questions,
     })
 }
@@ -281,6 +292,7 @@ async fn ask(
     conversations: &[Conversation],
     ks: &[usize],
     mode: crate::longterm::ModeArg,
+    mut trace: Option<&mut dyn std::io::Write>,
 ) -> anyhow::Result<ModeReport> {
     let top = *ks.iter().max().expect("checked non-empty");
     let mut report = ModeReport {
@@ -352,11 +364,73 @@ async fn ask(
                     .collect();
                 add(&mut report.recall, question.category, k, share(&cited));
             }
+            if let Some(out) = trace.as_deref_mut() {
+                let line = trace_line(conversation, question, mode, &found, &events);
+                writeln!(out, "{line}")?;
+            }
         }
     }
     report.latencies.sort_by(f64::total_cmp);
     report.event_latencies.sort_by(f64::total_cmp);
     Ok(report)
+}
+
+/// One question's results for `--trace`: the evidence turns, and each returned record and
+/// event with the turns it stands for and whether it hit.
+fn trace_line(
+    conversation: &Conversation,
+    question: &Question,
+    mode: crate::longterm::ModeArg,
+    found: &pb::RetrieveMemoryRecordsResponse,
+    events: &pb::SearchEventsResponse,
+) -> Value {
+    let turn = |id: &String| {
+        conversation.turns.get(id).map_or_else(
+            || json!(id),
+            |(dia, text)| json!({"turn": dia, "text": text}),
+        )
+    };
+    let dia = |id: &String| -> String {
+        conversation
+            .turns
+            .get(id)
+            .map_or_else(|| id.clone(), |(d, _)| d.clone())
+    };
+    let records: Vec<Value> = found
+        .memory_records
+        .iter()
+        .filter_map(|r| Some((r.memory_record.as_ref()?, r.score)))
+        .map(|(r, score)| {
+            json!({
+                "score": score,
+                "strategy": r.strategy_id,
+                "text": r.text,
+                "sources": r.source_event_ids.iter().map(dia).collect::<Vec<_>>(),
+                "hits": r.source_event_ids.iter().filter(|e| question.evidence.contains(*e)).count(),
+            })
+        })
+        .collect();
+    let events: Vec<Value> = events
+        .events
+        .iter()
+        .filter_map(|e| Some((e.event.as_ref()?, e.score)))
+        .map(|(e, score)| {
+            json!({
+                "score": score,
+                "turn": dia(&e.event_id),
+                "hit": question.evidence.contains(&e.event_id),
+            })
+        })
+        .collect();
+    json!({
+        "mode": mode.proto().as_str_name(),
+        "actor": conversation.actor,
+        "category": question.category,
+        "question": question.text,
+        "evidence": question.evidence.iter().map(turn).collect::<Vec<_>>(),
+        "records": records,
+        "events": events,
+    })
 }
 
 pub async fn run(ctx: &Globals, command: EvalCommand) -> anyhow::Result<()> {
@@ -442,9 +516,19 @@ pub async fn run(ctx: &Globals, command: EvalCommand) -> anyhow::Result<()> {
     }
     let indexed = started.elapsed();
 
+    let mut trace = match &args.trace {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => None,
+    };
     let mut reports = Vec::new();
     for &mode in &args.mode {
-        reports.push(ask(&client, &m, &conversations, &args.k, mode).await?);
+        let out = trace.as_mut().map(|t| t as &mut dyn std::io::Write);
+        reports.push(ask(&client, &m, &conversations, &args.k, mode, out).await?);
+    }
+    if let Some(mut trace) = trace {
+        std::io::Write::flush(&mut trace)?;
     }
     if let Some(server) = local {
         server.stop().await;
