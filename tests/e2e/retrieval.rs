@@ -724,3 +724,66 @@ async fn reindex_rebuilds_online_and_needs_a_global_admin() {
         "manage",
     );
 }
+
+#[tokio::test]
+async fn extracted_facts_are_found_by_the_turn_they_answer() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let m = admin
+        .create_memory(pb::CreateMemoryRequest {
+            name: "context".into(),
+            strategies: vec![pb::MemoryStrategy {
+                strategy_id: "facts".into(),
+                r#type: pb::StrategyType::Semantic as i32,
+                triggers: Some(pb::ExtractionTriggers {
+                    message_count: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .memory_id;
+    let say = |speaker: &str, text: &str| pb::CreateEventRequest {
+        payload: vec![memd_client::named_turn(pb::Role::User, speaker, text)],
+        ..memd_tests::text_event(&m, "john", "chat", text)
+    };
+    admin
+        .create_event(say(
+            "Tim",
+            "What are your plans once your basketball career is over?",
+        ))
+        .await
+        .unwrap();
+    admin
+        .create_event(say(
+            "John",
+            "I want to start a foundation and do charity work. Kids deserve a chance.",
+        ))
+        .await
+        .unwrap();
+    // The fact says nothing of basketball: the question it answered does.
+    let facts = |query: &str| {
+        let mut req = request(&m, "", query);
+        req.search_criteria.as_mut().unwrap().strategy_id = "facts".into();
+        req
+    };
+    let mut found = Vec::new();
+    for _ in 0..150 {
+        found = texts(&admin, facts("plans after basketball")).await;
+        if found.iter().any(|t| t.contains("foundation")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let foundation = found
+        .iter()
+        .find(|t| t.contains("foundation"))
+        .unwrap_or_else(|| panic!("the answer was not found by its question: {found:?}"));
+    // The context only helps find a record: it is not part of what is returned.
+    assert!(!foundation.contains("basketball"), "{foundation}");
+    // Words of neither turn find nothing.
+    assert!(texts(&admin, facts("volcano")).await.is_empty());
+}

@@ -515,9 +515,10 @@ async fn records_only_embedding_keeps_event_search_on_keywords() {
     );
 }
 
-/// Waits until both indexes have applied every change.
+/// Waits until both indexes have applied every change (up to two minutes: embedding a few
+/// hundred records takes seconds, far longer on a loaded 2-core machine).
 async fn settled(client: &MemdClient) {
-    for _ in 0..600 {
+    for _ in 0..2400 {
         let status = client.index_status().await.unwrap();
         if status.keyword_pending == 0 && status.vectors_pending == 0 && !status.vectors_rebuilding
         {

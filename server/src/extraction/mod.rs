@@ -8,7 +8,7 @@ pub mod extractors;
 pub mod job;
 pub mod namespaces;
 mod threads;
-mod turns;
+pub(crate) mod turns;
 mod worker;
 
 pub use extractors::LlmDefaults;

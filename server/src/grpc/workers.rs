@@ -10,6 +10,7 @@ use crate::extraction::batch::Batch;
 use crate::extraction::extractors::kind;
 use crate::extraction::job::{self, Step};
 use crate::extraction::namespaces::parse_slot;
+use crate::extraction::turns::turns;
 use crate::ids;
 use crate::store::codec::{StoredJob, StoredStrategy};
 use crate::store::keys::{self, EventSeq};
@@ -318,6 +319,13 @@ impl pb::extraction_worker_service_server::ExtractionWorkerService for WorkerApi
                 .map(|(i, record)| candidate(i, record, &job, kind))
                 .collect::<Result<Vec<_>>>()?;
             let namespace = job::namespace(&strategy, actor_id, &job.session_id);
+            // The worker's records are found by their turns' context like the server's own.
+            let (events, earlier) = job::load_events(&store, &req.memory_id, actor_id, &job, kind)
+                .map_err(|err| ServiceError::Internal(err.to_string()))?;
+            let contexts = job::search_contexts(
+                &turns(&earlier, actor_id),
+                &turns(&events, actor_id),
+            );
             let extractor = if req.extractor.is_empty() { "external" } else { req.extractor.as_str() };
             let mut batch = Batch::new(workers.namespaces());
             let step = job::apply(
@@ -328,6 +336,7 @@ impl pb::extraction_worker_service_server::ExtractionWorkerService for WorkerApi
                 &strategy,
                 &namespace,
                 candidates,
+                &contexts,
                 (extractor, req.extractor_version.as_str()),
                 now,
             )

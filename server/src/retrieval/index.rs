@@ -201,6 +201,10 @@ impl RecordIndex {
             f.text => record.text.as_str(),
             f.expire_us => record.expire_us,
         );
+        if !record.search_context.is_empty() {
+            // Found by the words around it too (the turn it came from and the one before).
+            document.add_text(f.text, &record.search_context);
+        }
         for (name, value) in &record.metadata {
             document.add_text(f.meta_key, name);
             document.add_text(f.meta_pair, format!("{name}\0{value}"));

@@ -343,6 +343,10 @@ pub struct StoredRecord {
     /// The idempotency token it was created with through the API (freed on deletion).
     #[prost(string, tag = "21")]
     pub client_token: String,
+    /// Words that help find the record without being part of it: for a record drawn from
+    /// one turn, that turn and the turn before it. Keyword-indexed, never returned.
+    #[prost(string, tag = "22")]
+    pub search_context: String,
 }
 
 /// A conversation branch of a session.
