@@ -276,6 +276,9 @@ pub fn load_events(
     Ok((events, context))
 }
 
+/// Characters of each turn kept in a search context.
+const CONTEXT_CHARS_PER_TURN: usize = 1000;
+
 /// Event id → the words a record drawn from that turn alone is also found by.
 pub type Contexts = HashMap<String, String>;
 
@@ -287,7 +290,12 @@ pub type Contexts = HashMap<String, String>;
 /// the keyword recall@10 of records from 0.633 to 0.730, hybrid from 0.659 to 0.738
 /// (docs/benchmarks.md).
 pub fn search_contexts(earlier: &[Turn], turns: &[Turn]) -> Contexts {
-    let said = |t: &Turn| format!("{}: {}", t.speaker, t.text);
+    // A long turn (a tool's JSON result) is cut: the context is copied into every record
+    // drawn from the next turn.
+    let said = |t: &Turn| {
+        let text: String = t.text.chars().take(CONTEXT_CHARS_PER_TURN).collect();
+        format!("{}: {text}", t.speaker)
+    };
     let mut out = Contexts::new();
     let mut previous = earlier.last();
     for turn in turns {
@@ -470,4 +478,50 @@ fn apply_candidates(
         changes.push(change);
     }
     Ok(Step::Added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memd_extractor::Role;
+
+    fn turn(event_id: &str, speaker: &str, text: &str) -> Turn {
+        Turn {
+            event_id: event_id.into(),
+            time: DateTime::<Utc>::UNIX_EPOCH,
+            role: Role::User,
+            speaker: speaker.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn a_turn_is_found_with_the_one_before_it() {
+        let earlier = [turn("e0", "Tim", "Any plans after basketball?")];
+        let turns = [
+            turn("e1", "John", "A foundation."),
+            turn("e2", "Tim", "Nice."),
+            turn("e2", "Tim", "Tell me more."),
+            turn("e3", "John", &"x".repeat(5000)),
+        ];
+        let contexts = search_contexts(&earlier, &turns);
+        assert_eq!(
+            contexts["e1"],
+            "Tim: Any plans after basketball?\nJohn: A foundation."
+        );
+        // Two items of one event: both, after the turn before them.
+        assert_eq!(
+            contexts["e2"],
+            "John: A foundation.\nTim: Nice.\nTim: Tell me more."
+        );
+        assert_eq!(
+            contexts["e3"].len(),
+            "Tim: Tell me more.\nJohn: ".len() + CONTEXT_CHARS_PER_TURN
+        );
+        // Without earlier turns the first has only itself.
+        assert_eq!(
+            search_contexts(&[], &turns[..1])["e1"],
+            "John: A foundation."
+        );
+    }
 }
