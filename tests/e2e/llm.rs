@@ -91,13 +91,7 @@ where
 }
 
 fn said(memory_id: &str, session: &str, text: &str) -> pb::CreateEventRequest {
-    pb::CreateEventRequest {
-        memory_id: memory_id.into(),
-        actor_id: "ann".into(),
-        session_id: session.into(),
-        payload: vec![memd_client::named_turn(pb::Role::User, "Ann", text)],
-        ..Default::default()
-    }
+    memd_tests::named_event(memory_id, "ann", session, "Ann", text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -433,10 +433,7 @@ async fn get_context_packs_summary_turns_records_and_past_events() {
         .await
         .unwrap()
         .memory_id;
-    let say = |session: &str, text: &str| pb::CreateEventRequest {
-        payload: vec![memd_client::named_turn(pb::Role::User, "Ann", text)],
-        ..memd_tests::text_event(&m, "ann", session, text)
-    };
+    let say = |session: &str, text: &str| memd_tests::named_event(&m, "ann", session, "Ann", text);
     // An earlier session with facts, then the session being resumed.
     admin
         .create_event(say("trip", "I booked a kayak tour in Lisbon for the 14th."))
@@ -746,10 +743,8 @@ async fn extracted_facts_are_found_by_the_turn_they_answer() {
         .await
         .unwrap()
         .memory_id;
-    let say = |speaker: &str, text: &str| pb::CreateEventRequest {
-        payload: vec![memd_client::named_turn(pb::Role::User, speaker, text)],
-        ..memd_tests::text_event(&m, "john", "chat", text)
-    };
+    let say =
+        |speaker: &str, text: &str| memd_tests::named_event(&m, "john", "chat", speaker, text);
     admin
         .create_event(say(
             "Tim",

@@ -8,13 +8,7 @@ use memd_tests::{ADMIN_KEY, TestServer, extraction_jobs as jobs, memctl_binary};
 use tonic::Code;
 
 fn said(memory_id: &str, actor: &str, text: &str) -> pb::CreateEventRequest {
-    pb::CreateEventRequest {
-        memory_id: memory_id.into(),
-        actor_id: actor.into(),
-        session_id: "s1".into(),
-        payload: vec![memd_client::named_turn(pb::Role::User, "Ann", text)],
-        ..Default::default()
-    }
+    memd_tests::named_event(memory_id, actor, "s1", "Ann", text)
 }
 
 async fn lease(client: &MemdClient, memory_id: &str) -> Result<Vec<pb::LeasedJob>, tonic::Status> {

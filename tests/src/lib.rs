@@ -150,6 +150,20 @@ pub fn text_event(
     }
 }
 
+/// A CreateEvent request with one user turn said by `speaker` (records name the speaker).
+pub fn named_event(
+    memory_id: &str,
+    actor_id: &str,
+    session_id: &str,
+    speaker: &str,
+    text: &str,
+) -> pb::CreateEventRequest {
+    pb::CreateEventRequest {
+        payload: vec![memd_client::named_turn(pb::Role::User, speaker, text)],
+        ..text_event(memory_id, actor_id, session_id, text)
+    }
+}
+
 /// The text of an event's first conversational item.
 pub fn text_of(event: &pb::Event) -> &str {
     match event.payload.first().and_then(|item| item.content.as_ref()) {
