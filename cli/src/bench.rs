@@ -185,11 +185,28 @@ pub(crate) fn local_embeddings(config: &mut Config) {
     }
 }
 
+/// Where a local server keeps its data.
+pub(crate) enum DataDir {
+    /// A fresh temporary directory, deleted when dropped.
+    Temp(tempfile::TempDir),
+    /// A directory the caller keeps (and may reopen in a later run).
+    Kept(std::path::PathBuf),
+}
+
+impl DataDir {
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Temp(dir) => dir.path(),
+            Self::Kept(path) => path,
+        }
+    }
+}
+
 pub(crate) struct LocalServer {
     pub endpoint: String,
     /// The configuration it runs with.
     pub config: Config,
-    dir: tempfile::TempDir,
+    dir: DataDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -200,7 +217,11 @@ impl LocalServer {
     }
 
     pub async fn start_with(change: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
+        Self::start_in(DataDir::Temp(tempfile::tempdir()?), change).await
+    }
+
+    /// Starts on `dir`, which may hold the data of an earlier run.
+    pub async fn start_in(dir: DataDir, change: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
         let mut config = Config::for_test(dir.path());
         local_embeddings(&mut config);
         change(&mut config);
@@ -236,8 +257,9 @@ impl LocalServer {
         self.stop_keeping_data().await;
     }
 
-    /// Stops the server and hands over its data directory (deleted when dropped).
-    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
+    /// Stops the server and hands over its data directory (a temporary one is deleted when
+    /// dropped).
+    pub async fn stop_keeping_data(mut self) -> DataDir {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

@@ -6,7 +6,7 @@
 //! client share it).
 
 use crate::Globals;
-use crate::bench::{LocalServer, Stats, connections, drive};
+use crate::bench::{DataDir, LocalServer, Stats, connections, drive};
 use clap::Args;
 use memd_client::{MemdClient, pb};
 use memd_server::embedding::Model;
@@ -33,7 +33,9 @@ pub struct RetrieveArgs {
     #[arg(long, value_enum, default_value_t = crate::longterm::ModeArg::Hybrid)]
     mode: crate::longterm::ModeArg,
     /// Keep each server's data directory under this directory (as `records-N`), e.g. for
-    /// `memctl bench ann --stored`; by default it is deleted.
+    /// `memctl bench ann --stored`, and reuse it when a later run names the same directory:
+    /// the records are not written again and embedding resumes where it stopped (a million
+    /// records take over an hour to embed on two cores). By default it is deleted.
     #[arg(long)]
     keep_data: Option<std::path::PathBuf>,
 }
@@ -315,6 +317,20 @@ fn ann_floor(
     })
 }
 
+/// Written into a kept data directory once every record is in: names the memory.
+const LOADED_MARKER: &str = "bench-retrieve-memory";
+
+/// How often the wait for the indexes reports what is left.
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
+
+/// The memory a finished load of an earlier run left in `dir`.
+fn loaded_memory(dir: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(LOADED_MARKER))
+        .ok()
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty())
+}
+
 /// Distinct queries embedded ahead for the ANN floor (the generator has 2048).
 const QUERY_VECTORS: usize = 512;
 
@@ -354,7 +370,23 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
     let mode = args.mode.proto();
     let mut rows = Vec::new();
     for &count in &args.records {
-        let server = LocalServer::start_with(|config| config.sync_writes = false).await?;
+        let kept = args
+            .keep_data
+            .as_ref()
+            .map(|parent| parent.join(format!("records-{count}")));
+        let loaded = kept.as_deref().and_then(loaded_memory);
+        let dir = match &kept {
+            Some(path) => {
+                if loaded.is_none() && path.exists() {
+                    // An interrupted load: start again rather than measure a partial one.
+                    std::fs::remove_dir_all(path)?;
+                }
+                std::fs::create_dir_all(path)?;
+                DataDir::Kept(path.clone())
+            }
+            None => DataDir::Temp(tempfile::tempdir()?),
+        };
+        let server = LocalServer::start_in(dir, |config| config.sync_writes = false).await?;
         let settings = server.config.embedding_settings()?;
         anyhow::ensure!(
             settings.is_some() || mode == pb::SearchMode::Keyword,
@@ -362,17 +394,36 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
             mode.as_str_name()
         );
         let client = MemdClient::connect(server.endpoint.clone(), None).await?;
-        let memory_id = client
-            .create_memory(pb::CreateMemoryRequest {
-                name: "bench_retrieve".into(),
-                ..Default::default()
-            })
-            .await?
-            .memory_id;
         let loading = Instant::now();
-        load(&client, &memory_id, count).await?;
-        let written = loading.elapsed();
+        let memory_id = match loaded {
+            Some(memory_id) => {
+                eprintln!(
+                    "reusing the {count} records in {}",
+                    server.data_dir().display()
+                );
+                memory_id
+            }
+            None => {
+                let memory_id = client
+                    .create_memory(pb::CreateMemoryRequest {
+                        name: "bench_retrieve".into(),
+                        ..Default::default()
+                    })
+                    .await?
+                    .memory_id;
+                load(&client, &memory_id, count).await?;
+                if let Some(path) = &kept {
+                    std::fs::write(path.join(LOADED_MARKER), &memory_id)?;
+                }
+                eprintln!(
+                    "{count} records written in {:.1} s",
+                    loading.elapsed().as_secs_f64()
+                );
+                memory_id
+            }
+        };
         let mut keyword_done = None;
+        let mut reported = Instant::now();
         loop {
             let status = client.index_status().await?;
             if status.keyword_pending == 0 && keyword_done.is_none() {
@@ -384,11 +435,20 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
             {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            if reported.elapsed() >= PROGRESS_EVERY {
+                reported = Instant::now();
+                eprintln!(
+                    "after {:.0} s: {} changes to keyword-index, {} to embed (counted up to 100,000)",
+                    loading.elapsed().as_secs_f64(),
+                    status.keyword_pending,
+                    status.vectors_pending
+                );
+            }
+            // Not too often: each status call counts the backlog (up to 100,000 entries).
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         eprintln!(
-            "{count} records written in {:.1} s, keyword-indexed after {:.1} s, embedded after {:.1} s",
-            written.as_secs_f64(),
+            "{count} records keyword-indexed after {:.1} s, embedded after {:.1} s",
             keyword_done.unwrap_or_default().as_secs_f64(),
             loading.elapsed().as_secs_f64()
         );
@@ -453,14 +513,10 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
             }
             None => (None, None, None),
         };
-        if let Some(parent) = &args.keep_data {
-            let kept = parent.join(format!("records-{count}"));
-            std::fs::create_dir_all(parent)?;
-            std::fs::rename(data.keep(), &kept)?;
-            eprintln!("data directory kept in {}", kept.display());
-        } else {
-            drop(data);
+        if let DataDir::Kept(path) = &data {
+            eprintln!("data directory kept in {}", path.display());
         }
+        drop(data);
         let (_bm25_dir, bm25) = tokio::task::spawn_blocking(move || bm25_index(count)).await??;
         for (i, (concurrency, api, rss)) in measured.into_iter().enumerate() {
             let index = bm25.clone();

@@ -58,8 +58,10 @@ pub struct Backlog {
 impl Retrieval {
     /// Counts the backlogs (blocking; reads the index log).
     pub fn backlog(&self, store: &crate::store::Store) -> crate::error::Result<Backlog> {
-        // Counting stops here: beyond it the number only says "very far behind".
-        const COUNT_LIMIT: usize = 10_000_000;
+        // Counting stops here: beyond it the number only says "far behind", and counting a
+        // million pending embeddings (a bulk load) took a scan of the whole log on every
+        // status call or metrics scrape.
+        const COUNT_LIMIT: usize = 100_000;
         let (keyword, vectors) = self.cursors.positions();
         let semantic = self.semantic.as_ref();
         Ok(Backlog {
