@@ -405,6 +405,86 @@ async fn search_events_finds_raw_turns_of_one_actor() {
     );
 }
 
+/// Polls `search` until `done` holds for its texts (the index commits four times a second).
+async fn events_until(
+    client: &MemdClient,
+    search: pb::SearchEventsRequest,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let mut found = Vec::new();
+    for _ in 0..150 {
+        found = event_texts(client, search.clone()).await;
+        if done(&found) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    found
+}
+
+#[tokio::test]
+async fn raw_turns_are_found_by_the_turns_before_them() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let m = create_memory(&admin, "event-context", None).await.memory_id;
+    let say = |session: &str, speaker: &str, text: &str| {
+        memd_tests::named_event(&m, "mel", session, speaker, text)
+    };
+    let question = admin
+        .create_event(say(
+            "party",
+            "Caroline",
+            "Who played at the birthday concert?",
+        ))
+        .await
+        .unwrap();
+    admin
+        .create_event(say("party", "Melanie", "Guess!"))
+        .await
+        .unwrap();
+    let answer = "It was Matt Patterson, he is so talented!";
+    admin
+        .create_event(say("party", "Melanie", answer))
+        .await
+        .unwrap();
+    admin
+        .create_event(say("later", "Melanie", "Matt also sang on Sunday."))
+        .await
+        .unwrap();
+    // The answer says nothing of a concert: the question two turns before it does.
+    let found = events_until(&admin, event_search(&m, "mel", "birthday concert"), |t| {
+        t.iter().any(|t| t == answer)
+    })
+    .await;
+    assert!(found.iter().any(|t| t == answer), "{found:?}");
+    // Context runs forwards only and stays within the session.
+    assert_eq!(
+        events_until(&admin, event_search(&m, "mel", "Patterson"), |t| t.len()
+            == 1)
+        .await,
+        [answer]
+    );
+    assert_eq!(
+        event_texts(&admin, event_search(&m, "mel", "Sunday")).await,
+        ["Matt also sang on Sunday."]
+    );
+    // A deleted turn's words stop finding the turns after it.
+    admin
+        .delete_event(pb::DeleteEventRequest {
+            memory_id: m.clone(),
+            actor_id: "mel".into(),
+            session_id: "party".into(),
+            event_id: question.event_id,
+        })
+        .await
+        .unwrap();
+    let left = events_until(&admin, event_search(&m, "mel", "birthday concert"), |t| {
+        t.is_empty()
+    })
+    .await;
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[tokio::test]
 async fn get_context_packs_summary_turns_records_and_past_events() {
     let server = TestServer::start().await;

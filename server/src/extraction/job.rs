@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use memd_extractor::builtin::EpisodeNote;
 use memd_extractor::{Candidate, Decision, ExtractError, Input, RecordKind, Slot, Turn};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 
 /// Events of the session before a job's first event that the extractor sees as context.
 const CONTEXT_EVENTS: usize = 4;
@@ -279,39 +280,59 @@ pub fn load_events(
 /// Characters of each turn kept in a search context.
 const CONTEXT_CHARS_PER_TURN: usize = 1000;
 
+/// Turns before a record's own turn kept in its search context.
+const CONTEXT_TURNS_BEFORE: usize = 2;
+
 /// Event id → the words a record drawn from that turn alone is also found by.
 pub type Contexts = HashMap<String, String>;
 
-/// The search context of each of `turns`: the turn before it (from `earlier` for the first)
-/// and the turn itself, each as "speaker: text". A fact is one sentence with its pronouns
-/// resolved; the question it answers and the rest of its turn are what a later question
-/// shares words with ("What does John want to do after basketball?" → "I want to use my
-/// platform..." in reply to "What are your plans after basketball?"). On LoCoMo it took
-/// the keyword recall@10 of records from 0.633 to 0.730, hybrid from 0.659 to 0.738
-/// (docs/benchmarks.md).
+/// The search context of each of `turns`: the two turns before it (from `earlier` for the
+/// first ones) and the turn itself, each as "speaker: text". A fact is one sentence with its
+/// pronouns resolved; the question it answers and the rest of its turn are what a later
+/// question shares words with ("What does John want to do after basketball?" → "I want to use
+/// my platform..." in reply to "What are your plans after basketball?"), and the question is
+/// often a turn further back ("Melanie: we had a concert for her birthday" → "Caroline: who
+/// played?" → "Melanie: Matt Patterson"). On LoCoMo one turn before took the keyword
+/// recall@10 of records from 0.633 to 0.730, hybrid from 0.659 to 0.738; a second turn before
+/// left records' keyword recall where it was (0.727) but the same window took raw events'
+/// from 0.583 to 0.695, so both indexes keep two (docs/benchmarks.md).
 pub fn search_contexts(earlier: &[Turn], turns: &[Turn]) -> Contexts {
     // A long turn (a tool's JSON result) is cut: the context is copied into every record
-    // drawn from the next turn.
+    // drawn from the next turns.
     let said = |t: &Turn| {
         let text: String = t.text.chars().take(CONTEXT_CHARS_PER_TURN).collect();
         format!("{}: {text}", t.speaker)
     };
+    let mut before: VecDeque<String> = earlier
+        [earlier.len().saturating_sub(CONTEXT_TURNS_BEFORE)..]
+        .iter()
+        .map(said)
+        .collect();
     let mut out = Contexts::new();
-    let mut previous = earlier.last();
     for turn in turns {
-        let mut text = previous.map(said).unwrap_or_default();
-        if !text.is_empty() {
-            text.push('\n');
+        let own = said(turn);
+        match out.entry(turn.event_id.clone()) {
+            // An event with several payload items: its turns in order.
+            Entry::Occupied(mut context) => {
+                let context = context.get_mut();
+                context.push('\n');
+                context.push_str(&own);
+            }
+            Entry::Vacant(slot) => {
+                let mut context = String::new();
+                for text in before.iter().chain([&own]) {
+                    if !context.is_empty() {
+                        context.push('\n');
+                    }
+                    context.push_str(text);
+                }
+                slot.insert(context);
+            }
         }
-        text.push_str(&said(turn));
-        out.entry(turn.event_id.clone())
-            .and_modify(|t| {
-                // An event with several payload items: its turns in order.
-                t.push('\n');
-                t.push_str(&said(turn));
-            })
-            .or_insert(text);
-        previous = Some(turn);
+        before.push_back(own);
+        if before.len() > CONTEXT_TURNS_BEFORE {
+            before.pop_front();
+        }
     }
     out
 }
@@ -496,8 +517,11 @@ mod tests {
     }
 
     #[test]
-    fn a_turn_is_found_with_the_one_before_it() {
-        let earlier = [turn("e0", "Tim", "Any plans after basketball?")];
+    fn a_turn_is_found_with_the_two_before_it() {
+        let earlier = [
+            turn("e-1", "John", "Hi."),
+            turn("e0", "Tim", "Any plans after basketball?"),
+        ];
         let turns = [
             turn("e1", "John", "A foundation."),
             turn("e2", "Tim", "Nice."),
@@ -507,16 +531,16 @@ mod tests {
         let contexts = search_contexts(&earlier, &turns);
         assert_eq!(
             contexts["e1"],
-            "Tim: Any plans after basketball?\nJohn: A foundation."
+            "John: Hi.\nTim: Any plans after basketball?\nJohn: A foundation."
         );
-        // Two items of one event: both, after the turn before them.
+        // Two items of one event: both, after the turns before them.
         assert_eq!(
             contexts["e2"],
-            "John: A foundation.\nTim: Nice.\nTim: Tell me more."
+            "Tim: Any plans after basketball?\nJohn: A foundation.\nTim: Nice.\nTim: Tell me more."
         );
         assert_eq!(
             contexts["e3"].len(),
-            "Tim: Tell me more.\nJohn: ".len() + CONTEXT_CHARS_PER_TURN
+            "Tim: Nice.\nTim: Tell me more.\nJohn: ".len() + CONTEXT_CHARS_PER_TURN
         );
         // Without earlier turns the first has only itself.
         assert_eq!(

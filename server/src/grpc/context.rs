@@ -184,6 +184,7 @@ pub async fn get_context(
         };
         let (namespace_prefixes, actor_patterns) = caller.search_scope();
         let record_hits = retrieval.search_records(
+            &store,
             &RecordSearch {
                 memory_id: req.memory_id.clone(),
                 query: query.clone(),

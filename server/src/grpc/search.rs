@@ -251,7 +251,7 @@ pub async fn retrieve(
     store.memory(&memory_id)?;
     let now = search.now_us;
     let hits: Vec<_> = retrieval
-        .find_records(search, mode)
+        .find_records(store.clone(), search, mode)
         .await?
         .into_iter()
         .filter(|hit| min_score == 0.0 || f64::from(hit.score) >= min_score)

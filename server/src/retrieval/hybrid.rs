@@ -4,9 +4,11 @@
 
 use super::fusion::convex;
 use super::index::{RecordHit, RecordSearch};
+use super::source_turns::source_turn_scores;
 use super::vectors::{NameFilter, TimeFilter, VectorFilter};
 use super::{EventHit, EventSearch, Retrieval};
 use crate::error::{Result, ServiceError};
+use crate::store::Store;
 use std::sync::Arc;
 use wildmatch::WildMatch;
 
@@ -24,6 +26,9 @@ const FUSION_DEPTH: usize = 50;
 /// The keyword ranking's share of a hybrid score (the semantic one has the rest). Equal, not
 /// tuned to any dataset.
 const KEYWORD_WEIGHT: f32 = 0.5;
+/// Records' hybrid score where their source turns are embedded: keyword, record embedding and
+/// source-turn embedding count equally.
+const THIRD: f32 = 1.0 / 3.0;
 
 impl Retrieval {
     /// The mode a request gets: `None` (unspecified) is hybrid where embeddings exist, else
@@ -101,6 +106,7 @@ impl Retrieval {
     /// [`Retrieval::query_vector`].
     pub fn search_records(
         &self,
+        store: &Store,
         search: &RecordSearch,
         mode: Mode,
         vector: Option<&[f32]>,
@@ -109,27 +115,75 @@ impl Retrieval {
             (Mode::Semantic, Some(vector)) => self.semantic_records(search, vector, search.limit),
             (Mode::Hybrid, Some(vector)) => {
                 let depth = search.limit.max(FUSION_DEPTH);
-                Ok(fuse_records(
+                self.fuse_records(
+                    store,
+                    search,
+                    vector,
                     self.keyword_records(search, depth)?,
                     self.semantic_records(search, vector, depth)?,
-                    search.limit,
-                ))
+                )
             }
             _ => self.keyword_records(search, search.limit),
         }
+    }
+
+    /// The hybrid ranking of records from the keyword and the semantic candidates, with the
+    /// candidates' source turns as a third ranking where they are embedded (blocking).
+    fn fuse_records(
+        &self,
+        store: &Store,
+        search: &RecordSearch,
+        vector: &[f32],
+        keyword: Vec<RecordHit>,
+        semantic: Vec<RecordHit>,
+    ) -> Result<Vec<RecordHit>> {
+        let scored = |hits: Vec<RecordHit>| -> Vec<(String, f32)> {
+            hits.into_iter().map(|h| (h.record_id, h.score)).collect()
+        };
+        let (keyword, semantic) = (scored(keyword), scored(semantic));
+        let turns = match &self.semantic {
+            Some(embeddings) if embeddings.events => {
+                let mut candidates: Vec<&str> = keyword
+                    .iter()
+                    .chain(&semantic)
+                    .map(|(id, _)| id.as_str())
+                    .collect();
+                candidates.sort_unstable();
+                candidates.dedup();
+                source_turn_scores(
+                    store,
+                    &embeddings.vectors,
+                    &search.memory_id,
+                    vector,
+                    candidates,
+                )?
+            }
+            _ => Vec::new(),
+        };
+        let lists = if turns.is_empty() {
+            vec![(KEYWORD_WEIGHT, keyword), (1.0 - KEYWORD_WEIGHT, semantic)]
+        } else {
+            vec![(THIRD, keyword), (THIRD, semantic), (THIRD, turns)]
+        };
+        Ok(convex(&lists, search.limit)
+            .into_iter()
+            .map(|(record_id, score)| RecordHit { record_id, score })
+            .collect())
     }
 
     /// [`Retrieval::search_records`] for the API: in hybrid mode the keyword search runs on
     /// one blocking thread while the query is embedded and the vectors scanned on others.
     pub async fn find_records(
         self: &Arc<Self>,
+        store: Arc<Store>,
         search: RecordSearch,
         mode: Mode,
     ) -> Result<Vec<RecordHit>> {
         if mode != Mode::Hybrid || self.semantic.is_none() {
             let vector = self.query_vector(mode, &search.query).await?;
             let this = self.clone();
-            return blocking(move || this.search_records(&search, mode, vector.as_deref())).await;
+            return blocking(move || this.search_records(&store, &search, mode, vector.as_deref()))
+                .await;
         }
         let search = Arc::new(search);
         let depth = search.limit.max(FUSION_DEPTH);
@@ -143,10 +197,15 @@ impl Retrieval {
                 .await?
                 .unwrap_or_default();
             let (this, search) = (self.clone(), search.clone());
-            blocking(move || this.semantic_records(&search, &vector, depth)).await
+            blocking(move || {
+                let hits = this.semantic_records(&search, &vector, depth)?;
+                Ok((hits, vector))
+            })
+            .await
         };
-        let (keyword, semantic) = tokio::try_join!(keyword, semantic)?;
-        Ok(fuse_records(keyword, semantic, search.limit))
+        let (keyword, (semantic, vector)) = tokio::try_join!(keyword, semantic)?;
+        let this = self.clone();
+        blocking(move || this.fuse_records(&store, &search, &vector, keyword, semantic)).await
     }
 
     /// The best `search.limit` events of one actor (blocking).
@@ -207,22 +266,6 @@ impl Retrieval {
             .map(|(event_key, score)| EventHit { event_key, score })
             .collect())
     }
-}
-
-fn fuse_records(keyword: Vec<RecordHit>, semantic: Vec<RecordHit>, limit: usize) -> Vec<RecordHit> {
-    let scored = |hits: Vec<RecordHit>| -> Vec<(String, f32)> {
-        hits.into_iter().map(|h| (h.record_id, h.score)).collect()
-    };
-    convex(
-        &[
-            (KEYWORD_WEIGHT, scored(keyword)),
-            (1.0 - KEYWORD_WEIGHT, scored(semantic)),
-        ],
-        limit,
-    )
-    .into_iter()
-    .map(|(record_id, score)| RecordHit { record_id, score })
-    .collect()
 }
 
 async fn blocking<T: Send + 'static>(

@@ -38,8 +38,12 @@ impl Indexes {
                 _ => self.records.delete(memory_id, &change.record_id),
             }
         } else if !change.event_key.is_empty() {
-            match store.event_by_key(&change.event_key, now_us())? {
-                Some(view) => self.events.upsert(&change.event_key, &view)?,
+            let now = now_us();
+            match store.event_by_key(&change.event_key, now)? {
+                Some(view) => {
+                    let before = store.events_before(&change.event_key, now)?;
+                    self.events.upsert(&change.event_key, &view, &before)?
+                }
                 None => self.events.delete(&change.event_key),
             }
         } else if !change.actor_id.is_empty() {
@@ -122,7 +126,7 @@ fn rebuild_events_counted(store: &Store, index: &EventIndex) -> Result<(u64, usi
     store.for_each_event(|key, _| {
         if let Some(view) = store.event_by_key(key, now)? {
             count += 1;
-            index.upsert(key, &view)?;
+            index.upsert(key, &view, &store.events_before(key, now)?)?;
         }
         Ok(())
     })?;

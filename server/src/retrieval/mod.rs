@@ -12,6 +12,7 @@ mod index;
 mod indexer;
 mod partitions;
 mod scoring;
+mod source_turns;
 mod tantivy_index;
 mod vector_indexer;
 mod vectors;

@@ -449,6 +449,28 @@ impl VectorIndex {
             .map_or(0, |s| s.read().unwrap_or_else(|p| p.into_inner()).live)
     }
 
+    /// The similarity to `query` of each of `keys` that has a live vector (same order; `None`
+    /// for the others): scoring known documents without a search.
+    pub fn similarities_of(
+        &self,
+        memory_id: &str,
+        query: &[f32],
+        keys: &[&[u8]],
+    ) -> Vec<Option<f32>> {
+        let Some(space) = self.space(memory_id).filter(|_| query.len() == self.dims) else {
+            return vec![None; keys.len()];
+        };
+        let space = space.read().unwrap_or_else(|p| p.into_inner());
+        keys.iter()
+            .map(|key| {
+                let slot = *space.slot_of.get(*key)? as usize;
+                space.alive[slot].then(|| {
+                    similarities(query, &space.codes, &space.scales, std::iter::once(slot))[0].0
+                })
+            })
+            .collect()
+    }
+
     /// Every vector of the memory scored with its int8 codes, no bit pass and no filter: the
     /// exact answer [`VectorIndex::search`] approximates (for benchmarks and tests).
     pub fn exact_search(&self, memory_id: &str, query: &[f32], limit: usize) -> Vec<VectorHit> {

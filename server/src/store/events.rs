@@ -373,6 +373,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(cf::EVENTS), &key);
         self.log_event_change(&mut batch, memory_id, &key);
+        self.log_context_change(&mut batch, memory_id, &key)?;
         if !stored.client_token.is_empty() {
             batch.delete_cf(
                 self.cf(cf::TOKENS),

@@ -12,6 +12,9 @@ use crate::error::Result;
 use rocksdb::WriteBatch;
 use std::sync::atomic::Ordering;
 
+/// Events before an event in its session that the events index also finds it by.
+pub const EVENT_CONTEXT_BEFORE: usize = 2;
+
 impl Store {
     /// The key and value of a new log entry.
     pub(super) fn index_entry(&self, change: &StoredIndexChange) -> ([u8; 8], Vec<u8>) {
@@ -87,6 +90,43 @@ impl Store {
             seq,
             stored,
         }))
+    }
+
+    /// The live events of the session just before the event at `key` (at most
+    /// [`EVENT_CONTEXT_BEFORE`], oldest first): the words the events index also finds it by.
+    pub fn events_before(&self, key: &[u8], now_us: u64) -> Result<Vec<super::codec::StoredEvent>> {
+        let (memory_id, seq) = super::keys::decode_event_key(key)?;
+        let session_key = &key[..key.len() - super::keys::EventSeq::LEN];
+        Ok(self
+            .session_events(session_key, Some(seq), EVENT_CONTEXT_BEFORE)?
+            .into_iter()
+            .map(|loaded| loaded.event)
+            .filter(|event| !self.expiry.expired(memory_id, event.create_us, now_us))
+            .collect())
+    }
+
+    /// Logs a change of the events whose context holds the event at `key` (the next
+    /// [`EVENT_CONTEXT_BEFORE`] of its session), so that a deleted event's words stop finding
+    /// its neighbours.
+    pub(super) fn log_context_change(
+        &self,
+        batch: &mut WriteBatch,
+        memory_id: &str,
+        key: &[u8],
+    ) -> Result<()> {
+        super::keys::decode_event_key(key)?;
+        let session_key = &key[..key.len() - super::keys::EventSeq::LEN];
+        let mut after = key.to_vec();
+        after.push(0);
+        let end = super::keys::prefix_end(session_key);
+        for item in self
+            .range(cf::EVENTS, &after, &end, false)
+            .take(EVENT_CONTEXT_BEFORE)
+        {
+            let (next, _) = item?;
+            self.log_event_change(batch, memory_id, &next);
+        }
+        Ok(())
     }
 
     /// Every stored event, for rebuilding the events index.
