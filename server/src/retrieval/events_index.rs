@@ -2,7 +2,7 @@
 //! is searchable too. Same lifecycle as the records index: it follows the index log and
 //! records the last applied entry in its commit payload.
 
-use super::tantivy_index::{TantivyIndex, english, error, filter};
+use super::tantivy_index::{TantivyIndex, english, error, filter, has_terms};
 use crate::error::Result;
 use crate::store::EventView;
 use crate::store::codec::{StoredContent, StoredEvent};
@@ -176,6 +176,9 @@ impl EventIndex {
         let f = self.fields;
         let parser = QueryParser::for_index(&self.inner.index, vec![f.text]);
         let (text_query, _) = parser.parse_query_lenient(&search.query);
+        if !has_terms(text_query.as_ref()) {
+            return Ok(Vec::new());
+        }
         let term = |field: Field, value: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(
                 Term::from_field_text(field, value),

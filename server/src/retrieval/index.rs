@@ -5,7 +5,7 @@
 //! the sequence number of the last index-log entry it applied: that is where catching up
 //! resumes after a restart.
 
-use super::tantivy_index::{TantivyIndex, english, error as tantivy_error, filter};
+use super::tantivy_index::{TantivyIndex, english, error as tantivy_error, filter, has_terms};
 use crate::error::Result;
 use crate::store::codec::StoredRecord;
 use std::collections::HashSet;
@@ -379,6 +379,9 @@ impl RecordIndex {
         let parser = QueryParser::for_index(&self.inner.index, vec![self.fields.text]);
         // Lenient: user text is not query syntax; what cannot be parsed is left out.
         let (text_query, _) = parser.parse_query_lenient(&search.query);
+        if !has_terms(text_query.as_ref()) {
+            return Ok(Vec::new());
+        }
         let searcher = self.inner.searcher();
         let mut clauses = self.filters(search, &searcher)?;
         clauses.push((Occur::Must, text_query));
@@ -439,6 +442,56 @@ mod tests {
             .collect();
         found.sort();
         found
+    }
+
+    #[test]
+    fn function_words_neither_match_nor_score() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = RecordIndex::open(dir.path()).unwrap();
+        index
+            .upsert(
+                "m1",
+                &record("fact", "Caroline went to a support group.", 0),
+            )
+            .unwrap();
+        index
+            .upsert(
+                "m1",
+                &record(
+                    "chatter",
+                    "What did you do? I did what I could do there.",
+                    0,
+                ),
+            )
+            .unwrap();
+        index.commit(1).unwrap();
+        let ranked = |query: &str| -> Vec<String> {
+            index
+                .search(&RecordSearch {
+                    memory_id: "m1".into(),
+                    query: query.into(),
+                    namespace_prefix: String::new(),
+                    strategy_id: None,
+                    actor_id: None,
+                    limit: 10,
+                    access: Access::default(),
+                    metadata: Vec::new(),
+                    now_us: 1,
+                })
+                .unwrap()
+                .into_iter()
+                .map(|h| h.record_id)
+                .collect()
+        };
+        // Counting "what", "did" and "do" would put the chatter first.
+        assert_eq!(ranked("What did Caroline do there?"), ["fact"]);
+        assert!(
+            ranked("what did you do").is_empty(),
+            "{:?}",
+            ranked("what did you do")
+        );
+        // Stemming still applies to what is left.
+        assert_eq!(ranked("groups"), ["fact"]);
     }
 
     #[test]
