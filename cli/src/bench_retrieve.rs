@@ -11,7 +11,7 @@ use clap::Args;
 use memd_client::{MemdClient, pb};
 use memd_server::embedding::Model;
 use memd_server::retrieval::{
-    Access, RECORD_VECTORS, RecordIndex, RecordSearch, VectorEntry, VectorFilter, VectorIndex,
+    RECORD_VECTORS, RecordIndex, RecordSearch, VectorEntry, VectorFilter, VectorIndex,
 };
 use memd_server::store::codec::StoredRecord;
 use memd_server::store::{Store, StoreOptions};
@@ -246,17 +246,7 @@ fn bm25_floor(
     measure: Duration,
 ) -> anyhow::Result<Stats> {
     threaded(concurrency, measure, move |n| {
-        index.search(&RecordSearch {
-            memory_id: "bench".into(),
-            query: query(n),
-            namespace_prefix: String::new(),
-            strategy_id: None,
-            actor_id: None,
-            limit: 10,
-            access: Access::default(),
-            metadata: Vec::new(),
-            now_us: 1,
-        })?;
+        index.search(&RecordSearch::whole_memory("bench", &query(n), 10, 1))?;
         Ok(())
     })
 }
@@ -353,7 +343,7 @@ struct Row {
     concurrency: usize,
     api: Stats,
     ann: Option<Stats>,
-    ann_recall: Option<f64>,
+    ann_recall: Option<crate::bench_ann::Recall>,
     bm25: Stats,
     embed: Option<Stats>,
     index_bytes: u64,
@@ -546,7 +536,8 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
                     "mode": mode.as_str_name(),
                     "retrieve": r.api.json(),
                     "bare_ann_search": r.ann.as_ref().map(Stats::json),
-                    "ann_recall_at_10_vs_exact": r.ann_recall,
+                    "ann_recall_at_10_vs_exact": r.ann_recall.map(|r| r.ids),
+                    "ann_score_recall_at_10_vs_exact": r.ann_recall.map(|r| r.scores),
                     "bare_bm25_search": r.bm25.json(),
                     "query_embedding": r.embed.as_ref().map(Stats::json),
                     "bm25_index_bytes": r.index_bytes,
@@ -566,7 +557,7 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
             "P50/P99 µs",
             "EMBED P50/P99 µs",
             "ANN P50/P99 µs",
-            "ANN RECALL",
+            "ANN RECALL IDS / SCORES",
             "BM25 P50/P99 µs",
             "BM25 MB",
             "DATA MB",
@@ -581,7 +572,7 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
                     format!("{:.0} / {:.0}", r.api.p50_us, r.api.p99_us),
                     cell(r.embed.as_ref()),
                     cell(r.ann.as_ref()),
-                    r.ann_recall.map_or("-".into(), |r| format!("{r:.3}")),
+                    r.ann_recall.map_or("-".into(), |r| r.to_string()),
                     format!("{:.0} / {:.0}", r.bm25.p50_us, r.bm25.p99_us),
                     format!("{:.1}", r.index_bytes as f64 / 1e6),
                     format!("{:.1}", r.data_bytes as f64 / 1e6),
@@ -591,7 +582,7 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
             .collect(),
     );
     println!(
-        "{} top-10 through gRPC (P50/P99 includes the query embedding); floors on bare indexes of the same data: EMBED = one query through the model, ANN = the vector search (flat below {} vectors, partitioned above; ANN RECALL = its top 10 against an exact scan, same queries), BM25 = tantivy; RSS = server and client in one process",
+        "{} top-10 through gRPC (P50/P99 includes the query embedding); floors on bare indexes of the same data: EMBED = one query through the model, ANN = the vector search (flat below {} vectors, partitioned above; ANN RECALL = its top 10 against an exact scan, same queries: the exact top 10's records found / results as good as the exact 10th, ties included), BM25 = tantivy; RSS = server and client in one process",
         mode.as_str_name(),
         memd_server::retrieval::PARTITION_AT
     );

@@ -305,23 +305,12 @@ async fn search_events_finds_raw_turns_of_one_actor() {
         .create_event(put("globex/bob", "s1", "Bob sold his kayak.", 1_500))
         .await
         .unwrap();
-    for _ in 0..100 {
-        if event_texts(&admin, event_search(&m, "acme/ann", "kayak"))
-            .await
-            .len()
-            == 3
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     // Only the actor's own events with text; sessions and time ranges narrow it.
-    assert_eq!(
-        event_texts(&admin, event_search(&m, "acme/ann", "kayak"))
-            .await
-            .len(),
-        3
-    );
+    let found = events_until(&admin, event_search(&m, "acme/ann", "kayak"), |t| {
+        t.len() == 3
+    })
+    .await;
+    assert_eq!(found.len(), 3, "{found:?}");
     let in_s1 = pb::SearchEventsRequest {
         session_ids: vec!["s1".into()],
         ..event_search(&m, "acme/ann", "kayak")
@@ -403,6 +392,24 @@ async fn search_events_finds_raw_turns_of_one_actor() {
         Code::InvalidArgument,
         "query",
     );
+}
+
+/// Polls `request` until `done` holds for the records' texts (extraction and indexing run in
+/// the background).
+async fn records_until(
+    client: &MemdClient,
+    request: pb::RetrieveMemoryRecordsRequest,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let mut found = Vec::new();
+    for _ in 0..150 {
+        found = texts(client, request.clone()).await;
+        if done(&found) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    found
 }
 
 /// Polls `search` until `done` holds for its texts (the index commits four times a second).
@@ -845,14 +852,10 @@ async fn extracted_facts_are_found_by_the_turn_they_answer() {
         req.search_criteria.as_mut().unwrap().strategy_id = "facts".into();
         req
     };
-    let mut found = Vec::new();
-    for _ in 0..150 {
-        found = texts(&admin, facts("plans after basketball")).await;
-        if found.iter().any(|t| t.contains("foundation")) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let found = records_until(&admin, facts("plans after basketball"), |t| {
+        t.iter().any(|t| t.contains("foundation"))
+    })
+    .await;
     let foundation = found
         .iter()
         .find(|t| t.contains("foundation"))

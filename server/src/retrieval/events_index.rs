@@ -2,14 +2,16 @@
 //! is searchable too. Same lifecycle as the records index: it follows the index log and
 //! records the last applied entry in its commit payload.
 
-use super::tantivy_index::{TantivyIndex, english, error, filter, has_terms};
+use super::tantivy_index::{
+    TantivyIndex, error, filter, scoped_query, scoped_text, scoped_tokens, with_filters,
+};
 use crate::error::Result;
 use crate::store::EventView;
 use crate::store::codec::{StoredContent, StoredEvent};
 use std::ops::Bound;
 use std::path::Path;
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, Value};
 use tantivy::{TantivyDocument, Term, doc};
 
@@ -19,6 +21,8 @@ struct Fields {
     memory_id: Field,
     actor: Field,
     session: Field,
+    /// The event's words and those of the events before it, as terms of its actor
+    /// ([`actor_term`]).
     text: Field,
     ts_us: Field,
 }
@@ -98,7 +102,7 @@ impl EventIndex {
             memory_id: builder.add_text_field("memory_id", STRING),
             actor: builder.add_text_field("actor", STRING),
             session: builder.add_text_field("session", STRING),
-            text: builder.add_text_field("text", english()),
+            text: builder.add_text_field("actor_text", scoped_text()),
             ts_us: builder.add_u64_field("ts_us", INDEXED | FAST),
         };
         let (inner, applied) = TantivyIndex::open(dir, builder.build())?;
@@ -121,14 +125,15 @@ impl EventIndex {
         if text.trim().is_empty() {
             return Ok(());
         }
+        let scope = actor_term(&view.memory_id, &view.actor_id);
         let mut document = doc!(
             f.key => key,
             f.memory_id => view.memory_id.as_str(),
-            f.actor => actor_term(&view.memory_id, &view.actor_id),
+            f.actor => scope.as_str(),
             f.session => view.session_id.as_str(),
-            f.text => text,
             f.ts_us => view.seq.ts_us,
         );
+        document.add_pre_tokenized_text(f.text, scoped_tokens(&scope, &text));
         for event in before {
             // A long one (a tool's JSON result) is cut: it is copied into the next events.
             let text: String = payload_text(event)
@@ -136,7 +141,7 @@ impl EventIndex {
                 .take(Self::CONTEXT_CHARS_PER_EVENT)
                 .collect();
             if !text.trim().is_empty() {
-                document.add_text(f.text, text);
+                document.add_pre_tokenized_text(f.text, scoped_tokens(&scope, &text));
             }
         }
         writer.add_document(document).map_err(error)?;
@@ -174,24 +179,18 @@ impl EventIndex {
     /// The best `limit` events of one actor for the query, within sessions and times.
     pub fn search(&self, search: &EventSearch) -> Result<Vec<EventHit>> {
         let f = self.fields;
-        let parser = QueryParser::for_index(&self.inner.index, vec![f.text]);
-        let (text_query, _) = parser.parse_query_lenient(&search.query);
-        if !has_terms(text_query.as_ref()) {
+        let scope = actor_term(&search.memory_id, &search.actor_id);
+        let Some(text_query) = scoped_query(f.text, &scope, &search.query) else {
             return Ok(Vec::new());
-        }
+        };
         let term = |field: Field, value: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(
                 Term::from_field_text(field, value),
                 IndexRecordOption::Basic,
             ))
         };
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
-            (Occur::Must, text_query),
-            filter(term(
-                f.actor,
-                &actor_term(&search.memory_id, &search.actor_id),
-            )),
-        ];
+        // The actor is the text's scope: only sessions and times are filters.
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         if !search.session_ids.is_empty() {
             clauses.push(filter(Box::new(BooleanQuery::new(
                 search
@@ -213,7 +212,7 @@ impl EventIndex {
         let searcher = self.inner.searcher();
         let top = searcher
             .search(
-                &BooleanQuery::new(clauses),
+                with_filters(text_query, clauses).as_ref(),
                 &TopDocs::with_limit(search.limit.max(1)).order_by_score(),
             )
             .map_err(error)?;

@@ -5,16 +5,17 @@
 //! the sequence number of the last index-log entry it applied: that is where catching up
 //! resumes after a restart.
 
-use super::tantivy_index::{TantivyIndex, english, error as tantivy_error, filter, has_terms};
+use super::tantivy_index::{
+    TantivyIndex, error as tantivy_error, filter, scoped_query, scoped_text, scoped_tokens,
+    with_filters,
+};
 use crate::error::Result;
 use crate::store::codec::StoredRecord;
 use std::collections::HashSet;
 use std::ops::Bound;
 use std::path::Path;
 use tantivy::collector::{DocSetCollector, TopDocs};
-use tantivy::query::{
-    AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, RegexQuery, TermQuery,
-};
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery};
 use tantivy::schema::{Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, Value};
 use tantivy::{Searcher, TantivyDocument, Term, doc};
 
@@ -26,6 +27,7 @@ struct Fields {
     namespace: Field,
     strategy_id: Field,
     actor_id: Field,
+    /// The record's words and those of its context, as terms of its memory.
     text: Field,
     expire_us: Field,
     /// Metadata keys, and `key \0 value` pairs.
@@ -45,7 +47,7 @@ fn schema() -> (Schema, Fields) {
         namespace: builder.add_text_field("namespace", STRING),
         strategy_id: builder.add_text_field("strategy_id", STRING),
         actor_id: builder.add_text_field("actor_id", STRING),
-        text: builder.add_text_field("text", english()),
+        text: builder.add_text_field("memory_text", scoped_text()),
         expire_us: builder.add_u64_field("expire_us", INDEXED),
         meta_key: builder.add_text_field("meta_key", STRING),
         meta_pair: builder.add_text_field("meta_pair", STRING),
@@ -114,6 +116,23 @@ pub struct RecordSearch {
     pub access: Access,
     pub metadata: Vec<MetadataMatch>,
     pub now_us: u64,
+}
+
+impl RecordSearch {
+    /// A search of a whole memory with no filters beyond the memory and expiry at `now_us`.
+    pub fn whole_memory(memory_id: &str, query: &str, limit: usize, now_us: u64) -> Self {
+        Self {
+            memory_id: memory_id.into(),
+            query: query.into(),
+            namespace_prefix: String::new(),
+            strategy_id: None,
+            actor_id: None,
+            limit,
+            access: Access::default(),
+            metadata: Vec::new(),
+            now_us,
+        }
+    }
 }
 
 /// A matching record id and its BM25 score.
@@ -198,12 +217,13 @@ impl RecordIndex {
             f.namespace => record.namespace.as_str(),
             f.strategy_id => record.strategy_id.as_str(),
             f.actor_id => record.actor_id.as_str(),
-            f.text => record.text.as_str(),
             f.expire_us => record.expire_us,
         );
+        document.add_pre_tokenized_text(f.text, scoped_tokens(memory_id, &record.text));
         if !record.search_context.is_empty() {
             // Found by the words around it too (the turn it came from and the one before).
-            document.add_text(f.text, &record.search_context);
+            document
+                .add_pre_tokenized_text(f.text, scoped_tokens(memory_id, &record.search_context));
         }
         for (name, value) in &record.metadata {
             document.add_text(f.meta_key, name);
@@ -243,8 +263,9 @@ impl RecordIndex {
         self.inner.clear()
     }
 
-    /// The filter clauses of a search: memory, namespace, strategy, actor, metadata, expiry
-    /// and the caller's access.
+    /// The filter clauses of a search: namespace, strategy, actor, metadata, expiry and the
+    /// caller's access. The memory is not among them: the text query's terms are the memory's
+    /// own, and [`Self::matching_ids`] adds it.
     fn filters(
         &self,
         search: &RecordSearch,
@@ -269,12 +290,10 @@ impl RecordIndex {
             ))
         };
         // A filter that matches every document only stops tantivy from pruning: the expiry
-        // filter is left out when no record expires (hydration re-checks expiry anyway). The
-        // memory filter always stays: another memory's documents must not even take a slot.
+        // filter is left out when no record expires (hydration re-checks expiry anyway).
         let live = searcher.num_docs();
         let matches_all =
             |t: &Term| -> Result<bool> { Ok(searcher.doc_freq(t).map_err(tantivy_error)? >= live) };
-        clauses.push(filter(term(f.memory_id, &search.memory_id)));
         if !search.namespace_prefix.is_empty() {
             clauses.push(filter(prefix(&search.namespace_prefix)));
         }
@@ -356,6 +375,10 @@ impl RecordIndex {
     pub fn matching_ids(&self, search: &RecordSearch) -> Result<HashSet<Vec<u8>>> {
         let searcher = self.inner.searcher();
         let mut clauses = self.filters(search, &searcher)?;
+        clauses.push(filter(Box::new(TermQuery::new(
+            Term::from_field_text(self.fields.memory_id, &search.memory_id),
+            IndexRecordOption::Basic,
+        ))));
         clauses.push((Occur::Must, Box::new(AllQuery)));
         let found = searcher
             .search(&BooleanQuery::new(clauses), &DocSetCollector)
@@ -376,19 +399,15 @@ impl RecordIndex {
     /// The best `limit` live records of the memory for the query, filtered by namespace,
     /// strategy, expiry and the caller's access, all inside the query.
     pub fn search(&self, search: &RecordSearch) -> Result<Vec<RecordHit>> {
-        let parser = QueryParser::for_index(&self.inner.index, vec![self.fields.text]);
-        // Lenient: user text is not query syntax; what cannot be parsed is left out.
-        let (text_query, _) = parser.parse_query_lenient(&search.query);
-        if !has_terms(text_query.as_ref()) {
+        let Some(text_query) = scoped_query(self.fields.text, &search.memory_id, &search.query)
+        else {
             return Ok(Vec::new());
-        }
+        };
         let searcher = self.inner.searcher();
-        let mut clauses = self.filters(search, &searcher)?;
-        clauses.push((Occur::Must, text_query));
-        let query = BooleanQuery::new(clauses);
+        let query = with_filters(text_query, self.filters(search, &searcher)?);
         let top = searcher
             .search(
-                &query,
+                query.as_ref(),
                 &TopDocs::with_limit(search.limit.max(1)).order_by_score(),
             )
             .map_err(tantivy_error)?;
@@ -423,19 +442,13 @@ mod tests {
         }
     }
 
+    fn search(memory_id: &str, query: &str) -> RecordSearch {
+        RecordSearch::whole_memory(memory_id, query, 10, 1)
+    }
+
     fn ids(index: &RecordIndex, memory_id: &str, query: &str, now_us: u64) -> Vec<String> {
         let mut found: Vec<String> = index
-            .search(&RecordSearch {
-                memory_id: memory_id.into(),
-                query: query.into(),
-                namespace_prefix: String::new(),
-                strategy_id: None,
-                actor_id: None,
-                limit: 10,
-                access: Access::default(),
-                metadata: Vec::new(),
-                now_us,
-            })
+            .search(&RecordSearch::whole_memory(memory_id, query, 10, now_us))
             .unwrap()
             .into_iter()
             .map(|h| h.record_id)
@@ -459,7 +472,7 @@ mod tests {
                 "m1",
                 &record(
                     "chatter",
-                    "What did you do? I did what I could do there.",
+                    "What did you do? I'd say it's what I could do there.",
                     0,
                 ),
             )
@@ -467,17 +480,7 @@ mod tests {
         index.commit(1).unwrap();
         let ranked = |query: &str| -> Vec<String> {
             index
-                .search(&RecordSearch {
-                    memory_id: "m1".into(),
-                    query: query.into(),
-                    namespace_prefix: String::new(),
-                    strategy_id: None,
-                    actor_id: None,
-                    limit: 10,
-                    access: Access::default(),
-                    metadata: Vec::new(),
-                    now_us: 1,
-                })
+                .search(&search("m1", query))
                 .unwrap()
                 .into_iter()
                 .map(|h| h.record_id)
@@ -490,8 +493,39 @@ mod tests {
             "{:?}",
             ranked("what did you do")
         );
+        // Nor do the pieces of contractions ("it's" is "it" and "s").
+        assert!(ranked("it's what I'd do").is_empty());
         // Stemming still applies to what is left.
         assert_eq!(ranked("groups"), ["fact"]);
+    }
+
+    #[test]
+    fn another_memory_does_not_move_a_score() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = RecordIndex::open(dir.path()).unwrap();
+        for (id, text) in [("a", "kayak"), ("b", "tour"), ("c", "tour guide")] {
+            index.upsert("m1", &record(id, text, 0)).unwrap();
+        }
+        index.commit(1).unwrap();
+        let best = |index: &RecordIndex| {
+            index
+                .search(&search("m1", "kayak tour"))
+                .unwrap()
+                .into_iter()
+                .map(|h| h.record_id)
+                .collect::<Vec<_>>()
+        };
+        // In m1 "kayak" is the rarer word, so its record comes first.
+        assert_eq!(best(&index)[0], "a");
+        for n in 0..20 {
+            index
+                .upsert("m2", &record(&format!("k{n}"), "kayak", 0))
+                .unwrap();
+        }
+        index.commit(2).unwrap();
+        // m2's twenty kayaks must not make the word common in m1.
+        assert_eq!(best(&index)[0], "a", "{:?}", best(&index));
+        assert_eq!(best(&index).len(), 3);
     }
 
     #[test]

@@ -35,6 +35,11 @@ pub(super) fn source_turn_scores<'a>(
     query: &[f32],
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Result<Vec<(String, f32)>> {
+    if vectors.events.len(memory_id) == 0 {
+        // No embedded turn in the memory (records written through the API, or events not
+        // embedded): nothing to read the candidates for.
+        return Ok(Vec::new());
+    }
     let mut scores = Vec::new();
     let mut any_turn = false;
     for record_id in candidates {

@@ -4,13 +4,15 @@
 
 use crate::error::{Result, ServiceError};
 use std::path::Path;
+use std::sync::LazyLock;
 use std::sync::{Mutex, MutexGuard};
-use tantivy::query::{BoostQuery, Occur, Query};
-use tantivy::schema::{IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
 use tantivy::tokenizer::{
-    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+    Language, LowerCaser, PreTokenizedString, RemoveLongFilter, SimpleTokenizer, Stemmer,
+    StopWordFilter, TextAnalyzer, Token,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, Term};
 
 /// Heap of the index writer.
 const WRITER_HEAP: usize = 64 << 20;
@@ -25,13 +27,14 @@ fn io_error(what: &str, dir: &Path, err: impl std::fmt::Display) -> ServiceError
 
 /// The analyzer of searchable text, by the name the schema stores (a new analysis needs a
 /// new name: indexes written with another are rebuilt).
-const ENGLISH: &str = "en_stop_stem";
+const ENGLISH: &str = "en_stop_stem_2";
 
-/// English function words (the Snowball project's English stop list, without the
-/// contractions, which the tokenizer splits anyway). Questions and conversational turns are
-/// full of them ("What did you do when ..."), and BM25 let them score: on LoCoMo turns, leaving
-/// them out raised keyword recall@10 from 0.680 to 0.718 (Lucene's shorter list, tantivy's
-/// English default, changed nothing; docs/benchmarks.md).
+/// English function words: the Snowball project's English stop list, its contractions
+/// replaced by the pieces the tokenizer splits them into ("she's" is "she" and "s").
+/// Questions and conversational turns are full of them ("What did you do when ..."), and
+/// BM25 let them score: on LoCoMo turns, leaving them out raised keyword recall@10 from 0.680
+/// to 0.718 (Lucene's shorter list, tantivy's English default, changed nothing;
+/// docs/benchmarks.md).
 const STOP_WORDS: &str = "i me my myself we our ours ourselves you your yours yourself \
     yourselves he him his himself she her hers herself it its itself they them their theirs \
     themselves what which who whom this that these those am is are was were be been being have \
@@ -39,36 +42,92 @@ const STOP_WORDS: &str = "i me my myself we our ours ourselves you your yours yo
     because as until while of at by for with about against between into through during before \
     after above below to from up down in out on off over under again further then once here \
     there when where why how all any both each few more most other some such no nor not only \
-    own same so than too very";
+    own same so than too very s t d ll m re ve";
 
-/// Indexing options of searchable text: English stop words dropped, stemming, positions.
-pub fn english() -> TextOptions {
+/// Indexing options of searchable text, which memd analyses itself ([`scoped_tokens`]): term
+/// frequencies for BM25, no positions (no phrase queries: user text is not query syntax).
+/// The schema names the analyzer, so an index written with another analysis is rebuilt.
+pub fn scoped_text() -> TextOptions {
     TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
             .set_tokenizer(ENGLISH)
-            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            .set_index_option(IndexRecordOption::WithFreqs),
     )
 }
 
-/// Registers [`ENGLISH`] with an index (indexing and query parsing both use it).
-fn register_english(index: &Index) {
-    let analyzer = TextAnalyzer::builder(SimpleTokenizer::default())
+/// English analysis: words, at most 40 bytes, lower-cased, stop words dropped, stemmed.
+static ANALYZER: LazyLock<TextAnalyzer> = LazyLock::new(|| {
+    TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
         .filter(StopWordFilter::remove(
             STOP_WORDS.split_whitespace().map(str::to_string),
         ))
         .filter(Stemmer::new(Language::English))
-        .build();
-    index.tokenizers().register(ENGLISH, analyzer);
+        .build()
+});
+
+/// Registers [`ENGLISH`] with an index: the writer looks up the analyzer the schema names.
+fn register_english(index: &Index) {
+    index.tokenizers().register(ENGLISH, ANALYZER.clone());
 }
 
-/// Whether a parsed text query has a term left to match: one of only stop words has none,
-/// and as a clause of the search it would match every document the filters admit.
-pub fn has_terms(query: &dyn Query) -> bool {
-    let mut any = false;
-    query.query_terms(&mut |_, _| any = true);
-    any
+/// The indexed form of a word of `scope`: `scope \0 word`. Scopes are memory ids, or a memory
+/// id and an actor id, which never contain NUL (`ids`), so no two scopes share a term.
+fn scoped_word(scope: &str, word: &str) -> String {
+    format!("{scope}\0{word}")
+}
+
+/// `text` analysed into the terms of `scope`.
+///
+/// Why scopes: one index serves every memory (and every actor's events). Restricting a
+/// search to a memory with a filter clause makes tantivy score every document of that memory
+/// that holds any query word, where a query of scoped terms alone is a plain union of terms
+/// that block-max WAND can prune (and the document frequencies behind BM25's weights are the
+/// scope's own: another tenant's documents do not move a score).
+pub fn scoped_tokens(scope: &str, text: &str) -> PreTokenizedString {
+    let mut analyzer = ANALYZER.clone();
+    let mut stream = analyzer.token_stream(text);
+    let mut tokens = Vec::new();
+    while let Some(token) = stream.next() {
+        tokens.push(Token {
+            text: scoped_word(scope, &token.text),
+            ..token.clone()
+        });
+    }
+    PreTokenizedString {
+        text: String::new(),
+        tokens,
+    }
+}
+
+/// A BM25 query for any of the words of `query` in `scope`; `None` when nothing is left to
+/// match (only stop words or punctuation), where a search would otherwise admit everything.
+pub fn scoped_query(field: Field, scope: &str, query: &str) -> Option<Box<dyn Query>> {
+    let mut analyzer = ANALYZER.clone();
+    let mut stream = analyzer.token_stream(query);
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    while let Some(token) = stream.next() {
+        let term = Term::from_field_text(field, &scoped_word(scope, &token.text));
+        clauses.push((
+            Occur::Should,
+            Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
+        ));
+    }
+    (!clauses.is_empty()).then(|| Box::new(BooleanQuery::new(clauses)) as Box<dyn Query>)
+}
+
+/// The text query alone when nothing else restricts the search (so tantivy can prune),
+/// else the text query and the filter clauses.
+pub fn with_filters(
+    text: Box<dyn Query>,
+    mut filters: Vec<(Occur, Box<dyn Query>)>,
+) -> Box<dyn Query> {
+    if filters.is_empty() {
+        return text;
+    }
+    filters.push((Occur::Must, text));
+    Box::new(BooleanQuery::new(filters))
 }
 
 /// A filter clause: must match, adds nothing to the score.
@@ -78,7 +137,6 @@ pub fn filter(query: Box<dyn Query>) -> (Occur, Box<dyn Query>) {
 
 /// A tantivy index with its single writer and reader.
 pub struct TantivyIndex {
-    pub index: Index,
     writer: Mutex<IndexWriter>,
     reader: IndexReader,
 }
@@ -127,7 +185,6 @@ impl TantivyIndex {
             .map_err(error)?;
         Ok((
             Self {
-                index,
                 writer: Mutex::new(writer),
                 reader,
             },

@@ -96,7 +96,7 @@ impl Store {
     /// [`EVENT_CONTEXT_BEFORE`], oldest first): the words the events index also finds it by.
     pub fn events_before(&self, key: &[u8], now_us: u64) -> Result<Vec<super::codec::StoredEvent>> {
         let (memory_id, seq) = super::keys::decode_event_key(key)?;
-        let session_key = &key[..key.len() - super::keys::EventSeq::LEN];
+        let session_key = super::keys::session_of_event(key)?;
         Ok(self
             .session_events(session_key, Some(seq), EVENT_CONTEXT_BEFORE)?
             .into_iter()
@@ -114,8 +114,7 @@ impl Store {
         memory_id: &str,
         key: &[u8],
     ) -> Result<()> {
-        super::keys::decode_event_key(key)?;
-        let session_key = &key[..key.len() - super::keys::EventSeq::LEN];
+        let session_key = super::keys::session_of_event(key)?;
         let mut after = key.to_vec();
         after.push(0);
         let end = super::keys::prefix_end(session_key);

@@ -274,6 +274,12 @@ pub fn decode_event_key(key: &[u8]) -> Result<(&str, EventSeq)> {
     Ok((memory_id, seq))
 }
 
+/// The session key an event key starts with (the key is checked, as [`decode_event_key`]).
+pub fn session_of_event(key: &[u8]) -> Result<&[u8]> {
+    decode_event_key(key)?;
+    Ok(&key[..key.len() - EventSeq::LEN])
+}
+
 /// Key of an event idempotency token (scoped to the actor).
 pub fn event_token_key(memory_id: &str, actor_id: &str, token: &str) -> Vec<u8> {
     let mut key = actor_prefix(memory_id, actor_id);
