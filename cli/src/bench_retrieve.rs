@@ -376,7 +376,15 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
             }
             None => DataDir::Temp(tempfile::tempdir()?),
         };
-        let server = LocalServer::start_in(dir, |config| config.sync_writes = false).await?;
+        let server = LocalServer::start_in(dir, |config| {
+            config.sync_writes = false;
+            if mode == pb::SearchMode::Keyword {
+                // Keyword numbers without an embedder busy in the background.
+                config.embedding_model = "off".into();
+                config.embedding_model_dir = None;
+            }
+        })
+        .await?;
         let settings = server.config.embedding_settings()?;
         anyhow::ensure!(
             settings.is_some() || mode == pb::SearchMode::Keyword,

@@ -27,13 +27,13 @@ fn io_error(what: &str, dir: &Path, err: impl std::fmt::Display) -> ServiceError
 
 /// The analyzer of searchable text, by the name the schema stores (a new analysis needs a
 /// new name: indexes written with another are rebuilt).
-const ENGLISH: &str = "en_stop_stem_2";
+const ENGLISH: &str = "en_stop_stem";
 
-/// English function words: the Snowball project's English stop list, its contractions
-/// replaced by the pieces the tokenizer splits them into ("she's" is "she" and "s").
-/// Questions and conversational turns are full of them ("What did you do when ..."), and
-/// BM25 let them score: on LoCoMo turns, leaving them out raised keyword recall@10 from 0.680
-/// to 0.718 (Lucene's shorter list, tantivy's English default, changed nothing;
+/// English function words: the Snowball project's English stop list without the
+/// contractions. Questions and conversational turns are full of them ("What did you do when
+/// ..."), and BM25 let them score: on LoCoMo turns, leaving them out raised keyword recall@10
+/// from 0.680 to 0.718 (Lucene's shorter list, tantivy's English default, changed nothing;
+/// the pieces contractions split into, "s", "t", "ll", ..., cost hybrid recall 0.002-0.005;
 /// docs/benchmarks.md).
 const STOP_WORDS: &str = "i me my myself we our ours ourselves you your yours yourself \
     yourselves he him his himself she her hers herself it its itself they them their theirs \
@@ -42,7 +42,7 @@ const STOP_WORDS: &str = "i me my myself we our ours ourselves you your yours yo
     because as until while of at by for with about against between into through during before \
     after above below to from up down in out on off over under again further then once here \
     there when where why how all any both each few more most other some such no nor not only \
-    own same so than too very s t d ll m re ve";
+    own same so than too very";
 
 /// Indexing options of searchable text, which memd analyses itself ([`scoped_tokens`]): term
 /// frequencies for BM25, no positions (no phrase queries: user text is not query syntax).
