@@ -394,16 +394,15 @@ async fn search_events_finds_raw_turns_of_one_actor() {
     );
 }
 
-/// Polls `request` until `done` holds for the records' texts (extraction and indexing run in
-/// the background).
-async fn records_until(
-    client: &MemdClient,
-    request: pb::RetrieveMemoryRecordsRequest,
+/// Polls `fetch` until `done` holds for the texts it returns (extraction and indexing run in
+/// the background; the index commits four times a second).
+async fn until<Fut: std::future::Future<Output = Vec<String>>>(
+    fetch: impl Fn() -> Fut,
     done: impl Fn(&[String]) -> bool,
 ) -> Vec<String> {
     let mut found = Vec::new();
     for _ in 0..150 {
-        found = texts(client, request.clone()).await;
+        found = fetch().await;
         if done(&found) {
             break;
         }
@@ -412,21 +411,22 @@ async fn records_until(
     found
 }
 
-/// Polls `search` until `done` holds for its texts (the index commits four times a second).
+/// [`until`] for a records search.
+async fn records_until(
+    client: &MemdClient,
+    request: pb::RetrieveMemoryRecordsRequest,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    until(|| texts(client, request.clone()), done).await
+}
+
+/// [`until`] for an events search.
 async fn events_until(
     client: &MemdClient,
     search: pb::SearchEventsRequest,
     done: impl Fn(&[String]) -> bool,
 ) -> Vec<String> {
-    let mut found = Vec::new();
-    for _ in 0..150 {
-        found = event_texts(client, search.clone()).await;
-        if done(&found) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    found
+    until(|| event_texts(client, search.clone()), done).await
 }
 
 #[tokio::test]

@@ -221,7 +221,7 @@ impl RecordIndex {
         );
         document.add_pre_tokenized_text(f.text, scoped_tokens(memory_id, &record.text));
         if !record.search_context.is_empty() {
-            // Found by the words around it too (the turn it came from and the one before).
+            // Found by the words around it too (the turn it came from and the two before).
             document
                 .add_pre_tokenized_text(f.text, scoped_tokens(memory_id, &record.search_context));
         }

@@ -104,16 +104,16 @@ pub fn scoped_tokens(scope: &str, text: &str) -> PreTokenizedString {
 /// A BM25 query for any of the words of `query` in `scope`; `None` when nothing is left to
 /// match (only stop words or punctuation), where a search would otherwise admit everything.
 pub fn scoped_query(field: Field, scope: &str, query: &str) -> Option<Box<dyn Query>> {
-    let mut analyzer = ANALYZER.clone();
-    let mut stream = analyzer.token_stream(query);
-    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-    while let Some(token) = stream.next() {
-        let term = Term::from_field_text(field, &scoped_word(scope, &token.text));
-        clauses.push((
-            Occur::Should,
-            Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
-        ));
-    }
+    let clauses: Vec<(Occur, Box<dyn Query>)> = scoped_tokens(scope, query)
+        .tokens
+        .into_iter()
+        .map(|token| {
+            let term = Term::from_field_text(field, &token.text);
+            let query: Box<dyn Query> =
+                Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs));
+            (Occur::Should, query)
+        })
+        .collect();
     (!clauses.is_empty()).then(|| Box::new(BooleanQuery::new(clauses)) as Box<dyn Query>)
 }
 
