@@ -3,6 +3,7 @@
 //! that make it fast (popcount; AVX2 and FMA), chosen at run time: the x86-64 baseline that
 //! release builds target has neither.
 
+use super::partitions::{List, ListQuery};
 use super::vectors::Admission;
 use std::collections::BinaryHeap;
 
@@ -75,6 +76,81 @@ fn scan_bits_portable<'a>(
             *top = (distance, slot as u32);
         }
     }
+}
+
+/// Offers each admitted vector of a partition list to `heap` (as [`scan_bits`] does) by its
+/// estimated similarity to the query, from the sign bits of its residual (see `List`). The
+/// key is the estimate's rank order reversed, so that the heap's top is the worst kept.
+pub(super) fn scan_list(
+    heap: &mut BinaryHeap<(u32, u32)>,
+    keep: usize,
+    query: &ListQuery,
+    list: &List,
+    cosines: &[f32],
+    admission: &Admission<'_>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("popcnt") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU supports popcnt, checked just above.
+        return unsafe { scan_list_popcnt(heap, keep, query, list, cosines, admission) };
+    }
+    scan_list_portable(heap, keep, query, list, cosines, admission)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+fn scan_list_popcnt(
+    heap: &mut BinaryHeap<(u32, u32)>,
+    keep: usize,
+    query: &ListQuery,
+    list: &List,
+    cosines: &[f32],
+    admission: &Admission<'_>,
+) {
+    scan_list_portable(heap, keep, query, list, cosines, admission)
+}
+
+#[inline(always)]
+fn scan_list_portable(
+    heap: &mut BinaryHeap<(u32, u32)>,
+    keep: usize,
+    query: &ListQuery,
+    list: &List,
+    cosines: &[f32],
+    admission: &Admission<'_>,
+) {
+    let words = query.bits.len();
+    let codes = list.slots.iter().zip(&list.terms).zip(list.bits.chunks_exact(words));
+    for ((slot, (norm, offset)), code) in codes {
+        let distance: u32 = code
+            .iter()
+            .zip(&query.bits)
+            .map(|(x, y)| (x ^ y).count_ones())
+            .sum();
+        let estimate = query.base + offset + query.norm * norm * cosines[distance as usize];
+        let key = worse_first(estimate);
+        let slot = *slot as usize;
+        if heap.len() < keep {
+            if admission.admits(slot) {
+                heap.push((key, slot as u32));
+            }
+        } else if let Some(mut top) = heap.peek_mut()
+            && key < top.0
+            && admission.admits(slot)
+        {
+            *top = (key, slot as u32);
+        }
+    }
+}
+
+/// A key that orders similarities from the highest (smallest key) to the lowest: the bits of
+/// an IEEE float, made monotonic over both signs, then reversed.
+#[inline(always)]
+fn worse_first(similarity: f32) -> u32 {
+    let bits = similarity.to_bits();
+    let ascending = if bits >> 31 == 1 { !bits } else { bits | 0x8000_0000 };
+    !ascending
 }
 
 /// Cosine similarity of `query` to each slot's int8 codes, as (similarity, slot). With AVX2
