@@ -427,9 +427,16 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
             if status.keyword_pending == 0 && keyword_done.is_none() {
                 keyword_done = Some(loading.elapsed());
             }
+            // A restarted server searches a large memory flat until its partitions are
+            // rebuilt (in the background, a minute or so per million vectors): not what
+            // is measured.
+            let partitioning = settings.is_some()
+                && count >= memd_server::retrieval::PARTITION_AT
+                && status.vectors_partitioned == 0;
             if status.keyword_pending == 0
                 && status.vectors_pending == 0
                 && !status.vectors_rebuilding
+                && !partitioning
             {
                 break;
             }

@@ -37,17 +37,40 @@ const UNPLACED: (u32, u32) = (u32::MAX, u32::MAX);
 /// lists, and the best estimates are rescored exactly.
 #[derive(Debug, Clone, Default)]
 pub struct List {
-    pub slots: Vec<u32>,
-    /// `words` sign bits of each slot's residual, in the order of `slots`.
+    pub members: Vec<Member>,
+    /// `words` sign bits of each member's residual, in the order of `members`.
     pub bits: Vec<u64>,
-    /// Per slot: `|r|` and `c·r`.
-    pub terms: Vec<(f32, f32)>,
+}
+
+/// A live vector in a list, with everything the scan reads about it: the filters' inputs
+/// are copied here from the space, because looking them up by slot for each vector that would
+/// take a place (tens of thousands per search at a million vectors) cost a cache miss each,
+/// about as much as the rest of the scan.
+#[derive(Debug, Clone, Copy)]
+pub struct Member {
+    pub slot: u32,
+    /// The space's interned tag names and time field of the slot.
+    pub tags: [u32; 3],
+    pub time: u64,
+    /// `|r|` and `c·r` (see [`List`]).
+    pub norm: f32,
+    pub offset: f32,
+}
+
+/// A vector as the space hands it to its partitions.
+pub struct Placed<'a> {
+    pub slot: usize,
+    pub codes: &'a [i8],
+    pub scale: f32,
+    pub tags: [u32; 3],
+    pub time: u64,
 }
 
 /// A vector's residual code within its list.
 struct Residual {
     bits: Vec<u64>,
-    terms: (f32, f32),
+    norm: f32,
+    offset: f32,
 }
 
 /// What a search needs to estimate similarities within one list.
@@ -121,12 +144,11 @@ impl Partitions {
         }
     }
 
-    /// Every `(slot, codes, scale)` of a space, placed; the sample is taken from the same
-    /// vectors.
+    /// Every live vector of a space, placed; the sample is taken from the same vectors.
     pub fn build<'a>(
         dims: usize,
         words: usize,
-        vectors: impl Iterator<Item = (usize, &'a [i8], f32)> + Clone,
+        vectors: impl Iterator<Item = Placed<'a>> + Clone,
         count: usize,
     ) -> Self {
         let want = LISTS * SAMPLE_PER_LIST;
@@ -135,15 +157,15 @@ impl Partitions {
             .clone()
             .step_by(step)
             .take(want)
-            .map(|(_, codes, _)| {
-                let mut v: Vec<f32> = codes.iter().map(|c| f32::from(*c)).collect();
+            .map(|vector| {
+                let mut v: Vec<f32> = vector.codes.iter().map(|c| f32::from(*c)).collect();
                 crate::embedding::normalize(&mut v);
                 v
             })
             .collect();
         let mut partitions = Self::train(dims, words, &sample);
-        for (slot, codes, scale) in vectors {
-            partitions.place(slot, codes, scale);
+        for vector in vectors {
+            partitions.place(&vector);
         }
         partitions
     }
@@ -162,46 +184,61 @@ impl Partitions {
             .collect();
         Residual {
             bits: float_sign_bits(&residual, self.words),
-            terms: (norm(&residual), dot_f32(centroid, &residual)),
+            norm: norm(&residual),
+            offset: dot_f32(centroid, &residual),
         }
     }
 
-    /// Puts `slot` (its int8 codes and their scale) in the list of the centroid nearest to it,
-    /// moving it if its vector changed lists.
-    pub fn place(&mut self, slot: usize, codes: &[i8], scale: f32) {
-        let list = nearest(&self.centroids, self.dims, |c| dot(c, codes));
-        let code = self.residual(list, codes, scale);
+    /// Puts a vector in the list of the centroid nearest to it, moving it if its vector
+    /// changed lists, or updates it in place.
+    pub fn place(&mut self, vector: &Placed<'_>) {
+        let list = nearest(&self.centroids, self.dims, |c| dot(c, vector.codes));
+        let code = self.residual(list, vector.codes, vector.scale);
+        let member = Member {
+            slot: vector.slot as u32,
+            tags: vector.tags,
+            time: vector.time,
+            norm: code.norm,
+            offset: code.offset,
+        };
         let list = list as u32;
-        if self.place.len() <= slot {
-            self.place.resize(slot + 1, UNPLACED);
-        }
         let words = self.words;
-        let (old, position) = self.place[slot];
-        if old == list {
-            let members = &mut self.lists[list as usize];
-            let at = position as usize;
-            members.bits[at * words..(at + 1) * words].copy_from_slice(&code.bits);
-            members.terms[at] = code.terms;
-            return;
-        }
-        if old != UNPLACED.0 {
-            let members = &mut self.lists[old as usize];
-            let (position, last) = (position as usize, members.slots.len() - 1);
-            members.slots.swap_remove(position);
-            members.terms.swap_remove(position);
-            if position != last {
-                members
-                    .bits
-                    .copy_within(last * words..(last + 1) * words, position * words);
-                self.place[members.slots[position] as usize].1 = position as u32;
+        match self.place.get(vector.slot) {
+            Some(&(old, at)) if old == list => {
+                let members = &mut self.lists[list as usize];
+                let at = at as usize;
+                members.bits[at * words..(at + 1) * words].copy_from_slice(&code.bits);
+                members.members[at] = member;
+                return;
             }
-            members.bits.truncate(last * words);
+            _ => self.remove(vector.slot),
+        }
+        if self.place.len() <= vector.slot {
+            self.place.resize(vector.slot + 1, UNPLACED);
         }
         let members = &mut self.lists[list as usize];
-        self.place[slot] = (list, members.slots.len() as u32);
-        members.slots.push(slot as u32);
+        self.place[vector.slot] = (list, members.members.len() as u32);
+        members.members.push(member);
         members.bits.extend_from_slice(&code.bits);
-        members.terms.push(code.terms);
+    }
+
+    /// Takes `slot` out of its list (a deleted vector), if it is in one.
+    pub fn remove(&mut self, slot: usize) {
+        let Some(&(list, position)) = self.place.get(slot).filter(|p| p.0 != UNPLACED.0) else {
+            return;
+        };
+        self.place[slot] = UNPLACED;
+        let words = self.words;
+        let members = &mut self.lists[list as usize];
+        let (position, last) = (position as usize, members.members.len() - 1);
+        members.members.swap_remove(position);
+        if position != last {
+            members
+                .bits
+                .copy_within(last * words..(last + 1) * words, position * words);
+            self.place[members.members[position].slot as usize].1 = position as u32;
+        }
+        members.bits.truncate(last * words);
     }
 
     /// The same centroids and lists for renumbered slots: `renumbered` gives each kept slot's
@@ -218,12 +255,14 @@ impl Partitions {
             };
             let (from, at) = (&self.lists[list as usize], at as usize);
             let members = &mut lists[list as usize];
-            place.push((list, members.slots.len() as u32));
-            members.slots.push(new as u32);
+            place.push((list, members.members.len() as u32));
+            members.members.push(Member {
+                slot: new as u32,
+                ..from.members[at]
+            });
             members
                 .bits
                 .extend_from_slice(&from.bits[at * words..(at + 1) * words]);
-            members.terms.push(from.terms[at]);
         }
         Self {
             lists,
@@ -258,6 +297,12 @@ impl Partitions {
             base,
             norm: norm(&residual),
         }
+    }
+
+    /// Vectors in all lists.
+    #[cfg(test)]
+    pub fn members(&self) -> usize {
+        self.lists.iter().map(|l| l.members.len()).sum()
     }
 
     /// One list.

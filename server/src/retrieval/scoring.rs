@@ -121,25 +121,24 @@ fn scan_list_portable(
     admission: &Admission<'_>,
 ) {
     let words = query.bits.len();
-    let codes = list.slots.iter().zip(&list.terms).zip(list.bits.chunks_exact(words));
-    for ((slot, (norm, offset)), code) in codes {
+    for (member, code) in list.members.iter().zip(list.bits.chunks_exact(words)) {
         let distance: u32 = code
             .iter()
             .zip(&query.bits)
             .map(|(x, y)| (x ^ y).count_ones())
             .sum();
-        let estimate = query.base + offset + query.norm * norm * cosines[distance as usize];
+        let estimate =
+            query.base + member.offset + query.norm * member.norm * cosines[distance as usize];
         let key = worse_first(estimate);
-        let slot = *slot as usize;
         if heap.len() < keep {
-            if admission.admits(slot) {
-                heap.push((key, slot as u32));
+            if admission.admits_member(member) {
+                heap.push((key, member.slot));
             }
         } else if let Some(mut top) = heap.peek_mut()
             && key < top.0
-            && admission.admits(slot)
+            && admission.admits_member(member)
         {
-            *top = (key, slot as u32);
+            *top = (key, member.slot);
         }
     }
 }
@@ -149,18 +148,27 @@ fn scan_list_portable(
 #[inline(always)]
 fn worse_first(similarity: f32) -> u32 {
     let bits = similarity.to_bits();
-    let ascending = if bits >> 31 == 1 { !bits } else { bits | 0x8000_0000 };
+    let ascending = if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    };
     !ascending
 }
 
 /// Cosine similarity of `query` to each slot's int8 codes, as (similarity, slot). With AVX2
 /// and FMA where the CPU has them (detected at run time; the x86-64 baseline has neither and
 /// its conversions of int8 to float take several instructions each).
+///
+/// Candidates are scattered over the whole space (a million vectors: 384 MB of codes), so
+/// each one's codes are a cache miss: the codes of the slot `PREFETCH` ahead are requested
+/// while one is scored, so that several misses are in flight instead of one at a time.
+/// Ascending slots (sort them first) also spare TLB misses.
 pub(super) fn similarities(
     query: &[f32],
     codes: &[i8],
     scales: &[f32],
-    slots: impl Iterator<Item = usize>,
+    slots: &[u32],
 ) -> Vec<(f32, u32)> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -177,25 +185,49 @@ fn similarities_avx2(
     query: &[f32],
     codes: &[i8],
     scales: &[f32],
-    slots: impl Iterator<Item = usize>,
+    slots: &[u32],
 ) -> Vec<(f32, u32)> {
     similarities_portable(query, codes, scales, slots)
 }
+
+/// Slots ahead whose codes are requested while one is scored.
+const PREFETCH: usize = 8;
 
 #[inline(always)]
 fn similarities_portable(
     query: &[f32],
     codes: &[i8],
     scales: &[f32],
-    slots: impl Iterator<Item = usize>,
+    slots: &[u32],
 ) -> Vec<(f32, u32)> {
     let dims = query.len();
+    let row = |slot: u32| &codes[slot as usize * dims..(slot as usize + 1) * dims];
     slots
-        .map(|s| {
-            let similarity = dot(query, &codes[s * dims..(s + 1) * dims]) * scales[s];
-            (similarity, s as u32)
+        .iter()
+        .enumerate()
+        .map(|(i, &slot)| {
+            if let Some(&ahead) = slots.get(i + PREFETCH) {
+                prefetch(row(ahead));
+            }
+            let similarity = dot(query, row(slot)) * scales[slot as usize];
+            (similarity, slot)
         })
         .collect()
+}
+
+/// Asks for `bytes` to be brought into the cache (a hint: no effect on results).
+#[inline(always)]
+fn prefetch(bytes: &[i8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch never faults, and the address is inside a live slice.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
 
 /// Similarity of a float vector and int8 codes (unscaled).

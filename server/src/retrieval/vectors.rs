@@ -23,7 +23,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::partitions::Partitions;
+use super::partitions::{Member, Partitions, Placed};
 use super::scoring::{scan_bits, scan_list, sign_bits, similarities};
 
 /// Vectors rescored with full codes per search, at least (all of them when no more pass the
@@ -38,7 +38,6 @@ pub const PARTITION_AT: usize = 100_000;
 /// A search of a partitioned space visits lists until it has seen one in `PROBE_SHARE` of the
 /// vectors (and enough admitted ones to fill the page).
 const PROBE_SHARE: usize = 16;
-
 
 /// A vector with what searches filter it by.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +123,8 @@ struct Space {
     partitions: Option<Partitions>,
     /// Set by whoever builds the partitions, so that no one else does the same work.
     partitioning: AtomicBool,
+    /// Slots written while partitions were being built, placed again when they are installed.
+    touched: Vec<u32>,
     /// Times the slots were renumbered (partitions built before that are void).
     compactions: u64,
 }
@@ -170,8 +171,28 @@ impl Space {
         self.bits[slot * words..(slot + 1) * words].copy_from_slice(&bits);
         self.codes[slot * dims..(slot + 1) * dims].copy_from_slice(&entry.code.codes);
         self.scales[slot] = entry.code.scale;
-        if let Some(partitions) = &mut self.partitions {
-            partitions.place(slot, &entry.code.codes, entry.code.scale);
+        let vector = Placed {
+            slot,
+            codes: &entry.code.codes,
+            scale: entry.code.scale,
+            tags,
+            time: entry.time,
+        };
+        match &mut self.partitions {
+            Some(partitions) => partitions.place(&vector),
+            None if self.partitioning.load(Ordering::Acquire) => self.touched.push(slot as u32),
+            None => {}
+        }
+    }
+
+    /// The vector in `slot` as its partitions take it.
+    fn vector(&self, slot: usize, dims: usize) -> Placed<'_> {
+        Placed {
+            slot,
+            codes: &self.codes[slot * dims..(slot + 1) * dims],
+            scale: self.scales[slot],
+            tags: self.tags[slot],
+            time: self.time[slot],
         }
     }
 
@@ -182,23 +203,22 @@ impl Space {
             && !self.partitioning.load(Ordering::Acquire)
     }
 
-    /// The live slots with their codes and sign bits.
-    fn live_vectors(
-        &self,
-        dims: usize,
-    ) -> impl Iterator<Item = (usize, &[i8], f32)> + Clone {
+    /// The live slots as their partitions take them.
+    fn live_vectors(&self, dims: usize) -> impl Iterator<Item = Placed<'_>> + Clone {
         (0..self.keys.len())
             .filter(|slot| self.alive[*slot])
-            .map(move |slot| {
-                let codes = &self.codes[slot * dims..(slot + 1) * dims];
-                (slot, codes, self.scales[slot])
-            })
+            .map(move |slot| self.vector(slot, dims))
     }
 
     fn kill(&mut self, slot: usize) {
         if self.alive[slot] {
             self.alive[slot] = false;
             self.live -= 1;
+            match &mut self.partitions {
+                Some(partitions) => partitions.remove(slot),
+                None if self.partitioning.load(Ordering::Acquire) => self.touched.push(slot as u32),
+                None => {}
+            }
         }
     }
 
@@ -257,13 +277,22 @@ pub(super) struct Admission<'a> {
 impl Admission<'_> {
     #[inline(always)]
     pub(super) fn admits(&self, slot: usize) -> bool {
-        self.alive[slot]
-            && self
-                .name_ok
-                .iter()
-                .zip(&self.tags[slot])
-                .all(|(ok, tag)| ok.as_ref().is_none_or(|ok| ok[*tag as usize]))
-            && self.time_ok.is_none_or(|f| f(self.time[slot]))
+        self.alive[slot] && self.admits_with(slot, &self.tags[slot], self.time[slot])
+    }
+
+    /// [`Admission::admits`] for a list member (live, with its tags and time at hand).
+    #[inline(always)]
+    pub(super) fn admits_member(&self, member: &Member) -> bool {
+        self.admits_with(member.slot as usize, &member.tags, member.time)
+    }
+
+    #[inline(always)]
+    fn admits_with(&self, slot: usize, tags: &[u32; 3], time: u64) -> bool {
+        self.name_ok
+            .iter()
+            .zip(tags)
+            .all(|(ok, tag)| ok.as_ref().is_none_or(|ok| ok[*tag as usize]))
+            && self.time_ok.is_none_or(|f| f(time))
             && self
                 .allowed
                 .is_none_or(|keys| keys.contains(&*self.keys[slot]))
@@ -385,17 +414,17 @@ impl VectorIndex {
 
     /// Trains and fills the partitions of a space under a read lock (searches go on, flat,
     /// meanwhile: a few seconds at 100k vectors on 2 cores), then installs them, placing what
-    /// was added meanwhile. One caller at a time per space; others return at once.
+    /// was written meanwhile. One caller at a time per space; others return at once.
     fn partition(&self, space: &RwLock<Space>) {
         let started = std::time::Instant::now();
-        let (partitions, placed, compactions) = {
+        let (partitions, compactions) = {
             let space = space.read().unwrap_or_else(|p| p.into_inner());
             if space.partitioning.swap(true, Ordering::AcqRel) {
                 return;
             }
             let vectors = space.live_vectors(self.dims);
             let partitions = Partitions::build(self.dims, self.words, vectors, space.live);
-            (partitions, space.keys.len(), space.compactions)
+            (partitions, space.compactions)
         };
         let mut space = space.write().unwrap_or_else(|p| p.into_inner());
         if space.compactions != compactions {
@@ -404,14 +433,15 @@ impl VectorIndex {
             return;
         }
         let mut partitions = partitions;
-        // Slots added meanwhile. (A vector replaced meanwhile keeps the list of its old value;
-        // the server has one writer per index, the thread that calls this.)
-        let added: Vec<_> = space
-            .live_vectors(self.dims)
-            .filter(|(slot, _, _)| *slot >= placed)
-            .collect();
-        for (slot, codes, scale) in added {
-            partitions.place(slot, codes, scale);
+        // Slots written between the build and this write lock (the build itself holds a read
+        // lock: no writes during it).
+        for slot in std::mem::take(&mut space.touched) {
+            let slot = slot as usize;
+            if space.alive[slot] {
+                partitions.place(&space.vector(slot, self.dims));
+            } else {
+                partitions.remove(slot);
+            }
         }
         space.partitions = Some(partitions);
         tracing::info!(
@@ -478,9 +508,8 @@ impl VectorIndex {
         keys.iter()
             .map(|key| {
                 let slot = *space.slot_of.get(*key)? as usize;
-                space.alive[slot].then(|| {
-                    similarities(query, &space.codes, &space.scales, std::iter::once(slot))[0].0
-                })
+                space.alive[slot]
+                    .then(|| similarities(query, &space.codes, &space.scales, &[slot as u32])[0].0)
             })
             .collect()
     }
@@ -492,8 +521,10 @@ impl VectorIndex {
             return Vec::new();
         };
         let space = space.read().unwrap_or_else(|p| p.into_inner());
-        let live = (0..space.keys.len()).filter(|s| space.alive[*s]);
-        let mut scored = similarities(query, &space.codes, &space.scales, live);
+        let live: Vec<u32> = (0..space.keys.len() as u32)
+            .filter(|s| space.alive[*s as usize])
+            .collect();
+        let mut scored = similarities(query, &space.codes, &space.scales, &live);
         scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
         scored.truncate(limit);
         scored
@@ -555,15 +586,16 @@ impl VectorIndex {
                     let list = partitions.list(list);
                     let cosines = partitions.cosines();
                     scan_list(&mut heap, keep, &list_query, list, cosines, &admission);
-                    seen += list.slots.len();
+                    seen += list.members.len();
                     if seen >= cover && heap.len() >= limit {
                         break;
                     }
                 }
             }
         }
-        let candidates = heap.into_iter().map(|(_, slot)| slot as usize);
-        let mut scored = similarities(query, &space.codes, &space.scales, candidates);
+        let mut candidates: Vec<u32> = heap.into_iter().map(|(_, slot)| slot).collect();
+        candidates.sort_unstable();
+        let mut scored = similarities(query, &space.codes, &space.scales, &candidates);
         scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         scored.truncate(limit);
         scored
@@ -872,20 +904,49 @@ mod tests {
             index.delete("m", i.to_string().as_bytes());
         }
         assert_eq!(index.len("m"), 601);
-        assert!(
-            index
-                .space("m")
-                .unwrap()
-                .read()
-                .unwrap()
-                .partitions
-                .is_some()
-        );
+        let space = index.space("m").unwrap();
+        let members = space
+            .read()
+            .unwrap()
+            .partitions
+            .as_ref()
+            .map(|p| p.members());
+        assert_eq!(members, Some(601), "the lists hold the live vectors only");
         assert_eq!(top(&index), ["5"]);
         let kept = &vectors[30];
         assert_eq!(
             keys(&index.search("m", kept, &VectorFilter::default(), 1)),
             ["30"]
+        );
+    }
+
+    #[test]
+    fn a_partitioned_search_filters_by_what_was_written_last() {
+        // Lists keep copies of each vector's tags: a rewrite must reach them, a delete must
+        // take the vector out.
+        let vectors = clustered(6_000, 100, 32);
+        let index = partitioned(&vectors, 2_000, |_| "/a");
+        let namespace = |wanted: &'static str| move |ns: &str| ns == wanted;
+        let (in_a, in_b) = (namespace("/a"), namespace("/b"));
+        let search = |ns: &(dyn Fn(&str) -> bool + Sync)| {
+            let filter = VectorFilter {
+                tags: [Some(ns), None, None],
+                ..Default::default()
+            };
+            keys(&index.search("m", &vectors[5], &filter, 3))
+        };
+        assert_eq!(search(&in_a)[0], "5");
+        index.upsert("m", &entry("5", ["/b", "", ""], 0, &vectors[5]));
+        assert_eq!(search(&in_b), ["5"]);
+        assert!(!search(&in_a).contains(&"5".to_string()));
+        index.delete("m", b"5");
+        assert_eq!(search(&in_b), Vec::<String>::new());
+        let space = index.space("m").unwrap();
+        let space = space.read().unwrap();
+        let members = space.partitions.as_ref().unwrap().members();
+        assert_eq!(
+            members, space.live,
+            "every live vector in one list, no dead one"
         );
     }
 
