@@ -2,13 +2,14 @@
 //! semantic (embeddings), and hybrid (both, their normalised scores combined). Every filter
 //! of a search applies inside each of them.
 
-use super::fusion::convex;
+use super::fusion::{convex, demote_restated};
 use super::index::{RecordHit, RecordSearch};
-use super::source_turns::source_turn_scores;
+use super::source_turns::{read_sources, source_turn_scores};
 use super::vectors::{NameFilter, TimeFilter, VectorFilter};
 use super::{EventHit, EventSearch, Retrieval};
 use crate::error::{Result, ServiceError};
 use crate::store::Store;
+use std::collections::HashMap;
 use std::sync::Arc;
 use wildmatch::WildMatch;
 
@@ -141,8 +142,12 @@ impl Retrieval {
             hits.into_iter().map(|h| (h.record_id, h.score)).collect()
         };
         let (keyword, semantic) = (scored(keyword), scored(semantic));
-        let turns = match &self.semantic {
-            Some(embeddings) if embeddings.events => {
+        // Where the memory's turns are embedded its records come from extraction: read the
+        // candidates' sources, for the source-turn ranking and to demote restatements.
+        let sourced = match &self.semantic {
+            Some(embeddings)
+                if embeddings.events && embeddings.vectors.events.len(&search.memory_id) > 0 =>
+            {
                 let mut candidates: Vec<&str> = keyword
                     .iter()
                     .chain(&semantic)
@@ -150,25 +155,27 @@ impl Retrieval {
                     .collect();
                 candidates.sort_unstable();
                 candidates.dedup();
-                source_turn_scores(
-                    store,
-                    &embeddings.vectors,
-                    &search.memory_id,
-                    vector,
-                    candidates,
-                )?
+                let sourced = read_sources(store, &search.memory_id, candidates)?;
+                let turns =
+                    source_turn_scores(&embeddings.vectors, &search.memory_id, vector, &sourced);
+                Some((sourced, turns))
             }
-            _ => Vec::new(),
+            _ => None,
         };
-        let lists = if turns.is_empty() {
-            vec![(KEYWORD_WEIGHT, keyword), (1.0 - KEYWORD_WEIGHT, semantic)]
-        } else {
-            vec![(THIRD, keyword), (THIRD, semantic), (THIRD, turns)]
+        let Some((sourced, turns)) = sourced.filter(|(_, turns)| !turns.is_empty()) else {
+            let lists = [(KEYWORD_WEIGHT, keyword), (1.0 - KEYWORD_WEIGHT, semantic)];
+            return Ok(hits(convex(&lists, search.limit)));
         };
-        Ok(convex(&lists, search.limit)
-            .into_iter()
-            .map(|(record_id, score)| RecordHit { record_id, score })
-            .collect())
+        let lists = [(THIRD, keyword), (THIRD, semantic), (THIRD, turns)];
+        let sources: HashMap<&str, &[Vec<u8>]> = sourced
+            .iter()
+            .map(|c| (c.record_id.as_str(), c.sources.as_slice()))
+            .collect();
+        let mut fused = demote_restated(convex(&lists, usize::MAX), |id: &String| {
+            sources.get(id.as_str()).copied().unwrap_or_default()
+        });
+        fused.truncate(search.limit);
+        Ok(hits(fused))
     }
 
     /// [`Retrieval::search_records`] for the API: in hybrid mode the keyword search runs on
@@ -266,6 +273,13 @@ impl Retrieval {
             .map(|(event_key, score)| EventHit { event_key, score })
             .collect())
     }
+}
+
+fn hits(fused: Vec<(String, f32)>) -> Vec<RecordHit> {
+    fused
+        .into_iter()
+        .map(|(record_id, score)| RecordHit { record_id, score })
+        .collect()
 }
 
 async fn blocking<T: Send + 'static>(

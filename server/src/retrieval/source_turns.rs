@@ -24,30 +24,44 @@ fn source_keys(memory_id: &str, record: &StoredRecord) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A candidate record and the event keys of the turns it was drawn from.
+pub(super) struct Sourced {
+    pub record_id: String,
+    pub sources: Vec<Vec<u8>>,
+}
+
+/// The candidates that exist, with their sources (blocking; reads each record).
+pub(super) fn read_sources<'a>(
+    store: &Store,
+    memory_id: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<Sourced>> {
+    let mut sourced = Vec::new();
+    for record_id in candidates {
+        if let Some(record) = store.stored_record(memory_id, record_id)? {
+            sourced.push(Sourced {
+                record_id: record_id.to_string(),
+                sources: source_keys(memory_id, &record),
+            });
+        }
+    }
+    Ok(sourced)
+}
+
 /// Each candidate's best similarity between `query` and the embedding of one of its source
 /// events, or of the record itself where none of them is embedded (a record written through
 /// the API is its own source). Empty when no candidate has an embedded source: the ranking
-/// would only repeat the record-embedding one (blocking; reads the candidates' records).
-pub(super) fn source_turn_scores<'a>(
-    store: &Store,
+/// would only repeat the record-embedding one.
+pub(super) fn source_turn_scores(
     vectors: &Vectors,
     memory_id: &str,
     query: &[f32],
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Result<Vec<(String, f32)>> {
-    if vectors.events.len(memory_id) == 0 {
-        // No embedded turn in the memory (records written through the API, or events not
-        // embedded): nothing to read the candidates for.
-        return Ok(Vec::new());
-    }
+    candidates: &[Sourced],
+) -> Vec<(String, f32)> {
     let mut scores = Vec::new();
     let mut any_turn = false;
-    for record_id in candidates {
-        let Some(record) = store.stored_record(memory_id, record_id)? else {
-            continue;
-        };
-        let sources = source_keys(memory_id, &record);
-        let refs: Vec<&[u8]> = sources.iter().map(Vec::as_slice).collect();
+    for candidate in candidates {
+        let refs: Vec<&[u8]> = candidate.sources.iter().map(Vec::as_slice).collect();
         let best_turn = vectors
             .events
             .similarities_of(memory_id, query, &refs)
@@ -55,16 +69,17 @@ pub(super) fn source_turn_scores<'a>(
             .flatten()
             .reduce(f32::max);
         any_turn |= best_turn.is_some();
+        let record_id = &candidate.record_id;
         let score = best_turn.or_else(|| {
             vectors
                 .records
                 .similarities_of(memory_id, query, &[record_id.as_bytes()])[0]
         });
         if let Some(score) = score {
-            scores.push((record_id.to_string(), score));
+            scores.push((record_id.clone(), score));
         }
     }
-    Ok(if any_turn { scores } else { Vec::new() })
+    if any_turn { scores } else { Vec::new() }
 }
 
 #[cfg(test)]
@@ -137,14 +152,10 @@ mod tests {
             "m-1",
             &entry(&keys::event_key(&session, turns[1]), &[1.0, 0.0]),
         );
-        let scores = source_turn_scores(
-            &store,
-            &vectors,
-            "m-1",
-            &query,
-            ["fact", "api", "far", "gone"],
-        )
-        .unwrap();
+        let candidates = read_sources(&store, "m-1", ["fact", "api", "far", "gone"]).unwrap();
+        assert_eq!(candidates.len(), 3, "what does not exist is left out");
+        assert_eq!(candidates[0].sources.len(), 2);
+        let scores = source_turn_scores(&vectors, "m-1", &query, &candidates);
         let of = |id: &str| scores.iter().find(|(r, _)| r == id).map(|(_, s)| *s);
         assert!((of("fact").unwrap() - 1.0).abs() < 0.02, "{scores:?}");
         // Its only turn is embedded but far from the query: that is its score.
@@ -153,10 +164,7 @@ mod tests {
         assert!((of("api").unwrap() - 0.6).abs() < 0.02, "{scores:?}");
         assert_eq!(of("gone"), None);
         // Where no candidate has an embedded turn there is no third ranking.
-        assert!(
-            source_turn_scores(&store, &vectors, "m-1", &query, ["api"])
-                .unwrap()
-                .is_empty()
-        );
+        let api = read_sources(&store, "m-1", ["api"]).unwrap();
+        assert!(source_turn_scores(&vectors, "m-1", &query, &api).is_empty());
     }
 }
