@@ -636,3 +636,90 @@ async fn a_partitioned_memory_keeps_filters_inside_and_survives_a_restart() {
     }
     assert!(partitioned, "the loaded vectors were never partitioned");
 }
+
+#[tokio::test]
+async fn a_record_that_restates_a_better_ones_turn_moves_down() {
+    let server = TestServer::start_with(with_embeddings).await;
+    let admin = server.admin().await;
+    let m = admin
+        .create_memory(pb::CreateMemoryRequest {
+            name: "restated".into(),
+            strategies: vec![pb::MemoryStrategy {
+                strategy_id: "facts".into(),
+                r#type: pb::StrategyType::Semantic as i32,
+                triggers: Some(pb::ExtractionTriggers {
+                    message_count: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .memory_id;
+    // The first turn gives two facts about the kayak; the second turn's fact is about a canoe,
+    // less close to the query than either.
+    for text in [
+        "I bought a red kayak last week. I take my kayak out on the lake every morning.",
+        "My brother Tom paddles a canoe on the river.",
+        "The quarterly tax forms are due on Friday.",
+        "I am learning to bake sourdough bread.",
+    ] {
+        admin
+            .create_event(memd_tests::named_event(&m, "ann", "s1", "Ann", text))
+            .await
+            .unwrap();
+    }
+    let kayak = || {
+        let mut req = request(&m, "", "kayak", pb::SearchMode::Hybrid);
+        req.search_criteria.as_mut().unwrap().strategy_id = "facts".into();
+        req
+    };
+    let mut hits = Vec::new();
+    for _ in 0..600 {
+        settled(&admin).await;
+        hits = admin
+            .retrieve_memory_records(kayak())
+            .await
+            .unwrap()
+            .memory_records;
+        // Hybrid search returns every record here (each has some similarity): wait for the
+        // five facts of the four turns.
+        if hits.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let records: Vec<(String, Vec<String>, f64)> = hits
+        .into_iter()
+        .map(|r| {
+            let record = r.memory_record.unwrap();
+            (record.text, record.source_event_ids, r.score)
+        })
+        .collect();
+    let from_first: Vec<usize> = (0..records.len())
+        .filter(|i| records[*i].0.contains("kayak") && !records[*i].0.contains("Tom"))
+        .collect();
+    let brother = records.iter().position(|r| r.0.contains("Tom"));
+    assert_eq!(
+        from_first.len(),
+        2,
+        "two facts of the first turn: {records:#?}"
+    );
+    assert_eq!(
+        records[from_first[0]].1, records[from_first[1]].1,
+        "both cite the first turn: {records:#?}"
+    );
+    // The second fact of the first turn only restates its turn: the other turn's fact takes
+    // the place before it (without the demotion it ranks third).
+    let brother = brother.unwrap_or_else(|| panic!("the brother's fact: {records:#?}"));
+    assert!(
+        from_first[0] < brother && brother < from_first[1],
+        "{records:#?}"
+    );
+    assert!(
+        records.windows(2).all(|w| w[0].2 >= w[1].2),
+        "scores still descend: {records:#?}"
+    );
+}
