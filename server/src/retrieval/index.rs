@@ -91,6 +91,14 @@ pub fn metadata_number(value: &str) -> Option<f64> {
         .map(|t| t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9)
 }
 
+/// Documents whose `field` holds exactly `value`.
+fn term(field: Field, value: &str) -> Box<dyn Query> {
+    Box::new(TermQuery::new(
+        Term::from_field_text(field, value),
+        IndexRecordOption::Basic,
+    ))
+}
+
 /// Order-preserving text for a number: byte order of the terms is numeric order.
 fn numeric_term(key: &str, number: f64) -> String {
     let bits = number.to_bits();
@@ -273,12 +281,6 @@ impl RecordIndex {
     ) -> Result<Vec<(Occur, Box<dyn Query>)>> {
         let f = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        let term = |field: Field, value: &str| -> Box<dyn Query> {
-            Box::new(TermQuery::new(
-                Term::from_field_text(field, value),
-                IndexRecordOption::Basic,
-            ))
-        };
         let prefix = |prefix: &str| -> Box<dyn Query> {
             let upper = match successor(prefix) {
                 Some(end) => Bound::Excluded(Term::from_field_text(f.namespace, &end)),
@@ -375,10 +377,7 @@ impl RecordIndex {
     pub fn matching_ids(&self, search: &RecordSearch) -> Result<HashSet<Vec<u8>>> {
         let searcher = self.inner.searcher();
         let mut clauses = self.filters(search, &searcher)?;
-        clauses.push(filter(Box::new(TermQuery::new(
-            Term::from_field_text(self.fields.memory_id, &search.memory_id),
-            IndexRecordOption::Basic,
-        ))));
+        clauses.push(filter(term(self.fields.memory_id, &search.memory_id)));
         clauses.push((Occur::Must, Box::new(AllQuery)));
         let found = searcher
             .search(&BooleanQuery::new(clauses), &DocSetCollector)
