@@ -242,9 +242,14 @@ impl Partitions {
     }
 
     /// The same centroids and lists for renumbered slots: `renumbered` gives each kept slot's
-    /// old number, in the order of the new numbers (0, 1, ...). Every vector stays in its list
-    /// with its code, so nothing is computed again.
-    pub fn renumbered(self, renumbered: impl Iterator<Item = usize>) -> Self {
+    /// old number, in the order of the new numbers (0, 1, ...), and `tags` a new slot's tags
+    /// (the renumbered space interns its names again, so their ids change). Every vector
+    /// stays in its list with its code, so nothing is computed again.
+    pub fn renumbered(
+        self,
+        renumbered: impl Iterator<Item = usize>,
+        tags: impl Fn(usize) -> [u32; 3],
+    ) -> Self {
         let words = self.words;
         let mut lists = vec![List::default(); self.lists.len()];
         let mut place = Vec::new();
@@ -258,6 +263,7 @@ impl Partitions {
             place.push((list, members.members.len() as u32));
             members.members.push(Member {
                 slot: new as u32,
+                tags: tags(new),
                 ..from.members[at]
             });
             members

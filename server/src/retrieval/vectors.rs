@@ -253,11 +253,12 @@ impl Space {
                 },
             );
         }
-        // Same centroids and lists, under the new slot numbers.
-        self.partitions = partitions.map(|p| {
+        // Same centroids and lists, under the new slot numbers and name ids.
+        let renumbered = partitions.map(|p| {
             let kept = (0..old.keys.len()).filter(|s| old.alive[*s]);
-            p.renumbered(kept)
+            p.renumbered(kept, |new| self.tags[new])
         });
+        self.partitions = renumbered;
     }
 }
 
@@ -948,6 +949,31 @@ mod tests {
             members, space.live,
             "every live vector in one list, no dead one"
         );
+    }
+
+    #[test]
+    fn compaction_keeps_the_lists_filters_right() {
+        // Compaction interns the names again, in the order of the live vectors: "/b" comes
+        // first once every "/a" vector is gone. The lists' copies of the tags must follow.
+        let vectors = clustered(6_000, 100, 32);
+        let index = partitioned(&vectors, 2_000, |i| if i < 3_000 { "/a" } else { "/b" });
+        for i in 0..3_000 {
+            index.delete("m", i.to_string().as_bytes());
+        }
+        assert_eq!(index.len("m"), 3_000);
+        let in_b = |ns: &str| ns == "/b";
+        let filter = VectorFilter {
+            tags: [Some(&in_b), None, None],
+            ..Default::default()
+        };
+        let hits = index.search("m", &vectors[4_321], &filter, 5);
+        assert_eq!(keys(&hits)[0], "4321", "{hits:?}");
+        let none = |ns: &str| ns == "/a";
+        let filter = VectorFilter {
+            tags: [Some(&none), None, None],
+            ..Default::default()
+        };
+        assert!(index.search("m", &vectors[4_321], &filter, 5).is_empty());
     }
 
     #[test]
