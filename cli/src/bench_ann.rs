@@ -36,6 +36,10 @@ pub struct AnnArgs {
     /// directory (its largest memory), e.g. one kept by `memctl bench retrieve --keep-data`.
     #[arg(long, conflicts_with_all = ["vectors", "data"])]
     stored: Option<std::path::PathBuf>,
+    /// Candidates rescored with the int8 codes per search (the server's: 4000): the
+    /// trade-off between recall and time.
+    #[arg(long, default_value_t = memd_server::retrieval::CANDIDATES)]
+    candidates: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
@@ -86,7 +90,12 @@ fn vector(data: Data, n: usize, count: usize, dims: usize) -> Vec<f32> {
 /// vector in a thousand kept to make queries from.
 type Built = (Arc<VectorIndex>, Arc<VectorIndex>, Vec<Vec<f32>>);
 
-fn build(entries: impl Iterator<Item = VectorEntry>, count: usize, dims: usize) -> Built {
+fn build(
+    entries: impl Iterator<Item = VectorEntry>,
+    count: usize,
+    dims: usize,
+    candidates: usize,
+) -> Built {
     let entries: Vec<VectorEntry> = entries.collect();
     let timed = |index: VectorIndex| {
         let started = std::time::Instant::now();
@@ -95,8 +104,12 @@ fn build(entries: impl Iterator<Item = VectorEntry>, count: usize, dims: usize) 
         }
         (Arc::new(index), started.elapsed().as_secs_f64())
     };
-    let (searched, searched_s) = timed(VectorIndex::new(dims));
-    let (flat, flat_s) = timed(VectorIndex::new(dims).partitioned_from(usize::MAX));
+    let (searched, searched_s) = timed(VectorIndex::new(dims).rescoring(candidates));
+    let (flat, flat_s) = timed(
+        VectorIndex::new(dims)
+            .partitioned_from(usize::MAX)
+            .rescoring(candidates),
+    );
     eprintln!(
         "{count} vectors inserted one by one in {searched_s:.1} s (partitions included), {flat_s:.1} s flat"
     );
@@ -117,14 +130,14 @@ fn build(entries: impl Iterator<Item = VectorEntry>, count: usize, dims: usize) 
     (searched, flat, kept)
 }
 
-fn synthetic(data: Data, count: usize, dims: usize) -> Built {
+fn synthetic(data: Data, count: usize, dims: usize, candidates: usize) -> Built {
     let entries = (0..count).map(|n| VectorEntry {
         key: n.to_le_bytes().to_vec(),
         tags: Default::default(),
         time: 0,
         code: Quantized::new(&vector(data, n, count, dims)),
     });
-    build(entries, count, dims)
+    build(entries, count, dims, candidates)
 }
 
 /// `memctl bench retrieve`'s queries embedded with the local model (the queries asked of the
@@ -146,13 +159,13 @@ fn bench_queries() -> anyhow::Result<Option<Vec<Vec<f32>>>> {
 }
 
 /// The record vectors of the largest memory in a stopped server's data directory.
-fn stored(dir: &std::path::Path) -> anyhow::Result<(Built, usize)> {
+fn stored(dir: &std::path::Path, candidates: usize) -> anyhow::Result<(Built, usize)> {
     let entries = crate::bench_retrieve::stored_record_vectors(dir)?
         .into_values()
         .max_by_key(Vec::len)
         .ok_or_else(|| anyhow::anyhow!("no record vectors in {}", dir.display()))?;
     let (count, dims) = (entries.len(), entries[0].code.codes.len());
-    Ok((build(entries.into_iter(), count, dims), count))
+    Ok((build(entries.into_iter(), count, dims, candidates), count))
 }
 
 /// How much of the exact top 10 a search finds, two ways.
@@ -248,12 +261,12 @@ pub async fn run(ctx: &Globals, args: AnnArgs) -> anyhow::Result<()> {
     };
     for (count, data) in sets {
         {
-            let dims = args.dims;
+            let (dims, candidates) = (args.dims, args.candidates);
             let dir = args.stored.clone();
             let rows_here = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Row>> {
                 let ((index, flat, kept), count) = match &dir {
-                    Some(dir) => stored(dir)?,
-                    None => (synthetic(data, count, dims), count),
+                    Some(dir) => stored(dir, candidates)?,
+                    None => (synthetic(data, count, dims, candidates), count),
                 };
                 let dims = kept[0].len();
                 // Queries near stored vectors, as real queries are near their answers.
@@ -353,8 +366,9 @@ pub async fn run(ctx: &Globals, args: AnnArgs) -> anyhow::Result<()> {
             .collect(),
     );
     println!(
-        "top-10 in one memory: the search the server runs (flat below {} vectors, partitioned lists above), the flat sign-bit scan + int8 rescoring, and an exact scan of every int8 code; recall of the first two against the third (ids: its vectors found; scores: as good as its 10th, ties included)",
-        memd_server::retrieval::PARTITION_AT
+        "top-10 in one memory: the search the server runs (flat below {} vectors, partitioned lists above), the flat sign-bit scan, both with {} candidates rescored, and an exact scan of every int8 code; recall of the first two against the third (ids: its vectors found; scores: as good as its 10th, ties included)",
+        memd_server::retrieval::PARTITION_AT,
+        args.candidates
     );
     Ok(())
 }
