@@ -418,22 +418,35 @@ impl VectorIndex {
     /// was written meanwhile. One caller at a time per space; others return at once.
     fn partition(&self, space: &RwLock<Space>) {
         let started = std::time::Instant::now();
-        let (partitions, compactions) = {
-            let space = space.read().unwrap_or_else(|p| p.into_inner());
-            if space.partitioning.swap(true, Ordering::AcqRel) {
-                return;
-            }
-            let vectors = space.live_vectors(self.dims);
-            let partitions = Partitions::build(self.dims, self.words, vectors, space.live);
-            (partitions, space.compactions)
-        };
+        if let Some(built) = self.build_partitions(space) {
+            self.install_partitions(space, built, started);
+        }
+    }
+
+    /// The partitions of the space as it is now, and its compaction count then (`None`:
+    /// someone else is building them).
+    fn build_partitions(&self, space: &RwLock<Space>) -> Option<(Partitions, u64)> {
+        let space = space.read().unwrap_or_else(|p| p.into_inner());
+        if space.partitioning.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let vectors = space.live_vectors(self.dims);
+        let partitions = Partitions::build(self.dims, self.words, vectors, space.live);
+        Some((partitions, space.compactions))
+    }
+
+    fn install_partitions(
+        &self,
+        space: &RwLock<Space>,
+        (mut partitions, compactions): (Partitions, u64),
+        started: std::time::Instant,
+    ) {
         let mut space = space.write().unwrap_or_else(|p| p.into_inner());
         if space.compactions != compactions {
             // Slots were renumbered meanwhile (which also cleared the flag): the next write
             // tries again.
             return;
         }
-        let mut partitions = partitions;
         // Slots written between the build and this write lock (the build itself holds a read
         // lock: no writes during it).
         for slot in std::mem::take(&mut space.touched) {
@@ -974,6 +987,44 @@ mod tests {
             ..Default::default()
         };
         assert!(index.search("m", &vectors[4_321], &filter, 5).is_empty());
+    }
+
+    #[test]
+    fn writes_between_building_and_installing_partitions_reach_the_lists() {
+        let vectors = clustered(3_000, 50, 16);
+        let index = VectorIndex::new(16).partitioned_from(1_000);
+        for (i, v) in vectors.iter().enumerate() {
+            index.load("m", &entry(&i.to_string(), ["/a", "", ""], 0, v));
+        }
+        let space = index.space("m").unwrap();
+        let built = index.build_partitions(&space).unwrap();
+        assert!(
+            index.build_partitions(&space).is_none(),
+            "one builder at a time"
+        );
+        // Meanwhile: one vector moves far away and to another namespace, one is deleted, one
+        // is added.
+        let far = random(99, 16);
+        index.upsert("m", &entry("7", ["/b", "", ""], 0, &far));
+        index.delete("m", b"8");
+        index.upsert("m", &entry("new", ["/a", "", ""], 0, &vectors[9]));
+        index.install_partitions(&space, built, std::time::Instant::now());
+        let members = space
+            .read()
+            .unwrap()
+            .partitions
+            .as_ref()
+            .map(|p| p.members());
+        assert_eq!(members, Some(3_000), "2,999 loaded and one added");
+        let in_b = |ns: &str| ns == "/b";
+        let filter = VectorFilter {
+            tags: [Some(&in_b), None, None],
+            ..Default::default()
+        };
+        assert_eq!(keys(&index.search("m", &far, &filter, 3)), ["7"]);
+        let top = |v: &[f32]| keys(&index.search("m", v, &VectorFilter::default(), 2));
+        assert!(!top(&vectors[8]).contains(&"8".to_string()));
+        assert!(top(&vectors[9]).contains(&"new".to_string()));
     }
 
     #[test]
