@@ -443,10 +443,15 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
             if reported.elapsed() >= PROGRESS_EVERY {
                 reported = Instant::now();
                 eprintln!(
-                    "after {:.0} s: {} changes to keyword-index, {} to embed (counted up to 100,000)",
+                    "after {:.0} s: {} changes to keyword-index, {} to embed (counted up to 100,000){}",
                     loading.elapsed().as_secs_f64(),
                     status.keyword_pending,
-                    status.vectors_pending
+                    status.vectors_pending,
+                    if partitioning {
+                        "; vectors being partitioned"
+                    } else {
+                        ""
+                    }
                 );
             }
             // Not too often: each status call counts the backlog (up to 100,000 entries).
