@@ -458,7 +458,7 @@ pub async fn run(ctx: &Globals, args: RetrieveArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         eprintln!(
-            "{count} records keyword-indexed after {:.1} s, embedded after {:.1} s",
+            "{count} records keyword-indexed after {:.1} s, embedded (and partitioned, past 100k) after {:.1} s",
             keyword_done.unwrap_or_default().as_secs_f64(),
             loading.elapsed().as_secs_f64()
         );
