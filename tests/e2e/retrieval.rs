@@ -813,23 +813,7 @@ async fn reindex_rebuilds_online_and_needs_a_global_admin() {
 async fn extracted_facts_are_found_by_the_turn_they_answer() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let m = admin
-        .create_memory(pb::CreateMemoryRequest {
-            name: "context".into(),
-            strategies: vec![pb::MemoryStrategy {
-                strategy_id: "facts".into(),
-                r#type: pb::StrategyType::Semantic as i32,
-                triggers: Some(pb::ExtractionTriggers {
-                    message_count: 1,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .memory_id;
+    let m = memd_tests::facts_memory(&admin, "context").await;
     let say =
         |speaker: &str, text: &str| memd_tests::named_event(&m, "john", "chat", speaker, text);
     admin

@@ -641,23 +641,7 @@ async fn a_partitioned_memory_keeps_filters_inside_and_survives_a_restart() {
 async fn a_record_that_restates_a_better_ones_turn_moves_down() {
     let server = TestServer::start_with(with_embeddings).await;
     let admin = server.admin().await;
-    let m = admin
-        .create_memory(pb::CreateMemoryRequest {
-            name: "restated".into(),
-            strategies: vec![pb::MemoryStrategy {
-                strategy_id: "facts".into(),
-                r#type: pb::StrategyType::Semantic as i32,
-                triggers: Some(pb::ExtractionTriggers {
-                    message_count: 1,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .memory_id;
+    let m = memd_tests::facts_memory(&admin, "restated").await;
     // The first turn gives two facts about the kayak; the second turn's fact is about a canoe,
     // less close to the query than either.
     for text in [

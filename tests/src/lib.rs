@@ -134,6 +134,27 @@ pub async fn create_memory(
         .expect("create memory")
 }
 
+/// A memory whose "facts" strategy (built-in, `SEMANTIC`) extracts after every turn; its id.
+pub async fn facts_memory(client: &MemdClient, name: &str) -> String {
+    client
+        .create_memory(pb::CreateMemoryRequest {
+            name: name.into(),
+            strategies: vec![pb::MemoryStrategy {
+                strategy_id: "facts".into(),
+                r#type: pb::StrategyType::Semantic as i32,
+                triggers: Some(pb::ExtractionTriggers {
+                    message_count: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("create memory")
+        .memory_id
+}
+
 /// A CreateEvent request with one user turn.
 pub fn text_event(
     memory_id: &str,

@@ -52,7 +52,7 @@ pub fn convex<T: Eq + Hash + Clone>(lists: &[(f32, Vec<(T, f32)>)], limit: usize
 /// a better result: a fact cut from a turn that a fact or a summary above it was also cut
 /// from mostly says again what the reader has. On LoCoMo, where the extractor draws several
 /// facts, a summary and an episode from the same turns, this took records' hybrid evidence
-/// recall@10 from 0.776 to 0.80 (docs/benchmarks.md): the places went to other turns.
+/// recall@10 from 0.776 to 0.799 (docs/benchmarks.md): the places went to other turns.
 pub const RESTATED: f32 = 0.5;
 
 /// `ranked` (best first) with each result whose `sources` are all cited by results above it

@@ -222,6 +222,14 @@ impl Partitions {
         members.bits.extend_from_slice(&code.bits);
     }
 
+    /// Places `vector` in `slot`, or takes the slot out of its list when it holds none.
+    pub fn update(&mut self, slot: usize, vector: Option<&Placed<'_>>) {
+        match vector {
+            Some(vector) => self.place(vector),
+            None => self.remove(slot),
+        }
+    }
+
     /// Takes `slot` out of its list (a deleted vector), if it is in one.
     pub fn remove(&mut self, slot: usize) {
         let Some(&(list, position)) = self.place.get(slot).filter(|p| p.0 != UNPLACED.0) else {

@@ -65,16 +65,7 @@ fn scan_bits_portable<'a>(
             .zip(query)
             .map(|(x, y)| (x ^ y).count_ones())
             .sum();
-        if heap.len() < keep {
-            if admission.admits(slot) {
-                heap.push((distance, slot as u32));
-            }
-        } else if let Some(mut top) = heap.peek_mut()
-            && distance < top.0
-            && admission.admits(slot)
-        {
-            *top = (distance, slot as u32);
-        }
+        offer(heap, keep, distance, slot as u32, || admission.admits(slot));
     }
 }
 
@@ -130,16 +121,32 @@ fn scan_list_portable(
         let estimate =
             query.base + member.offset + query.norm * member.norm * cosines[distance as usize];
         let key = worse_first(estimate);
-        if heap.len() < keep {
-            if admission.admits_member(member) {
-                heap.push((key, member.slot));
-            }
-        } else if let Some(mut top) = heap.peek_mut()
-            && key < top.0
-            && admission.admits_member(member)
-        {
-            *top = (key, member.slot);
+        offer(heap, keep, key, member.slot, || {
+            admission.admits_member(member)
+        });
+    }
+}
+
+/// Puts `slot` in `heap` (at most `keep`, the worst `key` on top) if it beats the worst kept
+/// and `admitted` says the filters let it through: asked only then, since on a full heap
+/// few vectors beat the worst.
+#[inline(always)]
+fn offer(
+    heap: &mut BinaryHeap<(u32, u32)>,
+    keep: usize,
+    key: u32,
+    slot: u32,
+    admitted: impl FnOnce() -> bool,
+) {
+    if heap.len() < keep {
+        if admitted() {
+            heap.push((key, slot));
         }
+    } else if let Some(mut top) = heap.peek_mut()
+        && key < top.0
+        && admitted()
+    {
+        *top = (key, slot);
     }
 }
 

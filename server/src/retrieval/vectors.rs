@@ -178,8 +178,14 @@ impl Space {
             tags,
             time: entry.time,
         };
+        self.changed(slot, Some(&vector));
+    }
+
+    /// Tells the partitions that `slot` now holds `vector` (`None`: nothing, it was deleted),
+    /// or, while they are being built, remembers it for when they are installed.
+    fn changed(&mut self, slot: usize, vector: Option<&Placed<'_>>) {
         match &mut self.partitions {
-            Some(partitions) => partitions.place(&vector),
+            Some(partitions) => partitions.update(slot, vector),
             None if self.partitioning.load(Ordering::Acquire) => self.touched.push(slot as u32),
             None => {}
         }
@@ -214,11 +220,7 @@ impl Space {
         if self.alive[slot] {
             self.alive[slot] = false;
             self.live -= 1;
-            match &mut self.partitions {
-                Some(partitions) => partitions.remove(slot),
-                None if self.partitioning.load(Ordering::Acquire) => self.touched.push(slot as u32),
-                None => {}
-            }
+            self.changed(slot, None);
         }
     }
 
@@ -451,11 +453,8 @@ impl VectorIndex {
         // lock: no writes during it).
         for slot in std::mem::take(&mut space.touched) {
             let slot = slot as usize;
-            if space.alive[slot] {
-                partitions.place(&space.vector(slot, self.dims));
-            } else {
-                partitions.remove(slot);
-            }
+            let vector = space.alive[slot].then(|| space.vector(slot, self.dims));
+            partitions.update(slot, vector.as_ref());
         }
         space.partitions = Some(partitions);
         tracing::info!(
@@ -645,6 +644,13 @@ mod tests {
         hits.iter()
             .map(|h| String::from_utf8(h.key.clone()).unwrap())
             .collect()
+    }
+
+    /// Vectors in the lists of memory "m" (`None`: not partitioned).
+    fn members(index: &VectorIndex) -> Option<usize> {
+        let space = index.space("m")?;
+        let space = space.read().unwrap();
+        space.partitions.as_ref().map(|p| p.members())
     }
 
     /// `base` plus `weight` times the random unit vector of `seed`, normalised.
@@ -918,14 +924,11 @@ mod tests {
             index.delete("m", i.to_string().as_bytes());
         }
         assert_eq!(index.len("m"), 601);
-        let space = index.space("m").unwrap();
-        let members = space
-            .read()
-            .unwrap()
-            .partitions
-            .as_ref()
-            .map(|p| p.members());
-        assert_eq!(members, Some(601), "the lists hold the live vectors only");
+        assert_eq!(
+            members(&index),
+            Some(601),
+            "the lists hold the live vectors only"
+        );
         assert_eq!(top(&index), ["5"]);
         let kept = &vectors[30];
         assert_eq!(
@@ -955,11 +958,9 @@ mod tests {
         assert!(!search(&in_a).contains(&"5".to_string()));
         index.delete("m", b"5");
         assert_eq!(search(&in_b), Vec::<String>::new());
-        let space = index.space("m").unwrap();
-        let space = space.read().unwrap();
-        let members = space.partitions.as_ref().unwrap().members();
         assert_eq!(
-            members, space.live,
+            members(&index),
+            Some(index.len("m")),
             "every live vector in one list, no dead one"
         );
     }
@@ -1009,13 +1010,7 @@ mod tests {
         index.delete("m", b"8");
         index.upsert("m", &entry("new", ["/a", "", ""], 0, &vectors[9]));
         index.install_partitions(&space, built, std::time::Instant::now());
-        let members = space
-            .read()
-            .unwrap()
-            .partitions
-            .as_ref()
-            .map(|p| p.members());
-        assert_eq!(members, Some(3_000), "2,999 loaded and one added");
+        assert_eq!(members(&index), Some(3_000), "2,999 loaded and one added");
         let in_b = |ns: &str| ns == "/b";
         let filter = VectorFilter {
             tags: [Some(&in_b), None, None],
