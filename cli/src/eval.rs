@@ -39,6 +39,13 @@ pub struct LocomoArgs {
     /// why a question is missed.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Ask again on a memory an earlier run of this command left on the server at
+    /// --endpoint, instead of creating a fresh one: turns are re-sent with the same client
+    /// tokens, so nothing is stored, extracted or embedded twice and the questions are asked
+    /// within seconds. For comparing ranking changes: restart the server on new code, then
+    /// rerun with the id the first run printed.
+    #[arg(long)]
+    memory_id: Option<String>,
 }
 
 struct Conversation {
@@ -86,6 +93,24 @@ fn strategies() -> Vec<pb::MemoryStrategy> {
             "/conversations/{actorId}/sessions/{sessionId}/episode",
         ),
     ]
+}
+
+/// A fresh memory for the evaluation; its id.
+async fn create_memory(client: &MemdClient) -> anyhow::Result<String> {
+    let memory = client
+        .create_memory(pb::CreateMemoryRequest {
+            name: "locomo_eval".into(),
+            description: "memctl eval locomo".into(),
+            strategies: strategies(),
+            session_policy: Some(pb::SessionPolicy {
+                idle_after_seconds: 1,
+                idle_timeout_seconds: 2,
+                max_duration_seconds: 86_400,
+            }),
+            ..Default::default()
+        })
+        .await?;
+    Ok(memory.memory_id)
 }
 
 /// "1:56 pm on 8 May, 2023" in seconds since the epoch.
@@ -459,21 +484,21 @@ pub async fn run(ctx: &Globals, command: EvalCommand) -> anyhow::Result<()> {
         Some(server) => (server.endpoint.clone(), None),
         None => (ctx.endpoint.clone(), ctx.api_key.clone()),
     };
-    let client = MemdClient::connect(endpoint, key).await?;
-    let memory = client
-        .create_memory(pb::CreateMemoryRequest {
-            name: "locomo_eval".into(),
-            description: "memctl eval locomo".into(),
-            strategies: strategies(),
-            session_policy: Some(pb::SessionPolicy {
-                idle_after_seconds: 1,
-                idle_timeout_seconds: 2,
-                max_duration_seconds: 86_400,
-            }),
-            ..Default::default()
-        })
-        .await?;
-    let m = memory.memory_id.clone();
+    let client = MemdClient::connect(endpoint.clone(), key).await?;
+    let m = match &args.memory_id {
+        Some(id) => {
+            anyhow::ensure!(
+                local.is_none(),
+                "--memory-id needs --endpoint: an in-process server keeps nothing between runs"
+            );
+            let memory = client
+                .get_memory(id.clone())
+                .await
+                .with_context(|| format!("memory {id} on {endpoint}"))?;
+            memory.memory_id
+        }
+        None => create_memory(&client).await?,
+    };
     let started = Instant::now();
     let mut conversations = Vec::new();
     for file in &files {
@@ -530,11 +555,16 @@ pub async fn run(ctx: &Globals, command: EvalCommand) -> anyhow::Result<()> {
     if let Some(mut trace) = trace {
         std::io::Write::flush(&mut trace)?;
     }
-    if let Some(server) = local {
-        server.stop().await;
+    match local {
+        Some(server) => server.stop().await,
+        None if args.memory_id.is_none() => eprintln!(
+            "memctl: the evaluation's memory {m} stays on {endpoint}; add --memory-id {m} to ask again without ingesting"
+        ),
+        None => {}
     }
     if ctx.json {
         let mut out = reports[0].json(&args.k);
+        out["memory_id"] = json!(m);
         out["conversations"] = json!(conversations.len());
         out["ingest_seconds"] = json!(ingested.as_secs_f64());
         out["extraction_seconds"] = json!(extracted.as_secs_f64());

@@ -284,21 +284,21 @@ async fn memctl_eval_locomo_reports_recall_on_any_locomo_format_directory() {
         ]
     });
     std::fs::write(dir.path().join("tiny.json"), conversation.to_string()).unwrap();
-    let output = tokio::task::spawn_blocking({
+    let eval = |extra: Vec<String>| {
         let endpoint = server.endpoint();
         let path = dir.path().to_path_buf();
-        move || {
+        tokio::task::spawn_blocking(move || {
             std::process::Command::new(memctl_binary())
                 .args(["--endpoint", &endpoint, "--api-key", ADMIN_KEY, "--json"])
                 .args(["eval", "locomo"])
                 .arg(path)
                 .args(["--k", "1,5"])
+                .args(extra)
                 .output()
                 .expect("memctl runs")
-        }
-    })
-    .await
-    .unwrap();
+        })
+    };
+    let output = eval(vec![]).await.unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -314,4 +314,42 @@ async fn memctl_eval_locomo_reports_recall_on_any_locomo_format_directory() {
         "{report}"
     );
     assert!(report["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+
+    // Asked again on the memory the first run left: same questions, same evidence, and the
+    // turns sent again are the stored ones, not new events.
+    let memory_id = report["memory_id"].as_str().unwrap().to_string();
+    let output = eval(vec!["--memory-id".into(), memory_id.clone()])
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let again: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(again["memory_id"], report["memory_id"]);
+    assert_eq!(again["questions"], 2, "{again}");
+    assert_eq!(again["by_category"], report["by_category"], "{again}");
+    let client = server.client(Some(ADMIN_KEY)).await;
+    for session in ["session_1", "session_2"] {
+        let events = client
+            .list_events(pb::ListEventsRequest {
+                memory_id: memory_id.clone(),
+                actor_id: "locomo/tiny".into(),
+                session_id: session.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(events.events.len(), 2, "{session}: {events:?}");
+    }
+    let unknown = eval(vec!["--memory-id".into(), "no-such-memory".into()])
+        .await
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no-such-memory"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
 }
