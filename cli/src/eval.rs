@@ -475,6 +475,10 @@ pub async fn run(ctx: &Globals, command: EvalCommand) -> anyhow::Result<()> {
         "no .json files in {}",
         args.dir.display()
     );
+    anyhow::ensure!(
+        args.memory_id.is_none() || ctx.endpoint_explicit,
+        "--memory-id needs --endpoint: an in-process server keeps nothing between runs"
+    );
     let local = if ctx.endpoint_explicit {
         None
     } else {
@@ -487,10 +491,6 @@ pub async fn run(ctx: &Globals, command: EvalCommand) -> anyhow::Result<()> {
     let client = MemdClient::connect(endpoint.clone(), key).await?;
     let m = match &args.memory_id {
         Some(id) => {
-            anyhow::ensure!(
-                local.is_none(),
-                "--memory-id needs --endpoint: an in-process server keeps nothing between runs"
-            );
             let memory = client
                 .get_memory(id.clone())
                 .await

@@ -186,12 +186,18 @@ async fn batch_writes_report_per_item_and_are_idempotent() {
 }
 
 /// Runs memctl against the test server and returns its stdout (panics on failure).
-fn memctl(server: &TestServer, args: &[&str]) -> String {
-    let output = std::process::Command::new(memctl_binary())
+/// What `memctl ARGS` against the server, as the admin, exited with and printed.
+fn memctl_output(server: &TestServer, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(memctl_binary())
         .args(["--endpoint", &server.endpoint(), "--api-key", ADMIN_KEY])
         .args(args)
         .output()
-        .expect("memctl runs");
+        .expect("memctl runs")
+}
+
+/// The output of `memctl ARGS`, which must succeed.
+fn memctl(server: &TestServer, args: &[&str]) -> String {
+    let output = memctl_output(server, args);
     assert!(
         output.status.success(),
         "memctl {args:?} failed: {}",
@@ -284,27 +290,16 @@ async fn memctl_eval_locomo_reports_recall_on_any_locomo_format_directory() {
         ]
     });
     std::fs::write(dir.path().join("tiny.json"), conversation.to_string()).unwrap();
-    let eval = |extra: Vec<String>| {
-        let endpoint = server.endpoint();
-        let path = dir.path().to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(memctl_binary())
-                .args(["--endpoint", &endpoint, "--api-key", ADMIN_KEY, "--json"])
-                .args(["eval", "locomo"])
-                .arg(path)
-                .args(["--k", "1,5"])
-                .args(extra)
-                .output()
-                .expect("memctl runs")
-        })
+    let path = dir.path().to_str().unwrap();
+    // The evaluation runs for a while: block_in_place lets the server's tasks move off this
+    // worker meanwhile.
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["--json", "eval", "locomo", path, "--k", "1,5"];
+        args.extend(extra);
+        tokio::task::block_in_place(|| memctl(&server, &args))
     };
-    let output = eval(vec![]).await.unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let output = eval(&[]);
+    let report: serde_json::Value = serde_json::from_str(&output).unwrap();
     assert_eq!(report["questions"], 2, "category 5 is left out: {report}");
     assert_eq!(report["by_category"]["4"]["recall@5"], 1.0, "{report}");
     assert_eq!(report["by_category"]["1"]["recall@5"], 1.0, "{report}");
@@ -318,15 +313,8 @@ async fn memctl_eval_locomo_reports_recall_on_any_locomo_format_directory() {
     // Asked again on the memory the first run left: same questions, same evidence, and the
     // turns sent again are the stored ones, not new events.
     let memory_id = report["memory_id"].as_str().unwrap().to_string();
-    let output = eval(vec!["--memory-id".into(), memory_id.clone()])
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let again: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let again: serde_json::Value =
+        serde_json::from_str(&eval(&["--memory-id", &memory_id])).unwrap();
     assert_eq!(again["memory_id"], report["memory_id"]);
     assert_eq!(again["questions"], 2, "{again}");
     assert_eq!(again["by_category"], report["by_category"], "{again}");
@@ -343,9 +331,12 @@ async fn memctl_eval_locomo_reports_recall_on_any_locomo_format_directory() {
             .unwrap();
         assert_eq!(events.events.len(), 2, "{session}: {events:?}");
     }
-    let unknown = eval(vec!["--memory-id".into(), "no-such-memory".into()])
-        .await
-        .unwrap();
+    let unknown = tokio::task::block_in_place(|| {
+        memctl_output(
+            &server,
+            &["eval", "locomo", path, "--memory-id", "no-such-memory"],
+        )
+    });
     assert!(!unknown.status.success());
     assert!(
         String::from_utf8_lossy(&unknown.stderr).contains("no-such-memory"),
