@@ -39,6 +39,17 @@ static FILLER: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid")
 });
 
+/// Interjections that open a sentence in chat without being part of what it says ("Yeah, I
+/// play clarinet!", "Oh yeah, we went to the beach"). They are cut off before a sentence is
+/// judged, so the statement after them is judged on its own words; a sentence that is only
+/// an interjection is then judged as the small talk it is.
+static INTERJECTION: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)^(?:(?:oh|ohh|ah|aw+|yeah|yea|yes|yep|yup|wow|whoa|woah|woohoo|hey|hi|hello|haha+|hehe|lol|omg|ok|okay|um|uh|hmm+)(?:[\s,!.]+|$))+",
+    )
+    .expect("valid")
+});
+
 /// Words that make a sentence about the speaker's life, plans or possessions.
 static FIRST_PERSON: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b(i|i'm|i've|i'd|i'll|my|me|myself|we|we're|we've|our|us)\b").expect("valid")
@@ -129,6 +140,7 @@ pub fn statements(turn: &Turn, listener: Option<&str>) -> Vec<Statement> {
     let text = ascii_punctuation(&turn.text);
     let mut out = Vec::new();
     for sentence in sentences(&text) {
+        let sentence = without_opening(&sentence, listener);
         let Some(score) = informativeness(&sentence, turn, listener) else {
             continue;
         };
@@ -149,6 +161,28 @@ pub fn statements(turn: &Turn, listener: Option<&str>) -> Vec<Statement> {
         });
     }
     out
+}
+
+/// `sentence` without what it opens with before it says anything: interjections and the
+/// listener's name as a form of address ("Hey Maria, I started a yoga class" → "I started a
+/// yoga class"), capitalised again; unchanged when nothing else is left.
+fn without_opening(sentence: &str, listener: Option<&str>) -> String {
+    let mut rest = &sentence[INTERJECTION.find(sentence).map_or(0, |m| m.end())..];
+    if let Some(after) = listener
+        .and_then(|name| rest.strip_prefix(name))
+        .and_then(|after| after.strip_prefix([',', '!']))
+    {
+        rest = after.trim_start();
+    }
+    rest = &rest[INTERJECTION.find(rest).map_or(0, |m| m.end())..];
+    if rest.len() == sentence.len() || !rest.chars().any(char::is_alphanumeric) {
+        return sentence.to_string();
+    }
+    let mut chars = rest.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 /// How informative a sentence is, or `None` when it is not worth keeping.
@@ -190,7 +224,9 @@ fn informativeness(sentence: &str, turn: &Turn, listener: Option<&str>) -> Optio
     if !first_person && turn.role == Role::Assistant {
         score -= 0.5;
     }
-    let enough_content = content.len() >= 3 || (content.len() >= 2 && (names + numbers) > 0);
+    let enough_content = content.len() >= 3
+        || (content.len() >= 2 && (names + numbers) > 0)
+        || (first_person && !content.is_empty() && names > 0);
     (enough_content && score >= 3.0).then_some(score)
 }
 
@@ -255,6 +291,31 @@ mod tests {
         );
         assert_eq!(got[0].date, NaiveDate::from_ymd_opt(2023, 5, 7));
         assert!(statements(&turn("Wow, that's so cool! Thanks!"), None).is_empty());
+    }
+
+    #[test]
+    fn interjections_and_forms_of_address_do_not_hide_a_statement() {
+        let texts = |text: &str| -> Vec<String> {
+            statements(&turn(text), Some("Melanie"))
+                .into_iter()
+                .map(|s| s.text)
+                .collect()
+        };
+        assert_eq!(
+            texts("Yeah, I play clarinet in a band!"),
+            ["Caroline plays clarinet in a band!"]
+        );
+        assert_eq!(
+            texts("Oh yeah, Melanie, we went to the beach in Florida."),
+            ["Caroline and others went to the beach in Florida."]
+        );
+        assert_eq!(
+            texts("Hey Melanie! I was in Chicago."),
+            ["Caroline was in Chicago."]
+        );
+        // What is only an interjection, or small talk after one, is still dropped.
+        assert!(texts("Wow, yeah! Haha.").is_empty());
+        assert!(texts("Yeah, thanks Melanie, that sounds great!").is_empty());
     }
 
     #[test]
