@@ -44,7 +44,9 @@ fn number(value: &Value, key: &str) -> anyhow::Result<u32> {
     }
 }
 
-/// One strategy from its JSON form.
+/// One strategy from its JSON form. Retired LLM fields (`baseUrl`, `apiKeyEnv`, the limits)
+/// are passed on, so that the server's refusal names them.
+#[allow(deprecated)]
 pub fn from_json(i: usize, value: &Value) -> anyhow::Result<pb::MemoryStrategy> {
     let at = |field: &str| format!("strategies[{i}].{field}");
     let kind = enum_value(
@@ -84,6 +86,7 @@ pub fn from_json(i: usize, value: &Value) -> anyhow::Result<pb::MemoryStrategy> 
             timeout_seconds: number(l, "timeoutSeconds")?,
             max_concurrent_requests: number(l, "maxConcurrentRequests")?,
             tokens_per_minute: number(l, "tokensPerMinute")?,
+            endpoint: text(l, "endpoint"),
         }),
     };
     Ok(pb::MemoryStrategy {
@@ -132,7 +135,8 @@ fn type_name(value: i32) -> Value {
     )
 }
 
-/// A strategy's JSON form (what `from_json` reads back).
+/// A strategy's JSON form (what `from_json` reads back); retired LLM fields only when set.
+#[allow(deprecated)]
 pub fn to_json(s: &pb::MemoryStrategy) -> Value {
     let triggers = s.triggers.unwrap_or_default();
     json!({
@@ -149,14 +153,21 @@ pub fn to_json(s: &pb::MemoryStrategy) -> Value {
         },
         "recordExpiryDays": s.record_expiry_days,
         "extractor": s.extractor,
-        "llm": s.llm.as_ref().map(|l| json!({
-            "baseUrl": l.base_url,
-            "model": l.model,
-            "apiKeyEnv": l.api_key_env,
-            "timeoutSeconds": l.timeout_seconds,
-            "maxConcurrentRequests": l.max_concurrent_requests,
-            "tokensPerMinute": l.tokens_per_minute,
-        })),
+        "llm": s.llm.as_ref().map(|l| {
+            let mut llm = json!({"endpoint": l.endpoint, "model": l.model});
+            for (key, set, value) in [
+                ("baseUrl", !l.base_url.is_empty(), json!(l.base_url)),
+                ("apiKeyEnv", !l.api_key_env.is_empty(), json!(l.api_key_env)),
+                ("timeoutSeconds", l.timeout_seconds != 0, json!(l.timeout_seconds)),
+                ("maxConcurrentRequests", l.max_concurrent_requests != 0, json!(l.max_concurrent_requests)),
+                ("tokensPerMinute", l.tokens_per_minute != 0, json!(l.tokens_per_minute)),
+            ] {
+                if set {
+                    llm[key] = value;
+                }
+            }
+            llm
+        }),
         "baseType": type_name(s.base_type),
         "prompt": s.prompt,
         "promptMode": name(pb::PromptMode::try_from(s.prompt_mode).ok().map(|m| m.as_str_name())),
@@ -178,7 +189,7 @@ mod tests {
                 "prompt": "Focus on pets.",
                 "promptMode": "replace",
                 "triggers": {"messageCount": 5, "onSessionEnd": true},
-                "llm": {"baseUrl": "http://127.0.0.1:11434/v1", "model": "llama3.1"}
+                "llm": {"endpoint": "local", "model": "llama3.1"}
             }),
         )
         .unwrap();
@@ -186,6 +197,7 @@ mod tests {
         assert_eq!(strategy.base_type, pb::StrategyType::Semantic as i32);
         assert_eq!(strategy.prompt_mode, pb::PromptMode::Replace as i32);
         assert_eq!(strategy.triggers.unwrap().message_count, 5);
+        assert_eq!(strategy.llm.as_ref().unwrap().endpoint, "local");
         assert_eq!(from_json(0, &to_json(&strategy)).unwrap(), strategy);
         let err = from_json(3, &json!({"type": "nonsense"})).unwrap_err();
         assert!(err.to_string().contains("strategies[3].type"), "{err}");

@@ -1,9 +1,13 @@
 //! Server configuration: built-in defaults, then a TOML file, then `MEMD_*` environment
 //! variables, then command-line flags. Unknown keys and invalid values are start-up errors.
 
+use crate::extraction::endpoints::{
+    DEFAULT_ENDPOINT, EndpointDefaults, EndpointSettings, LlmEndpoints,
+};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -43,8 +47,9 @@ pub struct Config {
     /// First retry delay of a failed extraction job; doubles per attempt up to the maximum.
     pub extraction_initial_backoff_ms: u64,
     pub extraction_max_backoff_ms: u64,
-    /// The LLM extractor's endpoint (OpenAI-compatible, up to the version: `.../v1`), model and
-    /// key; strategies may override them.
+    /// The LLM extractor's default endpoint (OpenAI-compatible, up to the version: `.../v1`),
+    /// model and key: the endpoint named `default`. Strategies choose an endpoint by name and
+    /// never carry a URL or a key of their own.
     pub llm_base_url: Option<String>,
     pub llm_model: Option<String>,
     pub llm_api_key: Option<String>,
@@ -56,6 +61,9 @@ pub struct Config {
     /// A directory whose semantic.md, preference.md, summary.md or episodic.md replace the
     /// built-in prompts.
     pub llm_prompts_dir: Option<PathBuf>,
+    /// Further named LLM endpoints (`[llm_endpoints.<name>]` tables of the file), which
+    /// strategies choose with `llm.endpoint`.
+    pub llm_endpoints: BTreeMap<String, EndpointSettings>,
     /// The embedding model of semantic and hybrid search: a fastembed catalogue model (its
     /// hub repository, e.g. `Qdrant/all-MiniLM-L6-v2-onnx`, or its fastembed name, e.g.
     /// `AllMiniLML6V2`; downloaded into `embedding_cache_dir` on first use), or `off`
@@ -91,8 +99,44 @@ pub struct Config {
 }
 
 impl Config {
+    /// The LLM endpoints strategies may use: `default` from the `llm_*` settings, and the
+    /// `llm_endpoints` tables.
+    pub fn llm_endpoints(&self) -> Result<LlmEndpoints, ConfigError> {
+        let mut settings = self.llm_endpoints.clone();
+        if let Some(base_url) = &self.llm_base_url {
+            if settings.contains_key(DEFAULT_ENDPOINT) {
+                return Err(ConfigError(format!(
+                    "llm_base_url and [llm_endpoints.{DEFAULT_ENDPOINT}] both define the default LLM endpoint; keep one"
+                )));
+            }
+            settings.insert(
+                DEFAULT_ENDPOINT.to_string(),
+                EndpointSettings {
+                    base_url: base_url.clone(),
+                    model: self.llm_model.clone(),
+                    models: Vec::new(),
+                    api_key: self.llm_api_key.clone(),
+                    api_key_env: None,
+                    timeout_seconds: None,
+                    max_concurrent_requests: None,
+                    tokens_per_minute: None,
+                },
+            );
+        }
+        let defaults = EndpointDefaults {
+            timeout: std::time::Duration::from_secs(self.llm_timeout_seconds.max(1)),
+            max_concurrent: self.llm_max_concurrent_requests.max(1),
+            tokens_per_minute: self.llm_tokens_per_minute,
+            max_output_tokens: self.llm_max_output_tokens.max(16),
+        };
+        LlmEndpoints::resolve(&settings, defaults).map_err(ConfigError)
+    }
+
     /// The extraction worker pool's settings.
-    pub fn worker_options(&self) -> crate::extraction::WorkerOptions {
+    pub fn worker_options(
+        &self,
+        llm: std::sync::Arc<LlmEndpoints>,
+    ) -> crate::extraction::WorkerOptions {
         crate::extraction::WorkerOptions {
             concurrency: match self.extraction_workers {
                 0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -102,16 +146,8 @@ impl Config {
             max_attempts: self.extraction_max_attempts,
             initial_backoff: std::time::Duration::from_millis(self.extraction_initial_backoff_ms),
             max_backoff: std::time::Duration::from_millis(self.extraction_max_backoff_ms),
-            llm: crate::extraction::LlmDefaults {
-                base_url: self.llm_base_url.clone(),
-                model: self.llm_model.clone(),
-                api_key: self.llm_api_key.clone(),
-                timeout: std::time::Duration::from_secs(self.llm_timeout_seconds.max(1)),
-                max_concurrent: self.llm_max_concurrent_requests.max(1),
-                tokens_per_minute: self.llm_tokens_per_minute,
-                max_output_tokens: self.llm_max_output_tokens.max(16),
-                prompts_dir: self.llm_prompts_dir.clone(),
-            },
+            llm,
+            prompts_dir: self.llm_prompts_dir.clone(),
         }
     }
 }
@@ -144,6 +180,7 @@ impl Default for Config {
             llm_tokens_per_minute: 0,
             llm_max_output_tokens: 1024,
             llm_prompts_dir: None,
+            llm_endpoints: BTreeMap::new(),
             embedding_model: "Qdrant/all-MiniLM-L6-v2-onnx".into(),
             embedding_model_dir: None,
             embedding_pooling: "mean".into(),
@@ -291,6 +328,7 @@ impl Config {
             ));
         }
         self.embedding_settings()?;
+        self.llm_endpoints()?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(ConfigError(format!(
                 "log_format must be text or json, not {:?}",
@@ -456,5 +494,60 @@ mod tests {
         ));
         config.embedding_model = "off".into();
         assert_eq!(config.embedding_settings().unwrap(), None);
+    }
+
+    #[test]
+    fn the_example_file_loads_with_its_llm_endpoint_table() {
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/memd.example.toml"),
+        )
+        .unwrap();
+        // Uncomment the example endpoint table (and only it: it comes last).
+        let table = example
+            .find("# [llm_endpoints.openai]")
+            .expect("the example table");
+        let uncommented = format!(
+            "{}{}",
+            &example[..table],
+            example[table..].replace("# ", "")
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("memd.toml", &uncommented)?;
+            jail.set_env("OPENAI_API_KEY", "sk-example");
+            let config = Config::load(Some(Path::new("memd.toml")), &Overrides::default())
+                .expect("the example loads");
+            let endpoints = config.llm_endpoints().unwrap();
+            assert_eq!(endpoints.names().collect::<Vec<_>>(), ["openai"]);
+            let (chosen, _) = endpoints.choose("openai", "gpt-4o").unwrap();
+            assert_eq!(chosen.api_key.as_deref(), Some("sk-example"));
+            assert_eq!(chosen.tokens_per_minute, 200_000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_default_endpoint_comes_from_one_place() {
+        let mut config = Config {
+            llm_base_url: Some("http://127.0.0.1:11434/v1".into()),
+            llm_model: Some("llama3.1".into()),
+            ..Config::default()
+        };
+        let endpoints = config.llm_endpoints().unwrap();
+        assert_eq!(endpoints.choose("", "").unwrap().0.model, "llama3.1");
+        config.llm_endpoints.insert(
+            DEFAULT_ENDPOINT.into(),
+            EndpointSettings {
+                base_url: "http://127.0.0.1:8000/v1".into(),
+                model: None,
+                models: Vec::new(),
+                api_key: None,
+                api_key_env: None,
+                timeout_seconds: None,
+                max_concurrent_requests: None,
+                tokens_per_minute: None,
+            },
+        );
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("llm_base_url"), "{err}");
     }
 }

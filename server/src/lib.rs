@@ -84,6 +84,7 @@ impl Server {
         };
         let store = Arc::new(Store::open(&config.data_dir, &options)?);
         let auth = Arc::new(Authenticator::load(&store, config.admin_key.as_deref())?);
+        warn_of_retired_llm_settings(&store)?;
         // Embeddings first: where they stand holds the index log back from being trimmed.
         let (semantic, cursors, vector_indexer) = match config.embedding_settings()? {
             Some(settings) => {
@@ -186,7 +187,8 @@ impl Server {
                 }
             }));
         }
-        let workers = ExtractionWorkers::new(config.worker_options());
+        let llm = Arc::new(config.llm_endpoints()?);
+        let workers = ExtractionWorkers::new(config.worker_options(llm.clone()));
         if config.extraction_enabled {
             background.push(tokio::spawn(workers.clone().run(
                 store.clone(),
@@ -226,6 +228,7 @@ impl Server {
                 auth.clone(),
                 indexer.reindex_handle(),
                 retrieval.clone(),
+                llm,
             ))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
             interceptor.clone(),
@@ -247,7 +250,8 @@ impl Server {
             interceptor,
         );
 
-        let mut builder = tonic::transport::Server::builder();
+        let mut builder = tonic::transport::Server::builder()
+            .http2_max_header_list_size(grpc::metadata_limit::TRANSPORT_HEADER_LIMIT);
         if let (Some(cert), Some(key)) = (&config.tls_cert_path, &config.tls_key_path) {
             let read = |path: &std::path::Path| {
                 std::fs::read(path).map_err(|source| ServeError::Io {
@@ -279,6 +283,7 @@ impl Server {
         let drain_health = health.clone();
         let result = builder
             .layer(metrics::MetricsLayer(metrics))
+            .layer(grpc::metadata_limit::MetadataLimitLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -321,6 +326,25 @@ impl Server {
         }
         result.map_err(ServeError::from)
     }
+}
+
+/// Names at start every stored strategy that carries LLM settings memd no longer honours (a
+/// URL or a variable name chosen by a memory admin); its jobs fail until it is updated.
+fn warn_of_retired_llm_settings(store: &Store) -> Result<(), ServeError> {
+    let (memories, _) = store.list_memories(usize::MAX, "", |_| true)?;
+    for memory in memories {
+        for strategy in &memory.strategies {
+            if let Some(field) = extraction::extractors::retired_settings(strategy) {
+                tracing::warn!(
+                    memory_id = %memory.memory_id,
+                    strategy_id = %strategy.strategy_id,
+                    field = %format!("llm.{field}"),
+                    "a strategy carries an LLM setting memd no longer honours; its extraction jobs fail until UpdateMemory names an operator endpoint (llm.endpoint)"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Opens and serves in one call (see [`Server`]).

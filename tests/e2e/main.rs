@@ -12,6 +12,7 @@ mod memories;
 mod ops;
 mod records;
 mod retrieval;
+mod security;
 mod semantic;
 mod sessions;
 mod tls;

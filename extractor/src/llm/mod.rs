@@ -56,13 +56,22 @@ impl std::fmt::Debug for LlmExtractor {
 }
 
 impl LlmExtractor {
+    /// An extractor with limits of its own (`config.max_concurrent`, `config.tokens_per_minute`).
     pub fn new(config: LlmConfig, prompts: Prompts) -> Self {
+        let limits = Arc::new(Limits::new(config.max_concurrent, config.tokens_per_minute));
+        Self::with_limits(config, prompts, limits)
+    }
+
+    /// An extractor that shares `limits` with every other extractor of the same endpoint, so
+    /// that several prompts or models on one endpoint stay within one budget.
+    pub fn with_limits(config: LlmConfig, prompts: Prompts, limits: Arc<Limits>) -> Self {
+        // No redirects: the operator's endpoint is the only address a request may reach.
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(config.timeout))
             .http_status_as_error(false)
+            .max_redirects(0)
             .build()
             .into();
-        let limits = Arc::new(Limits::new(config.max_concurrent, config.tokens_per_minute));
         Self {
             agent,
             config,

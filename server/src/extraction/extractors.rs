@@ -1,7 +1,8 @@
-//! Which extractor runs a strategy: the shared built-in one, or an LLM extractor per
-//! endpoint configuration (the server's `llm_*` settings with the strategy's overrides),
-//! created on first use and kept so its limits are shared by every job using it.
+//! Which extractor runs a strategy: the shared built-in one, or an LLM extractor on one of
+//! the operator's endpoints (see [`super::endpoints`]), created on first use and kept; every
+//! extractor of one endpoint shares its limits.
 
+use super::endpoints::{LlmEndpoints, retired_field};
 use crate::store::codec::StoredStrategy;
 use memd_extractor::llm::{PromptMode, Prompts};
 use memd_extractor::{
@@ -9,29 +10,28 @@ use memd_extractor::{
 };
 use memd_proto::v1::{PromptMode as PbPromptMode, StrategyType};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// The server-wide LLM settings (`llm_*` in the configuration).
-#[derive(Debug, Clone, Default)]
-pub struct LlmDefaults {
-    pub base_url: Option<String>,
-    pub model: Option<String>,
-    pub api_key: Option<String>,
-    pub timeout: Duration,
-    pub max_concurrent: usize,
-    pub tokens_per_minute: u32,
-    pub max_output_tokens: u32,
-    pub prompts_dir: Option<PathBuf>,
-}
 
 /// The extractors of the worker pool.
 pub struct Extractors {
     builtin: Arc<BuiltinExtractor>,
-    defaults: LlmDefaults,
+    endpoints: Arc<LlmEndpoints>,
     prompts: Prompts,
     llm: Mutex<HashMap<(LlmConfig, Prompts), Arc<LlmExtractor>>>,
+}
+
+/// The first LLM field of a stored strategy that memd refuses today (a URL, a variable name, a
+/// limit), if it carries one: it was stored before the refusal and is never honoured.
+pub fn retired_settings(strategy: &StoredStrategy) -> Option<&'static str> {
+    let llm = strategy.llm.as_ref()?;
+    retired_field(
+        &llm.base_url,
+        &llm.api_key_env,
+        llm.timeout_seconds,
+        llm.max_concurrent_requests,
+        llm.tokens_per_minute,
+    )
 }
 
 /// The record kind a strategy produces (CUSTOM: its base type's).
@@ -54,14 +54,14 @@ pub fn kind(strategy: &StoredStrategy) -> Result<RecordKind, ExtractError> {
 
 impl Extractors {
     /// Loads the prompts (defaults, overridden by `prompts_dir`).
-    pub fn new(defaults: LlmDefaults) -> std::io::Result<Self> {
-        let prompts = match &defaults.prompts_dir {
+    pub fn new(endpoints: Arc<LlmEndpoints>, prompts_dir: Option<&Path>) -> std::io::Result<Self> {
+        let prompts = match prompts_dir {
             Some(dir) => Prompts::from_dir(dir)?,
             None => Prompts::default(),
         };
         Ok(Self {
             builtin: Arc::new(BuiltinExtractor),
-            defaults,
+            endpoints,
             prompts,
             llm: Mutex::default(),
         })
@@ -75,52 +75,23 @@ impl Extractors {
         if strategy.extractor != "llm" {
             return Ok(self.builtin.clone());
         }
-        let overrides = strategy.llm.clone().unwrap_or_default();
-        let pick = |own: &str, default: &Option<String>| {
-            Some(own.to_string())
-                .filter(|s| !s.is_empty())
-                .or_else(|| default.clone())
-        };
-        let base_url = pick(&overrides.base_url, &self.defaults.base_url).ok_or_else(|| {
-            ExtractError::Permanent(format!(
-                "strategy {} uses the llm extractor but no endpoint is configured (set llm_base_url on the server or llm.base_url on the strategy)",
+        let settings = strategy.llm.clone().unwrap_or_default();
+        // Stored before memd refused them: never honoured (docs/security.md).
+        if let Some(field) = retired_settings(strategy) {
+            return Err(ExtractError::Permanent(format!(
+                "strategy {} carries llm.{field}, which memd no longer honours: LLM endpoints, their keys and limits are the operator's (llm_endpoints); update the strategy to name an endpoint with llm.endpoint",
                 strategy.strategy_id
-            ))
-        })?;
-        let model = pick(&overrides.model, &self.defaults.model).ok_or_else(|| {
-            ExtractError::Permanent(format!(
-                "strategy {} uses the llm extractor but no model is configured (llm_model / llm.model)",
-                strategy.strategy_id
-            ))
-        })?;
-        let api_key = if overrides.api_key_env.is_empty() {
-            self.defaults.api_key.clone()
-        } else {
-            Some(std::env::var(&overrides.api_key_env).map_err(|_| {
+            )));
+        }
+        let (config, limits) = self
+            .endpoints
+            .choose(&settings.endpoint, &settings.model)
+            .map_err(|refusal| {
                 ExtractError::Permanent(format!(
-                    "environment variable {} (the api key of strategy {}) is not set on the server",
-                    overrides.api_key_env, strategy.strategy_id
+                    "strategy {}: llm.{}: {}",
+                    strategy.strategy_id, refusal.field, refusal.message
                 ))
-            })?)
-        };
-        let config = LlmConfig {
-            base_url,
-            model,
-            api_key,
-            timeout: match overrides.timeout_seconds {
-                0 => self.defaults.timeout,
-                s => Duration::from_secs(s.into()),
-            },
-            max_concurrent: match overrides.max_concurrent_requests {
-                0 => self.defaults.max_concurrent,
-                n => n as usize,
-            },
-            tokens_per_minute: match overrides.tokens_per_minute {
-                0 => self.defaults.tokens_per_minute,
-                n => n,
-            },
-            max_output_tokens: self.defaults.max_output_tokens,
-        };
+            })?;
         let mut prompts = self.prompts.clone();
         if !strategy.prompt.is_empty() {
             let mode = match PbPromptMode::try_from(strategy.prompt_mode) {
@@ -132,7 +103,7 @@ impl Extractors {
         let mut cache = self.llm.lock().unwrap_or_else(|p| p.into_inner());
         let extractor = cache
             .entry((config.clone(), prompts.clone()))
-            .or_insert_with(|| Arc::new(LlmExtractor::new(config, prompts)))
+            .or_insert_with(|| Arc::new(LlmExtractor::with_limits(config, prompts, limits)))
             .clone();
         Ok(extractor)
     }
@@ -141,5 +112,40 @@ impl Extractors {
     pub fn tokens_used(&self) -> u64 {
         let cache = self.llm.lock().unwrap_or_else(|p| p.into_inner());
         cache.values().map(|e| e.tokens_used()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::codec::StoredLlmSettings;
+
+    #[test]
+    fn a_stored_url_or_variable_is_never_honoured() {
+        let extractors = Extractors::new(Arc::new(LlmEndpoints::default()), None).unwrap();
+        let strategy = StoredStrategy {
+            strategy_id: "facts".into(),
+            strategy_type: StrategyType::Semantic as i32,
+            extractor: "llm".into(),
+            llm: Some(StoredLlmSettings {
+                base_url: "http://169.254.169.254/v1".into(),
+                api_key_env: "MEMD_ADMIN_KEY".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(retired_settings(&strategy), Some("base_url"));
+        match extractors.for_strategy(&strategy) {
+            Err(ExtractError::Permanent(reason)) => {
+                assert!(reason.contains("llm.base_url"), "{reason}")
+            }
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("a stored base_url was honoured"),
+        }
+        let builtin = StoredStrategy {
+            extractor: "builtin".into(),
+            ..strategy
+        };
+        assert!(extractors.for_strategy(&builtin).is_ok());
     }
 }

@@ -104,7 +104,15 @@ pub fn run(
     now_us: u64,
 ) -> Result<Step, JobError> {
     let (memory_id, actor_id, _) = keys::decode_job_key(job_key)?;
-    let memory = store.memory(memory_id)?;
+    let memory = match store.memory(memory_id) {
+        Ok(memory) => memory,
+        // Deleted while the job waited: it is gone with its memory, never retried.
+        Err(ServiceError::NotFound(_)) => {
+            batch.jobs.push((job_key.to_vec(), job.clone()));
+            return Ok(Step::Added);
+        }
+        Err(err) => return Err(err.into()),
+    };
     let Some(strategy) = memory
         .strategies
         .iter()

@@ -4,6 +4,7 @@
 //! with the job's removal.
 
 pub mod batch;
+pub mod endpoints;
 pub mod extractors;
 pub mod job;
 pub mod namespaces;
@@ -11,5 +12,5 @@ mod threads;
 pub(crate) mod turns;
 mod worker;
 
-pub use extractors::LlmDefaults;
+pub use endpoints::LlmEndpoints;
 pub use worker::{ExtractionWorkers, WorkerOptions};

@@ -4,7 +4,8 @@
 //! its strategy for that actor, so per-actor order survives retries.
 
 use super::batch::Batch;
-use super::extractors::{Extractors, LlmDefaults};
+use super::endpoints::LlmEndpoints;
+use super::extractors::Extractors;
 use super::job::{self, JobError, Step};
 use super::namespaces::Namespaces;
 use super::threads::ThreadPool;
@@ -38,8 +39,10 @@ pub struct WorkerOptions {
     /// First retry delay; doubles with every attempt up to `max_backoff`.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
-    /// Server-wide settings of the LLM extractor.
-    pub llm: LlmDefaults,
+    /// The operator's LLM endpoints.
+    pub llm: Arc<LlmEndpoints>,
+    /// A directory of prompts replacing the built-in ones.
+    pub prompts_dir: Option<std::path::PathBuf>,
 }
 
 /// Handle to the worker pool, shared with the gRPC side: which jobs run right now (for
@@ -115,7 +118,8 @@ impl ExtractionWorkers {
             }
         };
         let busy: Arc<Mutex<HashSet<Vec<u8>>>> = Arc::default();
-        let extractors = match Extractors::new(options.llm.clone()) {
+        let extractors = match Extractors::new(options.llm.clone(), options.prompts_dir.as_deref())
+        {
             Ok(extractors) => Arc::new(extractors),
             Err(err) => {
                 tracing::error!(%err, "cannot read llm_prompts_dir; extraction is off");

@@ -3,6 +3,7 @@
 use super::{blocking, convert, request_hash, validate};
 use crate::auth::{Authenticator, principal};
 use crate::error::ServiceError;
+use crate::extraction::LlmEndpoints;
 use crate::ids;
 use crate::retrieval::{ReindexHandle, Retrieval};
 use crate::store::codec::StoredMemory;
@@ -20,20 +21,24 @@ pub struct ControlApi {
     auth: Arc<Authenticator>,
     reindex: ReindexHandle,
     retrieval: Arc<Retrieval>,
+    llm: Arc<LlmEndpoints>,
 }
 
 impl ControlApi {
+    /// `llm` are the operator's endpoints, which strategies choose from.
     pub fn new(
         store: Arc<Store>,
         auth: Arc<Authenticator>,
         reindex: ReindexHandle,
         retrieval: Arc<Retrieval>,
+        llm: Arc<LlmEndpoints>,
     ) -> Self {
         Self {
             store,
             auth,
             reindex,
             retrieval,
+            llm,
         }
     }
 }
@@ -70,7 +75,7 @@ impl pb::control_service_server::ControlService for ControlApi {
             name,
             description,
             event_expiry_days: validate::event_expiry_days(event_expiry_days)?,
-            strategies: validate::strategies(strategies)?,
+            strategies: validate::strategies(strategies, &self.llm)?,
             session_policy: Some(validate::session_policy(session_policy.as_ref())?),
             create_us: now,
             update_us: now,
@@ -121,7 +126,7 @@ impl pb::control_service_server::ControlService for ControlApi {
             .then(|| validate::event_expiry_days(event_expiry_days))
             .transpose()?;
         let strategies = updates("strategies")
-            .then(|| validate::strategies(strategies))
+            .then(|| validate::strategies(strategies, &self.llm))
             .transpose()?;
         let policy = updates("session_policy")
             .then(|| validate::session_policy(session_policy.as_ref()))

@@ -28,6 +28,8 @@ pub fn memory(m: &StoredMemory) -> pb::Memory {
     }
 }
 
+// Retired LLM fields are shown as stored, so that an admin sees why a strategy fails.
+#[allow(deprecated)]
 pub fn strategy(s: &StoredStrategy) -> pb::MemoryStrategy {
     pb::MemoryStrategy {
         strategy_id: s.strategy_id.clone(),
@@ -49,6 +51,7 @@ pub fn strategy(s: &StoredStrategy) -> pb::MemoryStrategy {
             timeout_seconds: l.timeout_seconds,
             max_concurrent_requests: l.max_concurrent_requests,
             tokens_per_minute: l.tokens_per_minute,
+            endpoint: l.endpoint.clone(),
         }),
         base_type: s.base_type,
         prompt: s.prompt.clone(),

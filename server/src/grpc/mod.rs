@@ -4,6 +4,7 @@ mod context;
 pub mod control;
 pub mod convert;
 pub mod memory;
+pub mod metadata_limit;
 mod record_batches;
 mod records;
 mod search;

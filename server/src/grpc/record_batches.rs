@@ -7,6 +7,7 @@ use crate::auth::Principal;
 use crate::error::{Result, ServiceError};
 use crate::ids;
 use crate::store::codec::StoredRecord;
+use crate::store::keys;
 use crate::store::{ItemResult, NewRecord, RecordEdit, Store};
 use crate::time::now_us;
 use memd_proto::v1 as pb;
@@ -56,12 +57,15 @@ fn response(results: Vec<ItemResult>, ids: &[String]) -> pb::BatchMemoryRecordsR
 }
 
 /// A record id: derived from the token, so a retried item lands on the same record.
-fn new_record_id(memory_id: &str, token: &str) -> String {
+/// A random id, or with a client token one derived from it within its scope (the record's
+/// actor or namespace, see `keys::record_token_scope`), so a retry names the same record.
+fn new_record_id(memory_id: &str, scope: &[u8], token: &str) -> String {
     if token.is_empty() {
         let bytes: [u8; 16] = rand::random();
         return hex::encode(bytes);
     }
-    let digest = Sha256::digest([memory_id.as_bytes(), b"\0", token.as_bytes()].concat());
+    let digest =
+        Sha256::digest([memory_id.as_bytes(), b"\0", scope, b"\0", token.as_bytes()].concat());
     hex::encode(&digest[..16])
 }
 
@@ -147,7 +151,11 @@ fn create_item(
     let request_hash = Sha256::digest(item.encode_to_vec()).to_vec();
     Ok(NewRecord {
         record: StoredRecord {
-            record_id: new_record_id(memory_id, &token),
+            record_id: new_record_id(
+                memory_id,
+                &keys::record_token_scope(&item.actor_id, &item.namespace),
+                &token,
+            ),
             namespace: item.namespace,
             strategy_id: item.strategy_id,
             text: item.text,

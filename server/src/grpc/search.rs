@@ -161,14 +161,21 @@ pub async fn search_events(
     blocking(move || {
         let now = now_us();
         let mut events = Vec::new();
+        let mut bytes = 0;
         for hit in retrieval.search_events(&search, mode, vector.as_deref())? {
             // Deleted or expired since it was indexed: left out.
             if let Some(view) = store.event_by_key(&hit.event_key, now)?
                 && view.memory_id == search.memory_id
                 && view.actor_id == search.actor_id
             {
+                let event = convert::event(view);
+                // Payloads may be large: the least relevant hits give way to the bound.
+                bytes += prost::Message::encoded_len(&event);
+                if !events.is_empty() && bytes > page::MAX_PAGE_BYTES {
+                    break;
+                }
                 events.push(pb::ScoredEvent {
-                    event: Some(convert::event(view)),
+                    event: Some(event),
                     score: f64::from(hit.score),
                 });
             }
@@ -195,8 +202,14 @@ pub async fn retrieve(
     let top_k = top_k("search_criteria.top_k", criteria.top_k)?;
     let page_size = match req.page_size {
         0 => top_k,
-        n if n > 0 => (n as usize).min(top_k),
-        _ => return Err(ServiceError::invalid("page_size", "must not be negative")),
+        n if n < 0 => return Err(ServiceError::invalid("page_size", "must not be negative")),
+        n if n as usize > page::MAX_PAGE_SIZE => {
+            return Err(ServiceError::invalid(
+                "page_size",
+                format!("must be at most {}", page::MAX_PAGE_SIZE),
+            ));
+        }
+        n => (n as usize).min(top_k),
     };
     if !criteria.strategy_id.is_empty() {
         ids::memory_id("search_criteria.strategy_id", &criteria.strategy_id)?;

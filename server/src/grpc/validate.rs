@@ -2,6 +2,7 @@
 //! INVALID_ARGUMENT naming the field; nothing is written for a rejected request.
 
 use crate::error::{Result, ServiceError};
+use crate::extraction::endpoints::{LlmEndpoints, retired_field};
 use crate::ids;
 use crate::lifecycle;
 use crate::store::codec::{
@@ -22,6 +23,9 @@ pub const MAX_METADATA_VALUE_CHARS: usize = 256;
 pub const DEFAULT_EVENT_EXPIRY_DAYS: u32 = 90;
 pub const MAX_EVENT_EXPIRY_DAYS: u32 = 3650;
 pub const MAX_SPEAKER_CHARS: usize = 128;
+/// Nesting of a JSON payload item (objects and arrays) at most: deeper documents are refused
+/// before anything parses them recursively.
+pub const MAX_JSON_DEPTH: usize = 64;
 const MAX_DESCRIPTION_CHARS: usize = 4096;
 const MAX_STRATEGIES: usize = 20;
 const MAX_POLICY_ENTRIES: usize = 100;
@@ -105,6 +109,12 @@ pub fn payload(items: Vec<pb::PayloadItem>) -> Result<Vec<StoredPayload>> {
                 }
                 Some(Content::Blob(bytes)) => StoredContent::Blob(bytes),
                 Some(Content::Json(json)) => {
+                    if json_depth(&json) > MAX_JSON_DEPTH {
+                        return Err(ServiceError::invalid(
+                            format!("payload[{i}].json"),
+                            format!("nests objects and arrays deeper than {MAX_JSON_DEPTH} levels"),
+                        ));
+                    }
                     if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(&json) {
                         return Err(ServiceError::invalid(
                             format!("payload[{i}].json"),
@@ -119,6 +129,34 @@ pub fn payload(items: Vec<pb::PayloadItem>) -> Result<Vec<StoredPayload>> {
             })
         })
         .collect()
+}
+
+/// How deeply a JSON text nests objects and arrays (brackets inside strings do not count);
+/// a linear scan, whatever the depth.
+fn json_depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for b in json.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Event metadata limits.
@@ -274,7 +312,11 @@ fn default_namespace(strategy_type: pb::StrategyType) -> &'static str {
 }
 
 /// Strategies, with ids and namespace templates filled in.
-pub fn strategies(strategies: Vec<pb::MemoryStrategy>) -> Result<Vec<StoredStrategy>> {
+/// `endpoints` are the operator's LLM endpoints, which a strategy's `llm` chooses from.
+pub fn strategies(
+    strategies: Vec<pb::MemoryStrategy>,
+    endpoints: &LlmEndpoints,
+) -> Result<Vec<StoredStrategy>> {
     if strategies.len() > MAX_STRATEGIES {
         return Err(ServiceError::invalid(
             "strategies",
@@ -350,7 +392,7 @@ pub fn strategies(strategies: Vec<pb::MemoryStrategy>) -> Result<Vec<StoredStrat
                 let (extractor, base_type) =
                     strategy_extractor(&field, strategy_type, extractor, base_type, &prompt)?;
                 if let Some(llm) = &llm {
-                    llm_settings(&field("llm"), llm)?;
+                    llm_settings(&field("llm"), llm, strategy_type, &extractor, endpoints)?;
                 }
                 if pb::PromptMode::try_from(prompt_mode).is_err() {
                     return Err(ServiceError::invalid(
@@ -361,12 +403,9 @@ pub fn strategies(strategies: Vec<pb::MemoryStrategy>) -> Result<Vec<StoredStrat
                 Ok(StoredStrategy {
                     extractor,
                     llm: llm.map(|l| StoredLlmSettings {
-                        base_url: l.base_url,
                         model: l.model,
-                        api_key_env: l.api_key_env,
-                        timeout_seconds: l.timeout_seconds,
-                        max_concurrent_requests: l.max_concurrent_requests,
-                        tokens_per_minute: l.tokens_per_minute,
+                        endpoint: l.endpoint,
+                        ..Default::default()
                     }),
                     base_type,
                     prompt,
@@ -442,29 +481,45 @@ fn strategy_extractor(
     Ok((extractor, base_type))
 }
 
-fn llm_settings(field: &str, llm: &pb::LlmSettings) -> Result<()> {
-    let is_url = llm.base_url.starts_with("http://") || llm.base_url.starts_with("https://");
-    if !llm.base_url.is_empty() && !is_url {
+/// A strategy's LLM settings: no URL, variable name or limits (the operator's, see
+/// `extraction::endpoints`), and an endpoint and model the operator allows (SELF_MANAGED
+/// strategies run on external workers, which bring their own).
+#[allow(deprecated)] // reads the retired fields to refuse them
+fn llm_settings(
+    field: &str,
+    llm: &pb::LlmSettings,
+    strategy_type: pb::StrategyType,
+    extractor: &str,
+    endpoints: &LlmEndpoints,
+) -> Result<()> {
+    if let Some(retired) = retired_field(
+        &llm.base_url,
+        &llm.api_key_env,
+        llm.timeout_seconds,
+        llm.max_concurrent_requests,
+        llm.tokens_per_minute,
+    ) {
         return Err(ServiceError::invalid(
-            format!("{field}.base_url"),
-            "must be an http:// or https:// URL",
+            format!("{field}.{retired}"),
+            "is no longer accepted: LLM endpoints, their keys and limits are configured by the operator (llm_base_url, llm_endpoints); name one with llm.endpoint",
         ));
     }
-    if !llm.api_key_env.is_empty()
-        && !llm
-            .api_key_env
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        return Err(ServiceError::invalid(
-            format!("{field}.api_key_env"),
-            "must be an environment variable name ([A-Za-z0-9_])",
-        ));
-    }
-    if llm.base_url.len() > 512 || llm.model.len() > 256 {
+    if llm.endpoint.len() > 64 || llm.model.len() > 256 {
         return Err(ServiceError::invalid(
             field,
-            "base_url or model is too long",
+            "endpoint or model is too long",
+        ));
+    }
+    if extractor == "llm" && strategy_type != pb::StrategyType::SelfManaged {
+        endpoints
+            .choose(&llm.endpoint, &llm.model)
+            .map_err(|refusal| {
+                ServiceError::invalid(format!("{field}.{}", refusal.field), refusal.message)
+            })?;
+    } else if !llm.endpoint.is_empty() || !llm.model.is_empty() {
+        return Err(ServiceError::invalid(
+            field,
+            "is for strategies whose extractor is \"llm\"",
         ));
     }
     Ok(())
@@ -611,5 +666,76 @@ mod tests {
                 .to_string()
                 .starts_with("payload[0].json")
         );
+    }
+
+    #[test]
+    fn json_payloads_nest_at_most_64_deep() {
+        let json = |text: String| pb::PayloadItem {
+            content: Some(pb::payload_item::Content::Json(text)),
+        };
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        assert_eq!(json_depth(&nested(MAX_JSON_DEPTH)), MAX_JSON_DEPTH);
+        assert_eq!(json_depth(r#"{"a": "[[[{{{", "b": [{"c": "\"]"}]}"#), 3);
+        assert!(payload(vec![json(nested(MAX_JSON_DEPTH))]).is_ok());
+        let err = payload(vec![json(nested(100_000))]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("payload[0].json") && err.to_string().contains("64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn strategies_name_an_operator_endpoint_never_a_url_or_a_variable() {
+        let llm_strategy = |llm: pb::LlmSettings| pb::MemoryStrategy {
+            r#type: pb::StrategyType::Semantic as i32,
+            name: "facts".into(),
+            extractor: "llm".into(),
+            llm: Some(llm),
+            ..Default::default()
+        };
+        let none = LlmEndpoints::default();
+        for (llm, field) in [
+            (
+                pb::LlmSettings {
+                    base_url: "http://169.254.169.254/v1".into(),
+                    ..Default::default()
+                },
+                "strategies[0].llm.base_url",
+            ),
+            (
+                pb::LlmSettings {
+                    api_key_env: "MEMD_ADMIN_KEY".into(),
+                    ..Default::default()
+                },
+                "strategies[0].llm.api_key_env",
+            ),
+            (
+                pb::LlmSettings {
+                    tokens_per_minute: 1_000_000,
+                    ..Default::default()
+                },
+                "strategies[0].llm.tokens_per_minute",
+            ),
+            (
+                pb::LlmSettings {
+                    endpoint: "elsewhere".into(),
+                    ..Default::default()
+                },
+                "strategies[0].llm.endpoint",
+            ),
+        ] {
+            let err = strategies(vec![llm_strategy(llm)], &none).unwrap_err();
+            assert!(err.to_string().starts_with(field), "{err}");
+        }
+        let builtin_with_endpoint = pb::MemoryStrategy {
+            extractor: "builtin".into(),
+            ..llm_strategy(pb::LlmSettings {
+                endpoint: "default".into(),
+                ..Default::default()
+            })
+        };
+        let err = strategies(vec![builtin_with_endpoint], &none).unwrap_err();
+        assert!(err.to_string().starts_with("strategies[0].llm"), "{err}");
     }
 }

@@ -265,9 +265,16 @@ impl pb::extraction_worker_service_server::ExtractionWorkerService for WorkerApi
         let lease_us = lease_seconds(req.lease_seconds)? * 1_000_000;
         let store = self.store.clone();
         let lost = blocking(move || {
+            let memory = store.memory(&req.memory_id)?;
+            // Authorised like a completion: a token of a job the caller may not work on is
+            // reported lost, exactly like an expired one, and its lease is left alone.
+            let may = |job_key: &[u8], job: &StoredJob| {
+                keys::decode_job_key(job_key)
+                    .is_ok_and(|(_, actor_id, _)| may_work(&caller, &memory, actor_id, job))
+            };
             let mut lost = Vec::new();
             for token in req.lease_tokens {
-                if !store.extend_lease(&req.memory_id, &token, lease_us, now_us())? {
+                if !store.extend_lease(&req.memory_id, &token, lease_us, now_us(), may)? {
                     lost.push(token);
                 }
             }

@@ -62,14 +62,29 @@ impl Indexes {
     }
 }
 
-/// Applies what the log holds after the indexes' positions and returns the position both
-/// have reached; an index without a position is first rebuilt from RocksDB.
+/// Applies what the log held when called, after the indexes' positions, and returns the
+/// position both have reached; an index without a position is first rebuilt from RocksDB.
+/// Changes that arrive meanwhile wait for the next call: under steady writes the log is never
+/// empty, and the indexing thread must still get back to its stop flag and rebuild requests.
 pub fn catch_up(
     store: &Store,
     indexes: &Indexes,
     cursors: &LogCursors,
     records_at: Option<u64>,
     events_at: Option<u64>,
+) -> Result<u64> {
+    let target = store.last_index_seq()?;
+    catch_up_to(store, indexes, cursors, records_at, events_at, target)
+}
+
+/// [`catch_up`] to the log position `target` (at least; it applies whole batches).
+fn catch_up_to(
+    store: &Store,
+    indexes: &Indexes,
+    cursors: &LogCursors,
+    records_at: Option<u64>,
+    events_at: Option<u64>,
+    target: u64,
 ) -> Result<u64> {
     let records_at = match records_at {
         Some(seq) => seq,
@@ -82,7 +97,11 @@ pub fn catch_up(
     // Replaying what one index already has is harmless (each change re-reads the state).
     let mut applied = records_at.min(events_at);
     loop {
-        let changes = store.index_changes(applied, BATCH)?;
+        let changes = if applied < target {
+            store.index_changes(applied, BATCH)?
+        } else {
+            Vec::new()
+        };
         let Some(&(last, _)) = changes.last() else {
             cursors.note_text(applied);
             return Ok(applied);

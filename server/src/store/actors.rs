@@ -61,8 +61,8 @@ impl Store {
     /// Erases everything stored for an actor: events, sessions, branches, tokens, pending
     /// extraction jobs, and the long-term records drawn from its events with their history.
     pub fn delete_actor(&self, memory_id: &str, actor_id: &str) -> Result<()> {
-        self.memory(memory_id)?;
         let _memory_gate = self.memory_gate.blocking_read();
+        self.memory(memory_id)?;
         let _actor_gate = self.actor_gate(memory_id, actor_id).blocking_write();
         let prefix = keys::actor_prefix(memory_id, actor_id);
         if self.get(cf::ACTORS, &prefix)?.is_none() {

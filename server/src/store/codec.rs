@@ -86,7 +86,9 @@ pub struct StoredStrategy {
     pub prompt_mode: i32,
 }
 
-/// Per-strategy LLM overrides (see `memd.v1.LlmSettings`).
+/// A strategy's choice of LLM endpoint and model (see `memd.v1.LlmSettings`). `base_url`,
+/// `api_key_env` and the limits are only read to refuse strategies stored before memd
+/// stopped accepting them.
 #[derive(Clone, PartialEq, Message)]
 pub struct StoredLlmSettings {
     #[prost(string, tag = "1")]
@@ -101,6 +103,8 @@ pub struct StoredLlmSettings {
     pub max_concurrent_requests: u32,
     #[prost(uint32, tag = "6")]
     pub tokens_per_minute: u32,
+    #[prost(string, tag = "7")]
+    pub endpoint: String,
 }
 
 /// When a strategy extracts (see `memd.v1.ExtractionTriggers`); zero turns a trigger off.

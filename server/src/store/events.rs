@@ -97,9 +97,11 @@ impl Store {
     /// caller's task; the write joins the next group commit. Callers must not cancel the
     /// future between those two steps (the server runs it as its own task).
     pub async fn append_event(&self, new: NewEvent, now_us: u64) -> Result<EventView> {
+        let _memory_gate = self.memory_gate.read().await;
+        // Under the gate: a DeleteMemory either finished (NOT_FOUND) or waits for this write,
+        // so no event or job is ever written into a deleted memory.
         let memory = self.memory(&new.memory_id)?;
         let policy = memory.session_policy.unwrap_or_default();
-        let _memory_gate = self.memory_gate.read().await;
         let _actor_gate = self.actor_gate(&new.memory_id, &new.actor_id).read().await;
         let _session = self
             .session_lock(&new.memory_id, &new.actor_id, &new.session_id)
@@ -415,6 +417,7 @@ impl Store {
             };
 
         let mut events: Vec<(usize, EventView)> = Vec::new();
+        let mut bytes = 0;
         for (index, segment) in segments.iter().enumerate().skip(first_segment) {
             let resume = if index == first_segment { after } else { None };
             let (start, end) = segment_bounds(&session_key, segment, resume, listing.newest_first);
@@ -436,7 +439,16 @@ impl Store {
                 }
                 let seq = EventSeq::from_bytes(&key[session_key.len()..])
                     .ok_or_else(|| ServiceError::DataLoss("event key".into()))?;
-                if events.len() == listing.page_size {
+                // The stored size stands in for the encoded one (payload-free listings
+                // carry a few hundred bytes per event and stop at page_size).
+                let size = if listing.include_payloads {
+                    value.len()
+                } else {
+                    0
+                };
+                if events.len() == listing.page_size
+                    || (!events.is_empty() && bytes + size > page::MAX_PAGE_BYTES)
+                {
                     let (last_index, last) = events.last().expect("page_size >= 1");
                     let token =
                         page::encode(scope.as_bytes(), &encode_cursor(*last_index, last.seq));
@@ -454,6 +466,7 @@ impl Store {
                 };
                 // Remember the segment of each event: the next page resumes in it.
                 events.push((index, view));
+                bytes += size;
             }
         }
         Ok((

@@ -360,18 +360,23 @@ impl Store {
         }
     }
 
-    /// Extends a lease; `false` when the token no longer holds its job.
+    /// Extends a lease; `false` when the token no longer holds its job or `allowed` (given
+    /// the job's key and the job) refuses the caller, who then learns nothing more.
     pub fn extend_lease(
         &self,
         memory_id: &str,
         token: &str,
         lease_us: u64,
         now_us: u64,
+        allowed: impl Fn(&[u8], &StoredJob) -> bool,
     ) -> Result<bool> {
         let _leasing = self.lease_lock.lock().unwrap_or_else(|p| p.into_inner());
         let Some(Lease { job_key, mut job }) = self.leased_job(memory_id, token)? else {
             return Ok(false);
         };
+        if !allowed(&job_key, &job) {
+            return Ok(false);
+        }
         // An expired lease nobody took over yet is still the worker's to extend.
         job.lease_until_us = now_us + lease_us;
         self.db.put_cf_opt(
@@ -458,7 +463,7 @@ mod tests {
         assert!(lease(&store, now + SECOND).is_empty(), "held by its lease");
         assert!(
             store
-                .extend_lease("m-1", &token, 30 * SECOND, now + 20 * SECOND)
+                .extend_lease("m-1", &token, 30 * SECOND, now + 20 * SECOND, |_, _| true)
                 .unwrap()
         );
 
@@ -469,7 +474,9 @@ mod tests {
         assert_eq!(again[0].job.attempts, 1);
         assert_ne!(again[0].job.lease_token, token);
         assert!(
-            !store.extend_lease("m-1", &token, 30 * SECOND, now).unwrap(),
+            !store
+                .extend_lease("m-1", &token, 30 * SECOND, now, |_, _| true)
+                .unwrap(),
             "old token lost"
         );
         assert!(store.leased_job("m-1", &token).unwrap().is_none());

@@ -8,7 +8,7 @@
 //! |---------------|--------------------------------------------------------------|----------------|
 //! | `memories`    | memory_id                                                    | StoredMemory   |
 //! | `meta`        | `t/` client_token                                            | StoredToken    |
-//! | `meta`        | `r/` memory_id \0 client_token (record tokens)               | StoredToken    |
+//! | `meta`        | `r/` memory_id \0 scope \0 client_token (record tokens)      | StoredToken    |
 //! | `apikeys`     | key_id                                                       | StoredApiKey   |
 //! | `actors`      | memory_id \0 actor_id \0                                     | StoredActor    |
 //! | `sessions`    | memory_id \0 actor_id \0 session_id \0                       | StoredSession  |
@@ -292,9 +292,45 @@ pub fn memory_token_key(token: &str) -> Vec<u8> {
     [b"t/".as_slice(), token.as_bytes()].concat()
 }
 
-/// Key of a record-creation idempotency token in `meta`.
-pub fn record_token_key(memory_id: &str, token: &str) -> Vec<u8> {
-    [record_tokens_prefix(memory_id).as_slice(), token.as_bytes()].concat()
+/// Whose a record-creation token is: the record's actor, or for a record without one its
+/// namespace. Tenants sharing a memory never meet (or block) each other's tokens.
+pub fn record_token_scope(actor_id: &str, namespace: &str) -> Vec<u8> {
+    if actor_id.is_empty() {
+        [b"n\0".as_slice(), namespace.as_bytes()].concat()
+    } else {
+        [b"a\0".as_slice(), actor_id.as_bytes()].concat()
+    }
+}
+
+/// Key of a record-creation idempotency token in `meta`: `r/ memory_id \0 scope \0 token`.
+pub fn record_token_key(memory_id: &str, scope: &[u8], token: &str) -> Vec<u8> {
+    [
+        record_tokens_prefix(memory_id).as_slice(),
+        scope,
+        b"\0",
+        token.as_bytes(),
+    ]
+    .concat()
+}
+
+/// `[start, end)` of every record token of every memory in `meta`.
+pub fn all_record_tokens() -> (Vec<u8>, Vec<u8>) {
+    (b"r/".to_vec(), b"r0".to_vec())
+}
+
+/// A record token key from before tokens were scoped (`r/ memory_id \0 token`): its memory id
+/// and token; `None` for a scoped key.
+pub fn legacy_record_token(key: &[u8]) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(b"r/")?;
+    let nul = rest.iter().position(|&b| b == 0)?;
+    let (memory_id, token) = (&rest[..nul], &rest[nul + 1..]);
+    if token.contains(&0) {
+        return None;
+    }
+    Some((
+        std::str::from_utf8(memory_id).ok()?,
+        std::str::from_utf8(token).ok()?,
+    ))
 }
 
 /// `r/ memory_id \0`: every record token of a memory in `meta`.

@@ -199,6 +199,13 @@ impl Store {
         };
         store.load_memories()?;
         store.seed_sequence_above_log()?;
+        let moved = store.scope_legacy_record_tokens()?;
+        if moved > 0 {
+            tracing::info!(
+                moved,
+                "record client tokens scoped to their actor or namespace"
+            );
+        }
         Ok(store)
     }
 

@@ -13,6 +13,10 @@ const DIGEST_LEN: usize = 8;
 /// Default and maximum page sizes.
 pub const DEFAULT_PAGE_SIZE: usize = 20;
 pub const MAX_PAGE_SIZE: usize = 100;
+/// Bytes of payload a page carries at most: a page stops early (with a `next_page_token`)
+/// rather than exceed it, so that any listing fits the gRPC message limit. A single item
+/// larger than this (an event may be 10 MiB) still comes, alone on its page.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Validates a `page_size` field: 0 means the default, 1-100 is taken as is.
 pub fn page_size(field: &str, requested: i32) -> Result<usize> {

@@ -267,9 +267,10 @@ impl Store {
             );
         }
         if !r.client_token.is_empty() {
+            let scope = keys::record_token_scope(&r.actor_id, &r.namespace);
             batch.delete_cf(
                 self.cf(cf::META),
-                keys::record_token_key(memory_id, &r.client_token),
+                keys::record_token_key(memory_id, &scope, &r.client_token),
             );
         }
     }
@@ -419,8 +420,8 @@ impl Store {
         items: Vec<Result<T>>,
         mut apply: impl FnMut(&mut WriteBatch, T) -> Result<ItemResult>,
     ) -> Result<Vec<ItemResult>> {
-        self.memory(memory_id)?;
         let _memory_gate = self.memory_gate.blocking_read();
+        self.memory(memory_id)?; // under the gate: never into a deleted memory
         let _writes = self
             .record_api_lock
             .lock()
@@ -438,6 +439,39 @@ impl Store {
         Ok(results)
     }
 
+    /// Moves record tokens stored before they were scoped (`r/ memory_id \0 token`) under
+    /// their record's scope, once, at open; a token whose record is gone is dropped. Returns
+    /// how many it moved.
+    pub(super) fn scope_legacy_record_tokens(&self) -> Result<usize> {
+        let mut batch = WriteBatch::default();
+        let mut moved = 0;
+        let (start, end) = keys::all_record_tokens();
+        for item in self.range(cf::META, &start, &end, false) {
+            let (key, value) = item?;
+            let Some((memory_id, token_text)) = keys::legacy_record_token(&key) else {
+                continue;
+            };
+            let token: codec::StoredToken = codec::decode(&value)?;
+            let record_id = String::from_utf8_lossy(&token.target).into_owned();
+            let record: Option<StoredRecord> =
+                self.get_decoded(cf::RECORDS, &keys::record_key(memory_id, &record_id))?;
+            if let Some(record) = record {
+                let scope = keys::record_token_scope(&record.actor_id, &record.namespace);
+                batch.put_cf(
+                    self.cf(cf::META),
+                    keys::record_token_key(memory_id, &scope, token_text),
+                    &value,
+                );
+                moved += 1;
+            }
+            batch.delete_cf(self.cf(cf::META), &key);
+        }
+        if !batch.is_empty() {
+            self.commit(batch)?;
+        }
+        Ok(moved)
+    }
+
     /// Creates records written through the API in one batch. Items that failed validation
     /// come in as errors and go out unchanged; each other item succeeds or fails on its own.
     pub fn create_records(
@@ -445,12 +479,13 @@ impl Store {
         memory_id: &str,
         items: Vec<Result<NewRecord>>,
     ) -> Result<Vec<ItemResult>> {
-        let mut tokens_in_call: BTreeMap<String, (Vec<u8>, String)> = BTreeMap::new();
+        let mut tokens_in_call: BTreeMap<Vec<u8>, (Vec<u8>, String)> = BTreeMap::new();
         self.record_writes(memory_id, items, |batch, new| {
             let record = new.record;
             if !record.client_token.is_empty() {
-                let key = keys::record_token_key(memory_id, &record.client_token);
-                let earlier = match tokens_in_call.get(&record.client_token) {
+                let scope = keys::record_token_scope(&record.actor_id, &record.namespace);
+                let key = keys::record_token_key(memory_id, &scope, &record.client_token);
+                let earlier = match tokens_in_call.get(&key) {
                     Some((hash, id)) => Some((hash.clone(), id.clone())),
                     None => self
                         .get_decoded::<codec::StoredToken>(cf::META, &key)?
@@ -476,11 +511,8 @@ impl Store {
                     target: record.record_id.as_bytes().to_vec(),
                     create_us: record.create_us,
                 };
-                batch.put_cf(self.cf(cf::META), key, codec::encode(&token));
-                tokens_in_call.insert(
-                    record.client_token.clone(),
-                    (new.request_hash, record.record_id.clone()),
-                );
+                batch.put_cf(self.cf(cf::META), &key, codec::encode(&token));
+                tokens_in_call.insert(key, (new.request_hash, record.record_id.clone()));
             }
             self.put_record(batch, memory_id, &record, true);
             Ok(Ok(record.record_id))
@@ -553,13 +585,13 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::StoreOptions;
     use super::super::codec::StoredMemory;
     use super::super::test_support::temp_store;
     use super::*;
 
-    #[test]
-    fn expired_records_are_hidden_then_purged() {
-        let (_dir, store) = temp_store();
+    /// Creates memory `m-1`; returns the time it was created.
+    fn memory_m1(store: &Store) -> u64 {
         let now = crate::time::now_us();
         let memory = StoredMemory {
             memory_id: "m-1".into(),
@@ -569,6 +601,13 @@ mod tests {
             ..Default::default()
         };
         store.create_memory(memory, "", vec![]).unwrap();
+        now
+    }
+
+    #[test]
+    fn expired_records_are_hidden_then_purged() {
+        let (_dir, store) = temp_store();
+        let now = memory_m1(&store);
         let record = |id: &str, expire_us: u64| {
             Ok(NewRecord {
                 record: StoredRecord {
@@ -619,5 +658,63 @@ mod tests {
         assert_eq!(store.namespace_records("m-1", "/ns", 0).unwrap().len(), 1);
         assert!(store.records_generation() > generation);
         assert_eq!(store.purge_expired_records(now).unwrap(), 0);
+    }
+
+    #[test]
+    fn record_tokens_from_before_scoping_move_under_their_record_at_open() {
+        let (dir, store) = temp_store();
+        let now = memory_m1(&store);
+        let record = StoredRecord {
+            record_id: "r-1".into(),
+            namespace: "/ns".into(),
+            text: "Ann likes tea.".into(),
+            actor_id: "acme/ann".into(),
+            client_token: "t-1".into(),
+            version: 1,
+            create_us: now,
+            update_us: now,
+            ..Default::default()
+        };
+        let hash = vec![7u8; 32];
+        store
+            .create_records(
+                "m-1",
+                vec![Ok(NewRecord {
+                    record: record.clone(),
+                    request_hash: hash.clone(),
+                })],
+            )
+            .unwrap();
+        // Rewrite its token the way earlier versions stored it: per memory, unscoped.
+        let scoped =
+            keys::record_token_key("m-1", &keys::record_token_scope("acme/ann", "/ns"), "t-1");
+        let token = store.get(cf::META, &scoped).unwrap().expect("token stored");
+        let legacy = [keys::record_tokens_prefix("m-1"), b"t-1".to_vec()].concat();
+        assert_eq!(keys::legacy_record_token(&legacy), Some(("m-1", "t-1")));
+        assert_eq!(keys::legacy_record_token(&scoped), None);
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(store.cf(cf::META), &scoped);
+        batch.put_cf(store.cf(cf::META), &legacy, &token);
+        store.commit(batch).unwrap();
+        drop(store);
+
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        assert!(store.get(cf::META, &legacy).unwrap().is_none());
+        assert_eq!(store.get(cf::META, &scoped).unwrap(), Some(token));
+        // A retry after the upgrade lands on the same record, as before it.
+        let retry = store
+            .create_records(
+                "m-1",
+                vec![Ok(NewRecord {
+                    record: StoredRecord {
+                        record_id: "r-other".into(),
+                        ..record
+                    },
+                    request_hash: hash,
+                })],
+            )
+            .unwrap();
+        assert_eq!(retry[0].as_ref().unwrap(), "r-1");
+        assert_eq!(store.scope_legacy_record_tokens().unwrap(), 0);
     }
 }
