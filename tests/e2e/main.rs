@@ -13,6 +13,7 @@ mod ops;
 mod records;
 mod retrieval;
 mod security;
+mod self_statements;
 mod semantic;
 mod sessions;
 mod tls;

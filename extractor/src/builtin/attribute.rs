@@ -28,6 +28,13 @@ const ADVERBS: &[&str] = &[
     "personally",
     "genuinely",
     "honestly",
+    "seldom",
+    "ever",
+    "almost",
+    "rather",
+    "quite",
+    "once",
+    "twice",
 ];
 
 /// Words after "I" that stay as they are (past tenses, modals, conjunctions).
@@ -188,7 +195,7 @@ pub fn attribute(sentence: &str, speaker: &str, listener: Option<&str>) -> Strin
                 }
             }
             None if conjugate_next => {
-                if ADVERBS.contains(&lower.as_str()) && trail.is_empty() {
+                if (ADVERBS.contains(&lower.as_str()) || is_ly_adverb(&lower)) && trail.is_empty() {
                     out.push(token.to_string());
                     continue;
                 }
@@ -205,6 +212,16 @@ pub fn attribute(sentence: &str, speaker: &str, listener: Option<&str>) -> Strin
         text = first.to_uppercase().collect::<String>() + &text[first.len_utf8()..];
     }
     text
+}
+
+/// "rarely", "occasionally", "seldom"-like adverbs by their ending; verbs that end in "ly"
+/// ("apply", "reply", "fly") are not.
+fn is_ly_adverb(word: &str) -> bool {
+    const LY_VERBS: &[&str] = &[
+        "apply", "reply", "supply", "rely", "fly", "ally", "comply", "bully", "tally", "multiply",
+        "imply", "sully", "rally", "dally", "belly", "jelly",
+    ];
+    word.len() > 4 && word.ends_with("ly") && !LY_VERBS.contains(&word)
 }
 
 /// Splits leading and trailing punctuation off a whitespace token.
@@ -287,6 +304,10 @@ mod tests {
         assert_eq!(
             attribute("I study and I try", "Jo", None),
             "Jo studies and Jo tries"
+        );
+        assert_eq!(
+            attribute("I rarely eat out and I reply fast", "Jo", None),
+            "Jo rarely eats out and Jo replies fast"
         );
     }
 

@@ -5,6 +5,7 @@
 //! from the highest-scoring statements of the whole session.
 
 mod attribute;
+mod instructions;
 mod reflection;
 mod statements;
 mod summary;
@@ -80,7 +81,8 @@ fn facts(input: &Input<'_>) -> Vec<Candidate> {
     sourced(input)
         .into_iter()
         .map(|s| Candidate {
-            slot: state_slot(&s.statement.text, &s.turn.speaker),
+            slot: state_slot(&s.statement.text, &s.turn.speaker)
+                .or_else(|| instruction_slot(&s.statement, &s.turn.speaker)),
             valid_from: valid_from(&s.statement, s.turn),
             source_event_ids: vec![s.turn.event_id.clone()],
             text: s.statement.text,
@@ -89,10 +91,10 @@ fn facts(input: &Input<'_>) -> Vec<Candidate> {
         .collect()
 }
 
-/// Facts of which only one can hold at a time ("lives in", "works at"): a new value
-/// supersedes the old one.
+/// Facts of which only one can hold at a time ("lives in", "works at", "is vegetarian"): a
+/// new value supersedes the old one.
 fn state_slot(text: &str, speaker: &str) -> Option<Slot> {
-    const FRAMES: [(&str, &[&str]); 4] = [
+    const FRAMES: [(&str, &[&str]); 5] = [
         (
             "residence",
             &["lives in", "moved to", "is living in", "relocated to"],
@@ -105,19 +107,143 @@ fn state_slot(text: &str, speaker: &str) -> Option<Slot> {
                 "works as",
                 "is working at",
                 "is working as",
+                "is unemployed",
+                "is retired",
+                "is self-employed",
+                "is not working",
             ],
         ),
         ("partner", &["is married to", "is engaged to", "is dating"]),
         ("age", &["is turning", "just turned"]),
+        (
+            "diet",
+            &[
+                "is vegetarian",
+                "is a vegetarian",
+                "is vegan",
+                "is a vegan",
+                "is pescatarian",
+                "is a pescatarian",
+                "is an omnivore",
+                "eats meat",
+                "is no longer vegetarian",
+                "is no longer vegan",
+                "is not vegetarian",
+                "is not vegan",
+                "is not a vegetarian",
+                "is not a vegan",
+            ],
+        ),
     ];
     let lower = text.to_lowercase();
     let subject = speaker.to_lowercase();
-    FRAMES.iter().find_map(|(frame, phrases)| {
-        phrases
-            .iter()
-            .any(|p| lower.starts_with(&format!("{subject} {p} ")))
-            .then(|| Slot::Exclusive(format!("{frame}:{subject}")))
-    })
+    let after = |phrase: &str| {
+        lower
+            .strip_prefix(&format!("{subject} {phrase}"))
+            .filter(|rest| !rest.starts_with(char::is_alphanumeric))
+    };
+    let frame = FRAMES
+        .iter()
+        .find_map(|(frame, phrases)| phrases.iter().any(|p| after(p).is_some()).then_some(*frame))
+        .or_else(|| occupation(&lower, &subject).then_some("job"))?;
+    Some(Slot::Exclusive(format!("{frame}:{subject}")))
+}
+
+/// A standing instruction holds until the next one on the same subject ("answer in French"
+/// replaces "answer in German"), as a fact as well as a preference.
+fn instruction_slot(statement: &Statement, speaker: &str) -> Option<Slot> {
+    let object = &statement.preference.as_ref()?.object;
+    object
+        .starts_with("instruction ")
+        .then(|| Slot::Exclusive(format!("{}:{object}", speaker.to_lowercase())))
+}
+
+/// "Maria is a pharmacist", "Maria is a retired firefighter": an occupation, which a later one
+/// replaces like "works as".
+fn occupation(lower: &str, subject: &str) -> bool {
+    const OCCUPATIONS: &[&str] = &[
+        "accountant",
+        "actor",
+        "analyst",
+        "architect",
+        "artist",
+        "baker",
+        "banker",
+        "barista",
+        "bartender",
+        "carpenter",
+        "cashier",
+        "chef",
+        "cleaner",
+        "coach",
+        "consultant",
+        "cook",
+        "dentist",
+        "designer",
+        "developer",
+        "doctor",
+        "driver",
+        "economist",
+        "editor",
+        "electrician",
+        "engineer",
+        "entrepreneur",
+        "farmer",
+        "firefighter",
+        "freelancer",
+        "hairdresser",
+        "journalist",
+        "judge",
+        "lawyer",
+        "lecturer",
+        "librarian",
+        "manager",
+        "mechanic",
+        "midwife",
+        "musician",
+        "nurse",
+        "officer",
+        "paramedic",
+        "pharmacist",
+        "photographer",
+        "physician",
+        "physiotherapist",
+        "pilot",
+        "plumber",
+        "policeman",
+        "professor",
+        "programmer",
+        "psychologist",
+        "realtor",
+        "receptionist",
+        "researcher",
+        "salesman",
+        "saleswoman",
+        "scientist",
+        "secretary",
+        "soldier",
+        "student",
+        "surgeon",
+        "teacher",
+        "technician",
+        "therapist",
+        "translator",
+        "tutor",
+        "veterinarian",
+        "vet",
+        "waiter",
+        "waitress",
+        "writer",
+    ];
+    let Some(rest) = lower
+        .strip_prefix(&format!("{subject} is a "))
+        .or_else(|| lower.strip_prefix(&format!("{subject} is an ")))
+    else {
+        return false;
+    };
+    rest.split(|c: char| !(c.is_alphanumeric() || c == '-'))
+        .take(3)
+        .any(|w| OCCUPATIONS.contains(&w))
 }
 
 fn preferences(input: &Input<'_>) -> Vec<Candidate> {

@@ -1,8 +1,9 @@
 //! Picks the informative sentences of a turn and rewrites them as standalone statements.
 
 use super::attribute::attribute;
+use super::instructions::instruction;
 use crate::dates;
-use crate::text::{ascii_punctuation, content_words, sentences, words};
+use crate::text::{ascii_punctuation, content_words, is_stopword, sentences, words};
 use crate::{Role, Turn};
 use chrono::NaiveDate;
 use regex::Regex;
@@ -60,12 +61,167 @@ static SECOND_PERSON: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b(you|you're|you've|your|yours|yourself)\b").expect("valid")
 });
 
+/// Likes and dislikes: "I (really) love X", "I'm (not) a big fan of X", "I'm into X", "my
+/// favourite X is Y".
 static PREFERENCE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)\b(?:i|we)\s+(?:(?:really|also|absolutely|totally|just|do|still|truly|kinda|genuinely)\s+)*(?P<verb>love|like|enjoy|prefer|adore|hate|dislike|can't stand|don't like|do not like|don't enjoy|am (?:a )?(?:big |huge )?fan of|am into|am passionate about|am obsessed with|am a sucker for)\s+(?P<object>[^,.;!?]+)|\b(?:my|our)\s+favou?rite\s+(?P<what>[^,.;!?]+?)\s+(?:is|are|was|were|has to be)\s+(?P<value>[^,.;!?]+)",
+        r"(?i)\b(?:i|we)\s+(?:(?:really|also|absolutely|totally|just|do|still|truly|kinda|genuinely|actually|definitely|honestly|so|much|rather)\s+)*(?P<verb>love|like|enjoy|prefer|adore|hate|dislike|detest|loathe|can't stand|cannot stand|don't (?:really )?(?:like|enjoy|love|care for)|do not (?:like|enjoy|love|care for)|am (?:not )?(?:a )?(?:big |huge |massive )?fan of|am (?:not )?into|am passionate about|am obsessed with|am (?:not )?keen on|am (?:not )?fond of|am crazy about|am a sucker for)\s+(?P<object>[^,.;!?]+)|\b(?:i'm|we're)\s+(?:(?:really|also|so|totally|just|definitely|actually|such)\s+)*(?:(?:not )?(?:a )?(?:big |huge |massive )?fan of|(?:not )?into|passionate about|obsessed with|(?:not )?keen on|(?:not )?fond of|crazy about|a sucker for)\s+(?P<object2>[^,.;!?]+)|\b(?:my|our)\s+favou?rite\s+(?P<what>[^,.;!?]+?)(?:'s|\s+(?:is|are|was|were|has to be))\s+(?P<value>[^,.;!?]+)",
     )
     .expect("valid")
 });
+
+/// Openers that carry nothing of their own ("Also, I'm vegan", "Btw I have asthma").
+static DISCOURSE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)^(?:(?:also|actually|btw|by the way|fyi|just so you know|just fyi|for the record|for what it's worth|well|so|and|but|anyway|anyways|honestly|oh and|ps|p\.s\.|to be honest|tbh|i should mention that|i should say that|i forgot to mention that|i forgot to mention|just to let you know)(?:[\s,:.-]+|$))+",
+    )
+    .expect("valid")
+});
+
+/// A request to the assistant ("Write me a poem", "Tell me about black holes"): it asks for
+/// something now and says nothing about anyone. (Standing instructions are recognised
+/// before this; see `instructions`.)
+static REQUEST: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)^(?:(?:please|pls|kindly|now|ok|okay|so|and|also|then)[\s,]+)*(?:write|tell|give|show|send|make|help|find|explain|summari[sz]e|translate|list|create|generate|draft|check|book|remind|compare|describe|calculate|fix|rewrite|rephrase|suggest|recommend|search|look up|convert|correct|proofread|edit|review|outline|brainstorm|plan|schedule|order|buy|read|play|set|turn|open|close|call|email|text|draw|design|compose|sing|count|continue|go on|repeat|try|do|let me know|tell me)\b",
+    )
+    .expect("valid")
+});
+
+/// A sentence whose subject is the speaker: it says something about them.
+static SELF_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^(?:i|i'm|im|i've|i'd|i'll|my|we|we're|we've|our)\b").expect("valid")
+});
+
+/// How people open what they say to each other rather than about themselves ("I'll let you
+/// know", "I bet it was fun", "I'm so glad", "I love that"): not self-statements.
+static SOCIAL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)^(?:i'll|i will|i won't|i'd|i would|i could|i couldn't|i can't wait|i cannot wait|i can tell|i get|i just wanted|i've heard|i've thought|i'm sure|i'm not giving up|we can|we could|we should|we gotta|i bet|i'm (?:so |really |very |just |always |truly )*(?:glad|happy|thankful|grateful|proud|sorry|here|around|excited|honou?red|lucky|blessed|touched|all about)|i (?:really |totally |completely |definitely |just |also |do )*(?:appreciate|agree|see|value|feel|think|guess|wish|mean|understand|believe|admire|respect|miss|hope (?:you|that|so|it|this|they|we|he|she)|know (?:what|that|how (?:it|that|you|hard|much|they|this|i|we)|right|it|you|the feeling)|love (?:that|this|it|how|the way|the thought|the idea|your|seeing|hearing|reading|those|these|them)))\b",
+    )
+    .expect("valid")
+});
+
+/// Predicates of the conversation itself rather than of the speaker's life ("I'm fine", "I
+/// have a question", "I don't mind"): a self-statement needs a word outside them.
+const SMALL_TALK: &[&str] = &[
+    "fine",
+    "well",
+    "alright",
+    "back",
+    "ready",
+    "done",
+    "unsure",
+    "confused",
+    "curious",
+    "wondering",
+    "listening",
+    "kidding",
+    "joking",
+    "thinking",
+    "guess",
+    "agree",
+    "see",
+    "understand",
+    "mean",
+    "meant",
+    "question",
+    "questions",
+    "another",
+    "idea",
+    "problem",
+    "issue",
+    "try",
+    "trying",
+    "help",
+    "tired",
+    "sleepy",
+    "hungry",
+    "bored",
+    "busy",
+    "exhausted",
+    "mind",
+    "care",
+    "sense",
+    "right",
+    "wrong",
+    "bit",
+    "little",
+    "anything",
+    "something",
+    "everything",
+    "nothing",
+    "fault",
+    "wait",
+    "waiting",
+    "believe",
+    "complain",
+    "either",
+    "feeling",
+    "pleasure",
+    "apologies",
+    "apology",
+    "goodness",
+    "turn",
+    "remember",
+    "forgot",
+    "wonder",
+    "suppose",
+    "bet",
+    "worry",
+    "worried",
+    "afraid",
+    "sorry",
+    "okay",
+    "ok",
+    "good",
+    "great",
+    "fine",
+    "glad",
+    "hope",
+    "sure",
+    "kind",
+    "pretty",
+    "thank",
+    "thanks",
+    "welcome",
+    "hear",
+    "loving",
+    "liked",
+    "loved",
+    "enjoyed",
+    "totally",
+    "same",
+    "interested",
+    "asking",
+    "saying",
+    "talking",
+    "bad",
+    "late",
+    "early",
+    "free",
+    "available",
+    "online",
+    "offline",
+    "home",
+    "away",
+    "leaving",
+    "heading",
+    "coming",
+    "going",
+    "gonna",
+    "off",
+    "cool",
+];
+
+static SMALL_TALK_SET: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| SMALL_TALK.iter().copied().collect());
+
+/// Objects that only point back at something said before ("I love it", "I did too").
+const POINTERS: &[&str] = &[
+    "it", "that", "this", "them", "those", "these", "one", "so", "too", "either", "there", "him",
+    "her",
+];
 
 const MONTHS: [&str; 12] = [
     "january",
@@ -141,6 +297,20 @@ pub fn statements(turn: &Turn, listener: Option<&str>) -> Vec<Statement> {
     let mut out = Vec::new();
     for sentence in sentences(&text) {
         let sentence = without_opening(&sentence, listener);
+        if turn.role == Role::User
+            && let Some(instruction) = instruction(&sentence, &turn.speaker)
+        {
+            out.push(Statement {
+                text: instruction.text,
+                score: 3.0,
+                date: None,
+                preference: Some(Preference {
+                    object: format!("instruction {}", instruction.key),
+                }),
+                original: sentence,
+            });
+            continue;
+        }
         let Some(score) = informativeness(&sentence, turn, listener) else {
             continue;
         };
@@ -175,6 +345,7 @@ fn without_opening(sentence: &str, listener: Option<&str>) -> String {
         rest = after.trim_start();
     }
     rest = &rest[INTERJECTION.find(rest).map_or(0, |m| m.end())..];
+    rest = &rest[DISCOURSE.find(rest).map_or(0, |m| m.end())..];
     if rest.len() == sentence.len() || !rest.chars().any(char::is_alphanumeric) {
         return sentence.to_string();
     }
@@ -188,7 +359,7 @@ fn without_opening(sentence: &str, listener: Option<&str>) -> String {
 /// How informative a sentence is, or `None` when it is not worth keeping.
 fn informativeness(sentence: &str, turn: &Turn, listener: Option<&str>) -> Option<f64> {
     let trimmed = sentence.trim_end();
-    if trimmed.ends_with('?') {
+    if trimmed.ends_with('?') || (turn.role == Role::User && REQUEST.is_match(trimmed)) {
         return None;
     }
     let all_words = words(sentence);
@@ -227,7 +398,38 @@ fn informativeness(sentence: &str, turn: &Turn, listener: Option<&str>) -> Optio
     let enough_content = content.len() >= 3
         || (content.len() >= 2 && (names + numbers) > 0)
         || (first_person && !content.is_empty() && names > 0);
-    (enough_content && score >= 3.0).then_some(score)
+    if enough_content && score >= 3.0 {
+        return Some(score);
+    }
+    // Short things users say about themselves ("I'm vegetarian.", "I have three cats.") say
+    // little in few words, but they are what an assistant most needs to remember.
+    (turn.role == Role::User && about_the_speaker(sentence, &all_words)).then_some(score.max(3.0))
+}
+
+/// A declarative sentence whose subject is the speaker, saying something of their life (a
+/// word beyond small talk, not only pointing back at what was said before, and not a
+/// social formula addressed to the listener).
+fn about_the_speaker(sentence: &str, all_words: &[String]) -> bool {
+    let sentence = sentence.trim_start();
+    // About the listener too ("I'm here for you", "I value your opinion"): conversation.
+    if !SELF_SUBJECT.is_match(sentence)
+        || SOCIAL.is_match(sentence)
+        || SECOND_PERSON.is_match(sentence)
+    {
+        return false;
+    }
+    let last = sentence.split_whitespace().last().map(|w| {
+        w.trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase()
+    });
+    if last.is_none_or(|last| POINTERS.contains(&last.as_str())) {
+        return false;
+    }
+    all_words.iter().any(|w| {
+        !is_stopword(w)
+            && !REACTION_SET.contains(w.as_str())
+            && !SMALL_TALK_SET.contains(w.as_str())
+    })
 }
 
 /// Capitalised words that are not the sentence's first word, "I", or a speaker.
@@ -250,6 +452,7 @@ fn preference_of(sentence: &str) -> Option<Preference> {
     let caps = PREFERENCE.captures(sentence)?;
     let object = caps
         .name("object")
+        .or_else(|| caps.name("object2"))
         .or_else(|| caps.name("what"))
         .map(|m| m.as_str())?;
     let key: Vec<String> = content_words(object).into_iter().take(4).collect();

@@ -226,3 +226,67 @@ fn summaries_fold_new_turns_into_their_state() {
     assert_eq!(second[0].text, one_shot[0].text);
     assert_eq!(second[0].source_event_ids, one_shot[0].source_event_ids);
 }
+
+#[test]
+fn short_self_statements_become_facts_about_the_speaker() {
+    let said = |text: &str| {
+        let turns = [
+            turn("e1", "Maria", Role::User, text),
+            turn("e2", "assistant", Role::Assistant, "Got it."),
+        ];
+        let facts = run(RecordKind::Fact, &turns, false);
+        let prefs = run(RecordKind::Preference, &turns, false);
+        (
+            facts.into_iter().map(|c| c.text).collect::<Vec<_>>(),
+            prefs.into_iter().map(|c| c.text).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(said("I'm a pharmacist.").0, ["Maria is a pharmacist."]);
+    assert_eq!(said("I have three cats.").0, ["Maria has three cats."]);
+    assert_eq!(said("Btw, I work from home.").0, ["Maria works from home."]);
+    // Negation is kept, in facts and in preferences.
+    assert_eq!(said("I don't drive.").0, ["Maria doesn't drive."]);
+    assert_eq!(said("I rarely eat out.").0, ["Maria rarely eats out."]);
+    let (facts, prefs) = said("I'm not a fan of spicy food.");
+    assert_eq!(facts, ["Maria is not a fan of spicy food."]);
+    assert_eq!(
+        prefs,
+        ["Maria is not a fan of spicy food (said on 8 May 2023)"]
+    );
+    // Likes and standing instructions reach preferences, about the speaker.
+    assert_eq!(
+        said("I love sailing.").1,
+        ["Maria loves sailing (said on 8 May 2023)"]
+    );
+    assert_eq!(
+        said("No emojis, please.").1,
+        ["Maria does not want emojis in answers (said on 8 May 2023)"]
+    );
+    // Small talk, questions and one-off requests leave nothing.
+    for chat in [
+        "I'm fine, thanks.",
+        "I have a question.",
+        "I'm just curious.",
+        "I love it!",
+        "I don't know.",
+        "Write me a poem about autumn.",
+        "Can you help me?",
+    ] {
+        assert_eq!(said(chat), (vec![], vec![]), "{chat}");
+    }
+}
+
+#[test]
+fn a_diet_or_an_occupation_is_one_value_at_a_time() {
+    let slot = |text: &str| state_slot(text, "Maria");
+    let diet = Some(Slot::Exclusive("diet:maria".into()));
+    assert_eq!(slot("Maria is vegetarian."), diet);
+    assert_eq!(slot("Maria is vegan now."), diet);
+    assert_eq!(slot("Maria is not vegetarian anymore."), diet);
+    let job = Some(Slot::Exclusive("job:maria".into()));
+    assert_eq!(slot("Maria is a pharmacist."), job);
+    assert_eq!(slot("Maria is a retired firefighter."), job);
+    assert_eq!(slot("Maria works as a teacher."), job);
+    assert_eq!(slot("Maria is a big fan of jazz."), None);
+    assert_eq!(slot("Maria is vegetarianism's fan."), None);
+}
