@@ -523,3 +523,60 @@ async fn a_deleted_memory_leaves_no_job_behind() {
         .unwrap();
     assert_eq!(orphans, 0, "events were written into the deleted memory");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leased_jobs_stay_within_a_message_and_the_rest_wait_unharmed() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let m = admin
+        .create_memory(pb::CreateMemoryRequest {
+            name: "heavy".into(),
+            strategies: vec![pb::MemoryStrategy {
+                strategy_id: "mine".into(),
+                r#type: pb::StrategyType::SelfManaged as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .memory_id;
+    // Five actors with a 3 MB turn each: 15 MB of jobs, more than one message may carry.
+    let turn = memd_client::turn(pb::Role::User, "x".repeat(100_000));
+    for actor in 0..5 {
+        admin
+            .create_event(pb::CreateEventRequest {
+                memory_id: m.clone(),
+                actor_id: format!("actor-{actor}"),
+                session_id: "s1".into(),
+                payload: vec![turn.clone(); 30],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let mut leased = Vec::new();
+    for _ in 0..10 {
+        let jobs = admin
+            .workers()
+            .lease_extraction_jobs(pb::LeaseExtractionJobsRequest {
+                memory_id: m.clone(),
+                strategy_types: vec![pb::StrategyType::SelfManaged as i32],
+                max_jobs: 10,
+                lease_seconds: 600,
+                worker_id: "test".into(),
+            })
+            .await
+            .expect("a lease response within the message limit")
+            .into_inner()
+            .jobs;
+        if jobs.is_empty() {
+            break;
+        }
+        assert_eq!(jobs.len(), 1, "3 MB jobs come one per response");
+        leased.extend(jobs);
+    }
+    // Every job came once, and a job handed back was not counted as a failed attempt.
+    assert_eq!(leased.len(), 5);
+    assert!(leased.iter().all(|j| j.job.as_ref().unwrap().attempts == 0));
+}

@@ -14,7 +14,7 @@ use crate::extraction::turns::turns;
 use crate::ids;
 use crate::store::codec::{StoredJob, StoredStrategy};
 use crate::store::keys::{self, EventSeq};
-use crate::store::{EventView, JobView, Lease, LoadedEvent, Store};
+use crate::store::{EventView, JobView, Lease, LoadedEvent, Store, page};
 use crate::time::{from_timestamp, now_us, to_timestamp};
 use chrono::{DateTime, Utc};
 use memd_extractor::{Candidate, RecordKind};
@@ -239,10 +239,27 @@ impl pb::extraction_worker_service_server::ExtractionWorkerService for WorkerApi
                 workers.options().max_attempts,
                 now_us(),
             )?;
-            leases
-                .into_iter()
-                .map(|lease| leased_job(&store, &req.memory_id, lease))
-                .collect::<Result<Vec<_>>>()
+            // Jobs carry their events' payloads: the response stops before 4 MiB of them
+            // (the first job always comes) and the rest are handed back unused.
+            let (mut jobs, mut bytes, mut unused) = (Vec::new(), 0, Vec::new());
+            for lease in leases {
+                let token = lease.job.lease_token.clone();
+                if !unused.is_empty() {
+                    unused.push(token);
+                    continue;
+                }
+                let job = leased_job(&store, &req.memory_id, lease)?;
+                bytes += prost::Message::encoded_len(&job);
+                if !jobs.is_empty() && bytes > page::MAX_PAGE_BYTES {
+                    unused.push(token);
+                    continue;
+                }
+                jobs.push(job);
+            }
+            if !unused.is_empty() {
+                store.give_back_leases(&req.memory_id, &unused)?;
+            }
+            Ok(jobs)
         })
         .await?;
         if !jobs.is_empty() {

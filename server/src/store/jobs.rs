@@ -348,6 +348,21 @@ impl Store {
         Ok(leases)
     }
 
+    /// Hands leases back unused (the worker never saw them): each job whose token still holds
+    /// it can be leased again at once, with no attempt counted.
+    pub fn give_back_leases(&self, memory_id: &str, tokens: &[String]) -> Result<()> {
+        let _leasing = self.lease_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = WriteBatch::default();
+        for token in tokens {
+            if let Some(Lease { job_key, mut job }) = self.leased_job(memory_id, token)? {
+                job.lease_token.clear();
+                job.lease_until_us = 0;
+                batch.put_cf(self.cf(cf::JOBS), &job_key, codec::encode(&job));
+            }
+        }
+        self.commit(batch)
+    }
+
     /// The job a lease token names, if the token still holds it.
     pub fn leased_job(&self, memory_id: &str, token: &str) -> Result<Option<Lease>> {
         let Some((job_id, _)) = token.split_once('.') else {
