@@ -346,7 +346,12 @@ impl Config {
         if self.embedding_model.eq_ignore_ascii_case("off") {
             return Ok(None);
         }
-        let source = match &self.embedding_model_dir {
+        // The default model, installed by `./dev.sh fetch-model`, is used from there rather
+        // than downloaded: a hand-started memd works offline like `./dev.sh serve`.
+        let fetched = (self.embedding_model == Config::default().embedding_model)
+            .then(|| crate::embedding::local_file_paths().0)
+            .filter(|dir| dir.join("model.onnx").is_file());
+        let source = match self.embedding_model_dir.as_ref().or(fetched.as_ref()) {
             Some(dir) => ModelSource::Local {
                 dir: dir.clone(),
                 pooling: match self.embedding_pooling.as_str() {
@@ -474,10 +479,15 @@ mod tests {
     fn embedding_settings_name_the_model_or_say_what_is_wrong() {
         let mut config = Config::default();
         let settings = config.embedding_settings().unwrap().expect("on by default");
-        assert!(matches!(
-            settings.source,
-            crate::embedding::ModelSource::Hub { ref cache_dir, .. } if cache_dir.ends_with("models")
-        ));
+        // The default model comes from where `./dev.sh fetch-model` put it, else the hub.
+        let fetched = crate::embedding::local_file_paths().0;
+        match settings.source {
+            crate::embedding::ModelSource::Hub { ref cache_dir, .. } => {
+                assert!(cache_dir.ends_with("models"));
+                assert!(!fetched.join("model.onnx").is_file());
+            }
+            crate::embedding::ModelSource::Local { ref dir, .. } => assert_eq!(dir, &fetched),
+        }
         config.embedding_model = "AllMiniLML6V2".into();
         assert!(config.embedding_settings().unwrap().is_some());
         config.embedding_model = "no-such/model".into();

@@ -86,9 +86,25 @@ impl Server {
         let auth = Arc::new(Authenticator::load(&store, config.admin_key.as_deref())?);
         warn_of_retired_llm_settings(&store)?;
         // Embeddings first: where they stand holds the index log back from being trimmed.
-        let (semantic, cursors, vector_indexer) = match config.embedding_settings()? {
-            Some(settings) => {
-                let embeddings = embedding::Embeddings::start(settings)?;
+        // A model that cannot be loaded (no ONNX Runtime, no network for a hub model) leaves
+        // memd serving keyword search, loudly, rather than not serving at all.
+        let mut semantic_unavailable = None;
+        let embeddings = match config.embedding_settings()? {
+            Some(settings) => match embedding::Embeddings::start(settings) {
+                Ok(embeddings) => Some(embeddings),
+                Err(err) => {
+                    tracing::error!(
+                        %err,
+                        "semantic search is OFF: the embedding model could not be loaded; serving keyword search only (GetIndexStatus says why; fix the model settings and restart)"
+                    );
+                    semantic_unavailable = Some(err.to_string());
+                    None
+                }
+            },
+            None => None,
+        };
+        let (semantic, cursors, vector_indexer) = match embeddings {
+            Some(embeddings) => {
                 let started = retrieval::VectorIndexer::start(
                     store.clone(),
                     &embeddings,
@@ -102,7 +118,17 @@ impl Server {
                 };
                 (Some(semantic), started.cursors, Some(started.indexer))
             }
-            None => (None, Arc::new(retrieval::LogCursors::new(None)), None),
+            None => {
+                // The log will be trimmed without the embeddings following it: whatever they
+                // stored is stale by the time a model is back, so that start rebuilds them.
+                if store.vector_state()?.is_some() {
+                    store.forget_vector_state()?;
+                    tracing::warn!(
+                        "semantic search is off: stored embeddings will be rebuilt when it is back on"
+                    );
+                }
+                (None, Arc::new(retrieval::LogCursors::new(None)), None)
+            }
         };
         // The keyword index is derived: bring it in line with RocksDB before serving, so
         // whatever was committed before a crash is searchable right away.
@@ -119,6 +145,7 @@ impl Server {
             retrieval: Arc::new(Retrieval {
                 indexes,
                 semantic,
+                semantic_unavailable,
                 cursors,
             }),
             indexer,

@@ -4,61 +4,26 @@
 
 use futures::TryStreamExt;
 use memd_client::{MemdClient, pb};
-use memd_tests::{
-    ADMIN_KEY, create_memory, extraction_jobs, memd_binary, memory_records, text_event, text_of,
-};
+use memd_tests::{ADMIN_KEY, create_memory, extraction_jobs, memory_records, text_event, text_of};
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const WRITERS: usize = 4;
 
-/// Starts `memd` on an ephemeral port; returns the child and its endpoint.
+/// Starts `memd` with the real embedding model from local files: semantic indexes crash and
+/// recover too.
 async fn spawn_memd(data_dir: &Path) -> (Child, String) {
     let (model_dir, runtime) = memd_tests::embedding_files();
-    let mut child = Command::new(memd_binary())
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-            "--log-format",
-            "json",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("MEMD_ADMIN_KEY", ADMIN_KEY)
-        // The real embedding model from local files: semantic indexes crash and recover too.
-        .env("MEMD_EMBEDDING_MODEL_DIR", &model_dir)
-        .env("MEMD_ONNXRUNTIME_PATH", &runtime)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("memd starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
-    let endpoint = loop {
-        let line = lines
-            .next_line()
-            .await
-            .expect("read memd log")
-            .expect("memd exited before serving");
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if entry["fields"]["message"] == "memd serving" {
-            break format!(
-                "http://{}",
-                entry["fields"]["listen"].as_str().expect("listen field")
-            );
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, endpoint)
+    memd_tests::spawn_memd(
+        data_dir,
+        &[
+            ("MEMD_EMBEDDING_MODEL_DIR", model_dir.as_os_str()),
+            ("MEMD_ONNXRUNTIME_PATH", runtime.as_os_str()),
+        ],
+    )
+    .await
 }
 
 fn request(memory_id: &str, writer: usize, i: usize) -> pb::CreateEventRequest {

@@ -16,6 +16,7 @@ mod security;
 mod self_statements;
 mod semantic;
 mod sessions;
+mod startup;
 mod tls;
 mod workers;
 

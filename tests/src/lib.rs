@@ -275,3 +275,52 @@ pub fn embedding_files() -> (PathBuf, PathBuf) {
         )
     })
 }
+
+/// Starts the real `memd` binary on an ephemeral port with the admin key [`ADMIN_KEY`], JSON
+/// logs and the extra environment `env`; returns the child (killed on drop) and its endpoint
+/// once it logs that it is serving.
+pub async fn spawn_memd(
+    data_dir: &Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut command = tokio::process::Command::new(memd_binary());
+    command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("MEMD_ADMIN_KEY", ADMIN_KEY)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("memd starts");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let endpoint = loop {
+        let line = lines
+            .next_line()
+            .await
+            .expect("read memd log")
+            .expect("memd exited before serving");
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if entry["fields"]["message"] == "memd serving" {
+            break format!(
+                "http://{}",
+                entry["fields"]["listen"].as_str().expect("listen field")
+            );
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, endpoint)
+}

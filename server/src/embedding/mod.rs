@@ -103,7 +103,10 @@ fn load_runtime(path: Option<&Path>) -> Result<ort::environment::Environment> {
             Some(path) => path.to_path_buf(),
             None => match std::env::var_os("ORT_DYLIB_PATH") {
                 Some(path) if !path.is_empty() => PathBuf::from(path),
-                _ => PathBuf::from("libonnxruntime.so"),
+                // Where `./dev.sh fetch-model` installs it, so a hand-started memd finds it.
+                _ => Some(local_file_paths().1)
+                    .filter(|fetched| fetched.is_file())
+                    .unwrap_or_else(|| PathBuf::from("libonnxruntime.so")),
             },
         };
         let builder = ort::init_from(&path).map_err(|err| {

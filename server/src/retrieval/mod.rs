@@ -72,7 +72,11 @@ impl Retrieval {
                 None => 0,
             },
             rebuilding: semantic.is_some_and(|s| s.status.rebuilding()),
-            model: semantic.map_or("off".into(), |s| s.status.model.clone()),
+            model: match (semantic, &self.semantic_unavailable) {
+                (Some(s), _) => s.status.model.clone(),
+                (None, Some(reason)) => format!("off: {reason}"),
+                (None, None) => "off".into(),
+            },
             partitioned: semantic.map_or(0, |s| {
                 s.vectors.records.partitioned() + s.vectors.events.partitioned()
             }),
@@ -86,6 +90,9 @@ impl Retrieval {
 pub struct Retrieval {
     pub indexes: std::sync::Arc<Indexes>,
     pub semantic: Option<Semantic>,
+    /// Why semantic search is off although it was configured (the model or ONNX Runtime could
+    /// not be loaded), for `GetIndexStatus`.
+    pub semantic_unavailable: Option<String>,
     /// Where each index stands in the index log.
     pub cursors: std::sync::Arc<LogCursors>,
 }

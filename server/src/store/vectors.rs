@@ -76,6 +76,14 @@ impl Store {
         self.commit_relaxed(batch)
     }
 
+    /// Forgets where the stored embeddings stand in the index log, so the next start with a
+    /// model rebuilds them: a server running without one trims the log past them.
+    pub fn forget_vector_state(&self) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(cf::META), STATE_KEY);
+        self.commit_relaxed(batch)
+    }
+
     /// Drops every stored embedding and the state (the model changed).
     pub fn clear_vectors(&self) -> Result<()> {
         let mut batch = WriteBatch::default();
