@@ -6,7 +6,10 @@
 use crate::assert_status;
 use memd_client::{MemdClient, pb};
 use memd_server::store::{Store, StoreOptions};
-use memd_tests::{TestServer, extraction_jobs as jobs, facts_memory, memory_records, text_event};
+use memd_tests::{
+    TestServer, extraction_jobs as jobs, facts_memory, memory_records, self_managed_memory,
+    text_event,
+};
 use pb::api_key_policy::Action;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -183,19 +186,7 @@ async fn a_memory_admin_cannot_make_memd_call_its_host_or_read_the_servers_envir
 async fn a_lease_token_does_not_work_for_another_tenant() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let m = admin
-        .create_memory(pb::CreateMemoryRequest {
-            name: "workers".into(),
-            strategies: vec![pb::MemoryStrategy {
-                strategy_id: "mine".into(),
-                r#type: pb::StrategyType::SelfManaged as i32,
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .memory_id;
+    let m = self_managed_memory(&admin, "workers").await;
     let acme = server
         .client(Some(&key(&admin, &m, "acme/*", &[Action::Write]).await))
         .await;
@@ -528,19 +519,7 @@ async fn a_deleted_memory_leaves_no_job_behind() {
 async fn leased_jobs_stay_within_a_message_and_the_rest_wait_unharmed() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let m = admin
-        .create_memory(pb::CreateMemoryRequest {
-            name: "heavy".into(),
-            strategies: vec![pb::MemoryStrategy {
-                strategy_id: "mine".into(),
-                r#type: pb::StrategyType::SelfManaged as i32,
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .memory_id;
+    let m = self_managed_memory(&admin, "heavy").await;
     // Five actors with a 3 MB turn each: 15 MB of jobs, more than one message may carry.
     let turn = memd_client::turn(pb::Role::User, "x".repeat(100_000));
     for actor in 0..5 {

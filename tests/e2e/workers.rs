@@ -4,7 +4,9 @@
 
 use crate::assert_status;
 use memd_client::{MemdClient, pb};
-use memd_tests::{ADMIN_KEY, TestServer, extraction_jobs as jobs, memctl_binary};
+use memd_tests::{
+    ADMIN_KEY, TestServer, extraction_jobs as jobs, memctl_binary, self_managed_memory,
+};
 use tonic::Code;
 
 fn said(memory_id: &str, actor: &str, text: &str) -> pb::CreateEventRequest {
@@ -41,19 +43,7 @@ async fn complete(
 async fn self_managed_jobs_are_leased_in_order_and_completed() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let m = admin
-        .create_memory(pb::CreateMemoryRequest {
-            name: "external".into(),
-            strategies: vec![pb::MemoryStrategy {
-                strategy_id: "mine".into(),
-                r#type: pb::StrategyType::SelfManaged as i32,
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .memory_id;
+    let m = self_managed_memory(&admin, "external").await;
     let first = admin
         .create_event(said(&m, "acme/ann", "I drink green tea every morning."))
         .await

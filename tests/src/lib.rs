@@ -155,6 +155,23 @@ pub async fn facts_memory(client: &MemdClient, name: &str) -> String {
         .memory_id
 }
 
+/// A memory whose "mine" strategy is SELF_MANAGED (its jobs wait for external workers); its id.
+pub async fn self_managed_memory(client: &MemdClient, name: &str) -> String {
+    client
+        .create_memory(pb::CreateMemoryRequest {
+            name: name.into(),
+            strategies: vec![pb::MemoryStrategy {
+                strategy_id: "mine".into(),
+                r#type: pb::StrategyType::SelfManaged as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("create memory")
+        .memory_id
+}
+
 /// A CreateEvent request with one user turn.
 pub fn text_event(
     memory_id: &str,

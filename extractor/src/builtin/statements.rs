@@ -103,7 +103,8 @@ static SOCIAL: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Predicates of the conversation itself rather than of the speaker's life ("I'm fine", "I
-/// have a question", "I don't mind"): a self-statement needs a word outside them.
+/// have a question", "I don't mind"): a self-statement needs a word outside them (and outside
+/// `REACTIONS`, which it is checked against too).
 const SMALL_TALK: &[&str] = &[
     "fine",
     "well",
@@ -171,32 +172,20 @@ const SMALL_TALK: &[&str] = &[
     "worry",
     "worried",
     "afraid",
-    "sorry",
     "okay",
     "ok",
-    "good",
-    "great",
-    "fine",
-    "glad",
-    "hope",
-    "sure",
     "kind",
     "pretty",
-    "thank",
-    "thanks",
     "welcome",
-    "hear",
     "loving",
     "liked",
     "loved",
     "enjoyed",
-    "totally",
     "same",
     "interested",
     "asking",
     "saying",
     "talking",
-    "bad",
     "late",
     "early",
     "free",
@@ -211,7 +200,6 @@ const SMALL_TALK: &[&str] = &[
     "going",
     "gonna",
     "off",
-    "cool",
 ];
 
 static SMALL_TALK_SET: LazyLock<HashSet<&'static str>> =

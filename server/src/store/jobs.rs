@@ -78,16 +78,22 @@ impl Store {
         if jobs.is_empty() {
             // Only stale queue entries point here.
             let mut batch = WriteBatch::default();
-            for item in self.range(cf::QUEUE, &[], &[0xff; 9], false) {
-                let (key, _) = item?;
-                let (_, job_key) = keys::decode_queue_key(&key)?;
-                if job_key.starts_with(actor_prefix) {
-                    batch.delete_cf(self.cf(cf::QUEUE), &key);
-                }
-            }
+            self.unqueue_prefix(&mut batch, actor_prefix)?;
             self.commit(batch)?;
         }
         Ok(jobs)
+    }
+
+    /// Adds to `batch` the removal of every queue entry whose job key starts with `prefix`
+    /// (an actor's or a memory's): queue keys lead with the due time, so this is a scan.
+    pub(super) fn unqueue_prefix(&self, batch: &mut WriteBatch, prefix: &[u8]) -> Result<()> {
+        for item in self.range(cf::QUEUE, &[], &[0xff; 9], false) {
+            let (key, _) = item?;
+            if keys::decode_queue_key(&key)?.1.starts_with(prefix) {
+                batch.delete_cf(self.cf(cf::QUEUE), &key);
+            }
+        }
+        Ok(())
     }
 
     /// Events of a session by position (missing ones, deleted or expired, are skipped).

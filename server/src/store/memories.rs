@@ -116,13 +116,7 @@ impl Store {
         for name in cf::MEMORY_SCOPED {
             batch.delete_range_cf(self.cf(name), &prefix, &end);
         }
-        // Queue entries lead with their due time, so the memory's are found by a scan.
-        for item in self.range(cf::QUEUE, &[], &[0xff; 9], false) {
-            let (key, _) = item?;
-            if keys::decode_queue_key(&key)?.1.starts_with(&prefix) {
-                batch.delete_cf(self.cf(cf::QUEUE), &key);
-            }
-        }
+        self.unqueue_prefix(&mut batch, &prefix)?;
         // Indexes drop the whole memory (its records go by range delete, not one by one).
         self.log_record_change(&mut batch, memory_id, "");
         let tokens = keys::record_tokens_prefix(memory_id);

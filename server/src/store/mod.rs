@@ -20,6 +20,7 @@ mod index_log;
 mod jobs;
 mod memories;
 mod outbox;
+mod record_writes;
 mod records;
 mod sessions;
 mod vectors;
@@ -27,7 +28,8 @@ mod vectors;
 pub use events::{EventFilterSpec, EventListing, EventView, MetadataCondition, NewEvent};
 pub use jobs::{JobFilter, JobView, Lease, LoadedEvent};
 pub use outbox::{default_triggers, estimate_tokens, runs_in_process, triggers};
-pub use records::{ItemResult, NewRecord, RecordChange, RecordEdit, RecordListing};
+pub use record_writes::{ItemResult, NewRecord, RecordEdit};
+pub use records::{RecordChange, RecordListing};
 pub use sessions::{SessionTransition, SessionView};
 pub use vectors::VectorWrite;
 
