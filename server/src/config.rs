@@ -21,6 +21,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Prometheus `/metrics` listen address; "off" disables the endpoint.
     pub metrics_listen: String,
+    /// AgentCore-compatible REST API (boto3, the bedrock-agentcore SDK) listen address;
+    /// "off" disables it.
+    pub http_listen: String,
     /// fsync the write-ahead log before acknowledging writes.
     pub sync_writes: bool,
     /// Bootstrap admin secret. When unset, memd runs in development mode (no auth).
@@ -158,6 +161,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: PathBuf::from("memd-data"),
             metrics_listen: "127.0.0.1:9464".into(),
+            http_listen: "127.0.0.1:50052".into(),
             sync_writes: true,
             admin_key: None,
             allow_unauthenticated_remote: false,
@@ -206,6 +210,8 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sync_writes: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_unauthenticated_remote: Option<bool>,
@@ -220,10 +226,11 @@ pub struct Overrides {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-const ENV_KEYS: [&str; 36] = [
+const ENV_KEYS: [&str; 37] = [
     "listen",
     "data_dir",
     "metrics_listen",
+    "http_listen",
     "sync_writes",
     "admin_key",
     "allow_unauthenticated_remote",
@@ -286,12 +293,22 @@ impl Config {
     /// Checks combinations the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.metrics_addr()?;
-        if self.dev_mode() && !self.listen.ip().is_loopback() && !self.allow_unauthenticated_remote
+        let http = self.http_addr()?;
+        for addr in std::iter::once(self.listen).chain(http) {
+            if self.dev_mode() && !addr.ip().is_loopback() && !self.allow_unauthenticated_remote {
+                return Err(ConfigError(format!(
+                    "no admin_key (MEMD_ADMIN_KEY) is set, so memd would serve {addr} without authentication; \
+                     set an admin key, listen on 127.0.0.1, or pass --allow-unauthenticated-remote",
+                )));
+            }
+        }
+        if let Some(addr) = http
+            && self.tls_cert_path.is_some()
+            && !addr.ip().is_loopback()
         {
             return Err(ConfigError(format!(
-                "no admin_key (MEMD_ADMIN_KEY) is set, so memd would serve {} without authentication; \
-                 set an admin key, listen on 127.0.0.1, or pass --allow-unauthenticated-remote",
-                self.listen
+                "http_listen {addr}: the AgentCore REST API serves plain HTTP; with TLS configured \
+                 it may only listen on loopback (put a TLS proxy in front) or be \"off\""
             )));
         }
         match (&self.tls_cert_path, &self.tls_key_path) {
@@ -417,12 +434,23 @@ impl Config {
         }
     }
 
-    /// A configuration for tests: data in `dir`, no metrics endpoint, fast sweeps, keyword
+    /// The AgentCore REST API's address, `None` when disabled.
+    pub fn http_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.http_listen.as_str() {
+            "" | "off" => Ok(None),
+            addr => addr.parse().map(Some).map_err(|_| {
+                ConfigError(format!("http_listen {addr:?} is not HOST:PORT or \"off\""))
+            }),
+        }
+    }
+
+    /// A configuration for tests: data in `dir`, no metrics endpoint, no REST API, fast sweeps, keyword
     /// search only (tests that need embeddings turn them on).
     pub fn for_test(dir: &Path) -> Self {
         Self {
             data_dir: dir.to_path_buf(),
             metrics_listen: "off".into(),
+            http_listen: "off".into(),
             session_sweep_interval_ms: 100,
             embedding_model: "off".into(),
             ..Self::default()

@@ -16,6 +16,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
 mod priority;
+pub mod rest;
 pub mod retrieval;
 pub mod store;
 pub mod time;
@@ -249,25 +250,49 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let interceptor = AuthInterceptor(auth.clone());
+        // One instance of each service behind both APIs: the REST layer calls these handlers.
+        let control_api = Arc::new(ControlApi::new(
+            store.clone(),
+            auth.clone(),
+            indexer.reindex_handle(),
+            retrieval.clone(),
+            llm,
+        ));
+        let memory_api = Arc::new(MemoryApi::new(
+            store.clone(),
+            workers.clone(),
+            retrieval.clone(),
+        ));
+        let mut http_local = None;
+        if let Some(addr) = config.http_addr()? {
+            let http_listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Io {
+                    context: format!("binding AgentCore REST address {addr}"),
+                    source,
+                })?;
+            http_local = http_listener.local_addr().ok();
+            let api = rest::RestApi {
+                memory: memory_api.clone(),
+                control: control_api.clone(),
+                auth: auth.clone(),
+            };
+            let task = rest::serve(http_listener, api, stopped());
+            background.push(tokio::spawn(async move {
+                if let Err(err) = task.await {
+                    tracing::error!(%err, "AgentCore REST API failed");
+                }
+            }));
+        }
         let control = InterceptedService::new(
-            ControlServiceServer::new(ControlApi::new(
-                store.clone(),
-                auth.clone(),
-                indexer.reindex_handle(),
-                retrieval.clone(),
-                llm,
-            ))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            ControlServiceServer::from_arc(control_api)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
             interceptor.clone(),
         );
         let memory = InterceptedService::new(
-            MemoryServiceServer::new(MemoryApi::new(
-                store.clone(),
-                workers.clone(),
-                retrieval.clone(),
-            ))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            MemoryServiceServer::from_arc(memory_api)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             interceptor.clone(),
         );
         let extraction_workers = InterceptedService::new(
@@ -306,7 +331,8 @@ impl Server {
                 }
             },
         );
-        tracing::info!(listen = %local, tls = config.tls_cert_path.is_some(), data_dir = %config.data_dir.display(), "memd serving");
+        let http = http_local.map_or_else(|| "off".to_string(), |a| a.to_string());
+        tracing::info!(listen = %local, http_listen = %http, tls = config.tls_cert_path.is_some(), data_dir = %config.data_dir.display(), "memd serving");
         let drain_health = health.clone();
         let result = builder
             .layer(metrics::MetricsLayer(metrics))

@@ -24,6 +24,10 @@ struct Args {
     /// Prometheus endpoint address, or "off" [default: 127.0.0.1:9464].
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// AgentCore REST API address (boto3, bedrock-agentcore SDK), or "off"
+    /// [default: 127.0.0.1:50052].
+    #[arg(long)]
+    http_listen: Option<String>,
     /// fsync before acknowledging writes [default: true].
     #[arg(long)]
     sync_writes: Option<bool>,
@@ -80,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         listen: args.listen,
         data_dir: args.data_dir,
         metrics_listen: args.metrics_listen,
+        http_listen: args.http_listen,
         sync_writes: args.sync_writes,
         allow_unauthenticated_remote: args.allow_unauthenticated_remote.then_some(true),
         log_format: args.log_format,

@@ -106,6 +106,31 @@ impl Authenticator {
         ))
     }
 
+    /// The SigV4 secret access key and principal of the key whose id is `access_key_id`;
+    /// `None` when no key has that id. A revoked key, or one created before memd kept
+    /// signing secrets, is refused.
+    pub fn signing_key(&self, access_key_id: &str) -> Result<Option<(String, Principal)>> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let Some(key) = keys.get(access_key_id) else {
+            return Ok(None);
+        };
+        if key.revoke_us != 0 {
+            return Err(ServiceError::Unauthenticated(format!(
+                "api key {access_key_id} is revoked"
+            )));
+        }
+        if key.signing_secret.is_empty() {
+            return Err(ServiceError::Unauthenticated(format!(
+                "api key {access_key_id} predates SigV4 support and can only be used as a Bearer key; create a new key for AWS SDKs"
+            )));
+        }
+        let principal = Principal::with_policy(
+            key.key_id.clone(),
+            key.policy.as_ref().unwrap_or(&StoredPolicy::default()),
+        );
+        Ok(Some((key.signing_secret.clone(), principal)))
+    }
+
     /// Creates and stores a key; returns it with its one-time secret.
     pub fn create_key(
         &self,
@@ -116,6 +141,7 @@ impl Authenticator {
     ) -> Result<(StoredApiKey, String)> {
         let key_id = format!("k{}", random_suffix(11));
         let secret = random_suffix(37);
+        let full = format!("{PREFIX}{key_id}_{secret}");
         let key = StoredApiKey {
             key_id: key_id.clone(),
             name,
@@ -123,13 +149,14 @@ impl Authenticator {
             policy: Some(policy),
             create_us: now_us,
             revoke_us: 0,
+            signing_secret: full.clone(),
         };
         store.put_api_key(&key)?;
         self.keys
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key_id.clone(), key.clone());
-        Ok((key, format!("{PREFIX}{key_id}_{secret}")))
+        Ok((key, full))
     }
 
     /// Revokes a key; it stops working immediately.
@@ -209,7 +236,15 @@ mod tests {
                 .authenticate(Some(&format!("Bearer {secret}")))
                 .is_ok()
         );
+        let (signing, signer) = auth.signing_key(&key.key_id).unwrap().unwrap();
+        assert_eq!(
+            signing, secret,
+            "the SigV4 secret access key is the whole key"
+        );
+        assert_eq!(signer.key_id.as_deref(), Some(key.key_id.as_str()));
+        assert!(auth.signing_key("kunknown").unwrap().is_none());
         auth.revoke_key(&store, &key.key_id, 2).unwrap();
+        assert!(auth.signing_key(&key.key_id).is_err());
         assert!(
             auth.authenticate(Some(&format!("Bearer {secret}")))
                 .is_err()

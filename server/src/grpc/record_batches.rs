@@ -80,10 +80,12 @@ fn text(field: &str, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// A record's namespace: 1-512 characters without NUL. A leading '/' is customary
+/// ("/users/alice/facts") but, as in AgentCore, not required ("support/alice/facts").
 fn namespace(field: &str, namespace: &str) -> Result<()> {
     validate::namespace_prefix(field, namespace)?;
-    if !namespace.starts_with('/') {
-        return Err(ServiceError::invalid(field, "must start with '/'"));
+    if namespace.is_empty() {
+        return Err(ServiceError::invalid(field, "must not be empty"));
     }
     Ok(())
 }

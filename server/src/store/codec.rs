@@ -144,7 +144,9 @@ pub struct StoredToken {
     pub create_us: u64,
 }
 
-/// An API key; the secret is kept only as a hash.
+/// An API key. Bearer authentication checks the secret's hash; SigV4 needs the key itself
+/// (the verifier recomputes an HMAC keyed by it), so keys created since memd speaks SigV4
+/// keep it too (see docs/security.md).
 #[derive(Clone, PartialEq, Message)]
 pub struct StoredApiKey {
     #[prost(string, tag = "1")]
@@ -160,6 +162,10 @@ pub struct StoredApiKey {
     /// Zero while the key is valid.
     #[prost(uint64, tag = "6")]
     pub revoke_us: u64,
+    /// The whole key (`memd_<id>_<secret>`): the SigV4 secret access key. Empty for keys
+    /// created before memd verified SigV4; those work with Bearer only.
+    #[prost(string, tag = "7")]
+    pub signing_secret: String,
 }
 
 /// An API key policy (see `memd.v1.ApiKeyPolicy`).

@@ -313,12 +313,13 @@ pub fn namespace_prefix(field: &str, prefix: &str) -> Result<()> {
     Ok(())
 }
 
-/// A namespace template: starts with '/', only known placeholders.
+/// A namespace template: 1-512 characters, only known placeholders. A leading '/' is
+/// customary but, as in AgentCore, not required.
 fn namespace(field: &str, template: &str) -> Result<()> {
-    if !template.starts_with('/') || template.len() > 512 {
+    if template.is_empty() || template.len() > 512 || template.contains('\0') {
         return Err(ServiceError::invalid(
             field,
-            "must start with '/' and be at most 512 characters",
+            "must be 1-512 characters without NUL",
         ));
     }
     let mut rest = template;
@@ -372,10 +373,10 @@ pub fn api_key_policy(policy: Option<pb::ApiKeyPolicy>) -> Result<StoredPolicy> 
         }
     }
     for prefix in &namespace_prefixes {
-        if !prefix.starts_with('/') {
+        if prefix.is_empty() || prefix.len() > 512 || prefix.contains('\0') {
             return Err(ServiceError::invalid(
                 "policy.namespace_prefixes",
-                "prefixes must start with '/'",
+                "prefixes must be 1-512 characters without NUL (\"*\" for all)",
             ));
         }
     }
@@ -410,7 +411,8 @@ mod tests {
     #[test]
     fn namespace_templates() {
         assert!(namespace("f", "/users/{actorId}/facts").is_ok());
-        assert!(namespace("f", "users").is_err());
+        assert!(namespace("f", "support/{actorId}/facts").is_ok());
+        assert!(namespace("f", "").is_err());
         assert!(namespace("f", "/x/{nope}").is_err());
         assert!(namespace("f", "/x/{actorId").is_err());
     }
