@@ -268,6 +268,11 @@ pub async fn keys(ctx: &Globals, command: KeysCommand) -> anyhow::Result<()> {
             } else {
                 output::table(&API_KEY_HEADERS, vec![output::api_key_row(&key)]);
                 println!("secret (shown once): {}", created.secret);
+                // The same key signs AWS SDK requests to the AgentCore REST API (SigV4).
+                println!(
+                    "for AWS SDKs: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={}",
+                    key.key_id, created.secret
+                );
             }
         }
         KeysCommand::List => {

@@ -308,6 +308,8 @@ pub async fn spawn_memd(
             "127.0.0.1:0",
             "--metrics-listen",
             "off",
+            "--http-listen",
+            "127.0.0.1:0",
             "--log-format",
             "json",
             "--data-dir",

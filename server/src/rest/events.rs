@@ -144,16 +144,18 @@ fn event_out(event: &pb::Event) -> Value {
             "rootEventId": (!b.root_event_id.is_empty()).then(|| ids::rest_event_id(&b.root_event_id)),
         })
     });
-    compact(json!({
+    let mut out = compact(json!({
         "memoryId": event.memory_id,
         "actorId": event.actor_id,
         "sessionId": event.session_id,
         "eventId": ids::rest_event_id(&event.event_id),
         "eventTimestamp": epoch(event.event_timestamp.as_ref()),
-        "payload": event.payload.iter().map(payload_out).collect::<Vec<_>>(),
         "branch": branch,
         "metadata": metadata_out(&event.metadata),
-    }))
+    }));
+    // Added after `compact`: documents in payloads keep their nulls.
+    out["payload"] = event.payload.iter().map(payload_out).collect();
+    out
 }
 
 fn branch_in(branch: Option<BranchIn>) -> Result<Option<pb::Branch>, AwsError> {
@@ -383,13 +385,12 @@ pub async fn list_events(
         .list_events(ctx.request(request))
         .await?
         .into_inner();
-    Ok((
-        200,
-        compact(json!({
-            "events": reply.events.iter().map(event_out).collect::<Vec<_>>(),
-            "nextToken": shapes::next_token(reply.next_page_token),
-        })),
-    ))
+    // Not compacted: the events are, and their payload documents keep their nulls.
+    let mut out = json!({ "events": reply.events.iter().map(event_out).collect::<Vec<_>>() });
+    if !reply.next_page_token.is_empty() {
+        out["nextToken"] = reply.next_page_token.into();
+    }
+    Ok((200, out))
 }
 
 #[derive(Deserialize)]
