@@ -311,6 +311,9 @@ def test_batch_record_writes(data, memory):
 def test_not_found_and_validation_errors_are_modelled(data, memory):
     with pytest.raises(data.exceptions.ResourceNotFoundException):
         data.list_events(memoryId="missing-0123456789", actorId="u", sessionId="s")
+    # A session or actor without events is an empty list, as in AgentCore.
+    assert data.list_events(memoryId=memory["id"], actorId="nobody", sessionId="s")["events"] == []
+    assert data.list_sessions(memoryId=memory["id"], actorId="nobody")["sessionSummaries"] == []
     with pytest.raises(data.exceptions.ValidationException) as err:
         data.get_event(memoryId=memory["id"], actorId="u", sessionId="s", eventId="not-an-event-id")
     assert "eventId" in str(err.value)

@@ -181,6 +181,24 @@ fn branch_in(branch: Option<BranchIn>) -> Result<Option<pb::Branch>, AwsError> {
     }))
 }
 
+/// memd reports a session (or actor) without events as not found; to AgentCore it is an
+/// empty list. A missing memory stays an error.
+async fn empty_if_memory_exists<T: Default>(
+    ctx: &Ctx<'_>,
+    status: tonic::Status,
+    memory_id: &str,
+) -> Result<T, AwsError> {
+    use memd_proto::v1::control_service_server::ControlService;
+    if status.code() != tonic::Code::NotFound {
+        return Err(status.into());
+    }
+    let memory = pb::GetMemoryRequest {
+        memory_id: memory_id.to_string(),
+    };
+    ctx.api.control.get_memory(ctx.request(memory)).await?;
+    Ok(T::default())
+}
+
 pub async fn create_event(ctx: &Ctx<'_>, memory_id: String) -> Reply {
     let input: CreateEventInput = shapes::parse(&ctx.body)?;
     if input.extraction_config.is_some() {
@@ -368,7 +386,7 @@ pub async fn list_events(
         }),
     };
     let request = pb::ListEventsRequest {
-        memory_id,
+        memory_id: memory_id.clone(),
         actor_id,
         session_id,
         // AgentCore includes payloads unless asked not to.
@@ -379,12 +397,10 @@ pub async fn list_events(
         // AgentCore lists the most recent events first.
         newest_first: true,
     };
-    let reply = ctx
-        .api
-        .memory
-        .list_events(ctx.request(request))
-        .await?
-        .into_inner();
+    let reply = match ctx.api.memory.list_events(ctx.request(request)).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => empty_if_memory_exists(ctx, status, &memory_id).await?,
+    };
     // Not compacted: the events are, and their payload documents keep their nulls.
     let mut out = json!({ "events": reply.events.iter().map(event_out).collect::<Vec<_>>() });
     if !reply.next_page_token.is_empty() {
@@ -456,17 +472,15 @@ pub async fn list_sessions(ctx: &Ctx<'_>, memory_id: String, actor_id: String) -
         ));
     }
     let request = pb::ListSessionsRequest {
-        memory_id,
+        memory_id: memory_id.clone(),
         actor_id,
         page_size: shapes::page_size(input.max_results, 100)?,
         page_token: input.next_token.unwrap_or_default(),
     };
-    let reply = ctx
-        .api
-        .memory
-        .list_sessions(ctx.request(request))
-        .await?
-        .into_inner();
+    let reply = match ctx.api.memory.list_sessions(ctx.request(request)).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => empty_if_memory_exists(ctx, status, &memory_id).await?,
+    };
     let sessions: Vec<Value> = reply
         .sessions
         .iter()
