@@ -26,6 +26,8 @@ pub enum BenchCommand {
     /// The vector search alone at a scale the model cannot embed in a benchmark (synthetic
     /// clustered and random unit vectors), against the flat scan and exact search.
     Ann(crate::bench_ann::AnnArgs),
+    /// The AgentCore REST facade vs. gRPC: CreateEvent and RetrieveMemoryRecords, same run.
+    Rest(crate::bench_rest::RestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -379,6 +381,7 @@ pub async fn run(ctx: &Globals, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Extract(args) => return crate::bench_extract::run(ctx, args).await,
         BenchCommand::Retrieve(args) => return crate::bench_retrieve::run(ctx, args).await,
         BenchCommand::Ann(args) => return crate::bench_ann::run(ctx, args).await,
+        BenchCommand::Rest(args) => return crate::bench_rest::run(ctx, args).await,
     };
     anyhow::ensure!(
         args.concurrency.iter().all(|&c| c > 0),

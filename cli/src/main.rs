@@ -3,6 +3,7 @@
 mod bench;
 mod bench_ann;
 mod bench_extract;
+mod bench_rest;
 mod bench_retrieve;
 mod control;
 mod eval;

@@ -176,6 +176,60 @@ pub fn verify(
     })
 }
 
+/// Signs a request as an AWS SDK does: sets `x-amz-date` and `authorization` in `headers`,
+/// covering every header already there (which must include `host`). For memd's own
+/// clients of the REST API (`memctl bench rest`) and tests; memd itself only verifies.
+#[allow(clippy::too_many_arguments)]
+pub fn sign(
+    method: &str,
+    raw_path: &str,
+    raw_query: Option<&str>,
+    headers: &mut HeaderMap,
+    body: &[u8],
+    access_key_id: &str,
+    secret: &str,
+    region: &str,
+    unix_secs: i64,
+) {
+    let at = chrono::DateTime::from_timestamp(unix_secs, 0).unwrap_or_default();
+    let amz_date = at.format("%Y%m%dT%H%M%SZ").to_string();
+    let date = &amz_date[..8];
+    headers.insert(
+        "x-amz-date",
+        http::HeaderValue::from_str(&amz_date).expect("ASCII date"),
+    );
+    let mut signed: Vec<String> = headers.keys().map(|k| k.as_str().to_string()).collect();
+    signed.sort();
+    signed.dedup();
+    let request = SignedRequest {
+        method,
+        raw_path,
+        raw_query,
+        headers,
+        body,
+    };
+    let canonical = canonical_request(&request, &signed, &hex::encode(Sha256::digest(body)))
+        .expect("headers set by the caller are ASCII");
+    let scope = format!("{date}/{region}/{SERVICE}/aws4_request");
+    let string_to_sign = format!(
+        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    );
+    let mut key = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    for part in [region, SERVICE, "aws4_request"] {
+        key = hmac(&key, part.as_bytes());
+    }
+    let signature = hex::encode(hmac(&key, string_to_sign.as_bytes()));
+    let value = format!(
+        "{ALGORITHM} Credential={access_key_id}/{scope}, SignedHeaders={}, Signature={signature}",
+        signed.join(";")
+    );
+    headers.insert(
+        "authorization",
+        http::HeaderValue::from_str(&value).expect("ASCII authorization"),
+    );
+}
+
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(data);
@@ -299,17 +353,33 @@ mod tests {
     }
 
     /// A ListSessions request for actor "acme/u1" (the '/' percent-encoded, as botocore sends
-    /// it), signed with the secret "memd_kexample_secret". botocore itself signs against a
-    /// running memd in tests/python.
+    /// it), signed by [`sign`]; botocore itself signs against a running memd in tests/python.
     #[test]
-    fn botocore_signature_verifies_and_tampering_fails() {
-        let headers = headers(&[
+    fn signed_requests_verify_and_tampering_fails() {
+        let mut headers = headers(&[
             ("host", "127.0.0.1:50052"),
-            ("x-amz-date", "20261204T180000Z"),
             ("content-type", "application/json"),
         ]);
         let body = b"{}";
         let path = "/memories/support-abcdefghij/actor/acme%2Fu1/sessions";
+        let signed_at = chrono::NaiveDate::from_ymd_opt(2026, 12, 4)
+            .unwrap()
+            .and_hms_opt(18, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp();
+        let secret = "memd_kexample_secret";
+        sign(
+            "POST",
+            path,
+            None,
+            &mut headers,
+            body,
+            "kexample",
+            secret,
+            "us-west-2",
+            signed_at,
+        );
         let request = SignedRequest {
             method: "POST",
             raw_path: path,
@@ -317,57 +387,30 @@ mod tests {
             headers: &headers,
             body,
         };
-        let now = chrono::NaiveDate::from_ymd_opt(2026, 12, 4)
-            .unwrap()
-            .and_hms_opt(18, 1, 0)
-            .unwrap()
-            .and_utc()
-            .timestamp();
-        let signature = sign_for_test(&request, "memd_kexample_secret", "us-west-2");
-        let auth = parse_authorization(&format!(
-            "AWS4-HMAC-SHA256 Credential=kexample/20261204/us-west-2/bedrock-agentcore/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature={signature}"
-        ))
-        .unwrap();
-        verify(&request, &auth, "memd_kexample_secret", now).unwrap();
+        let auth = parse_authorization(headers["authorization"].to_str().unwrap()).unwrap();
+        assert_eq!(auth.access_key_id, "kexample");
+        assert_eq!(auth.signed_headers, ["content-type", "host", "x-amz-date"]);
+        let now = signed_at + 60;
+        verify(&request, &auth, secret, now).unwrap();
         // Another secret, another body, another path, a stale clock: all refused.
         assert!(verify(&request, &auth, "memd_kexample_secreT", now).is_err());
         let tampered = SignedRequest {
-            body: b"{\"maxResults\":1}",
+            body: b"[]",
             ..request
         };
-        assert!(verify(&tampered, &auth, "memd_kexample_secret", now).is_err());
+        assert!(verify(&tampered, &auth, secret, now).is_err());
         let other_path = SignedRequest {
             raw_path: "/memories/support-abcdefghij/actor/globex%2Fu1/sessions",
             ..request
         };
-        assert!(verify(&other_path, &auth, "memd_kexample_secret", now).is_err());
-        let err = verify(&request, &auth, "memd_kexample_secret", now + 400).unwrap_err();
+        assert!(verify(&other_path, &auth, secret, now).is_err());
+        let err = verify(&request, &auth, secret, signed_at + 400).unwrap_err();
         assert!(err.message.contains("expired"), "{}", err.message);
         let wrong_service = Authorization {
             service: "s3".into(),
             ..auth.clone()
         };
-        assert!(verify(&request, &wrong_service, "memd_kexample_secret", now).is_err());
-    }
-
-    /// Signs like a client would (the canonical request built independently of `verify`'s
-    /// checks), so the test above exercises the verification path end to end.
-    fn sign_for_test(request: &SignedRequest<'_>, secret: &str, region: &str) -> String {
-        let signed: Vec<String> = ["content-type", "host", "x-amz-date"]
-            .map(String::from)
-            .to_vec();
-        let canonical =
-            canonical_request(request, &signed, &hex::encode(Sha256::digest(request.body)))
-                .unwrap();
-        let mut key = hmac(format!("AWS4{secret}").as_bytes(), b"20261204");
-        for part in [region, SERVICE, "aws4_request"] {
-            key = hmac(&key, part.as_bytes());
-        }
-        let string_to_sign = format!(
-            "AWS4-HMAC-SHA256\n20261204T180000Z\n20261204/{region}/{SERVICE}/aws4_request\n{}",
-            hex::encode(Sha256::digest(canonical.as_bytes()))
-        );
-        hex::encode(hmac(&key, string_to_sign.as_bytes()))
+        assert!(verify(&request, &wrong_service, secret, now).is_err());
     }
 
     #[test]
