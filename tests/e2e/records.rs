@@ -34,7 +34,8 @@ async fn batch_writes_report_per_item_and_are_idempotent() {
                 item("/acme/facts", "Ann prefers aisle seats.", "t1"),
                 item("/acme/facts", "", ""),
                 with_strategy,
-                item("acme/no-slash", "Bad namespace", ""),
+                // (A namespace without a leading '/' is fine, as in AgentCore; an empty one is not.)
+                item("", "Bad namespace", ""),
             ],
         )
         .await
