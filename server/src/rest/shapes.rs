@@ -18,11 +18,12 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AwsError> {
     };
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let parsed: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        // A member of the wrong type or name is named by its path; malformed JSON (syntax,
+        // truncation, nesting past serde_json's 128 levels) is the body's fault.
         let path = err.path().to_string();
-        let field = if path == "." {
-            "body".to_string()
-        } else {
-            path
+        let field = match err.inner().classify() {
+            serde_json::error::Category::Data if path != "." && path != "?" => path,
+            _ => "body".to_string(),
         };
         AwsError::validation(&field, err.into_inner())
     })?;

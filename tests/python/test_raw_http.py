@@ -1,0 +1,62 @@
+"""What boto3 never sends: malformed, oversized and unknown requests straight over HTTP. Each
+gets an AWS-shaped error naming what is wrong, and memd keeps serving."""
+
+import json
+
+import pytest
+import requests
+
+from conftest import unique
+
+
+@pytest.fixture
+def api(memd, control):
+    memory_id = control.create_memory(name=unique("raw"), eventExpiryDuration=30)["memory"]["id"]
+    key = memd.create_key()
+    session = requests.Session()
+    # The REST API also takes memd's Bearer keys, like gRPC.
+    session.headers["authorization"] = f"Bearer {key.secret}"
+    return memd.http, memory_id, session
+
+
+def error(response):
+    body = response.json()
+    assert response.headers["x-amzn-errortype"] == body["__type"]
+    return response.status_code, body["__type"], body["message"]
+
+
+def test_bad_bodies_are_validation_errors(api):
+    base, memory_id, http = api
+    url = f"{base}/memories/{memory_id}/events"
+    cases = {
+        "{": "body",
+        json.dumps({"actorId": "a", "payload": [], "encryption": 1}): "encryption",
+        json.dumps({"actorId": "a", "payload": [{"conversational": {"content": {"text": "x"}, "role": "KING"}}]}): "payload[0].conversational.role",
+        json.dumps({"actorId": "a", "payload": [{"blob": 1, "json": {"content": 2}}]}): "payload[0]",
+        json.dumps({"actorId": "a", "eventTimestamp": 1e300, "payload": []}): "eventTimestamp",
+        json.dumps({"actorId": 7}): "actorId",
+        '{"actorId": "a", "payload": [{"blob": ' + "[" * 300 + "]" * 300 + "}]}": "body",
+    }
+    for body, field in cases.items():
+        status, code, message = error(http.post(url, data=body, headers={"content-type": "application/json"}))
+        assert (status, code) == (400, "ValidationException"), (body[:80], message)
+        assert field in message, (field, message)
+    status, code, message = error(http.post(url, data=b"x" * (13 << 20)))
+    assert (status, code) == (400, "ValidationException") and "MiB" in message
+    # Nothing was written, and the server still answers.
+    listed = http.post(f"{base}/memories/{memory_id}/actor/a/sessions", data="{}")
+    assert listed.status_code == 200 and listed.json()["sessionSummaries"] == []
+
+
+def test_unknown_operations_and_missing_credentials(api, memd):
+    base, memory_id, http = api
+    status, code, _ = error(http.get(f"{base}/memories/{memory_id}/events"))
+    assert (status, code) == (404, "UnknownOperationException")
+    status, code, _ = error(http.post(f"{base}/not-agentcore"))
+    assert (status, code) == (404, "UnknownOperationException")
+    status, code, _ = error(requests.post(f"{base}/memories/", data="{}"))
+    assert (status, code) == (403, "UnrecognizedClientException")
+    status, code, _ = error(requests.post(f"{base}/memories/", data="{}", headers={"authorization": "AWS4-HMAC-SHA256 nonsense"}))
+    assert (status, code) == (400, "IncompleteSignatureException")
+    ok = http.post(f"{base}/memories/", data="{}")
+    assert ok.status_code == 200 and memory_id in [m["id"] for m in ok.json()["memories"]]
