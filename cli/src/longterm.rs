@@ -26,6 +26,16 @@ pub enum RecordsCommand {
         #[arg(long, default_value = "")]
         strategy: String,
     },
+    /// Follow record changes as they happen (reconnects from the last cursor).
+    Watch {
+        memory_id: String,
+        /// Namespace prefix (default: every namespace the key may read).
+        #[arg(long, default_value = "")]
+        namespace: String,
+        /// Resume after this cursor (default: from now).
+        #[arg(long, default_value = "")]
+        cursor: String,
+    },
     /// Show one record (with --history: its versions and the records it superseded).
     Get {
         memory_id: String,
@@ -385,6 +395,11 @@ fn input_of(line: &str, number: usize) -> anyhow::Result<pb::MemoryRecordInput> 
 pub async fn records(ctx: &Globals, command: RecordsCommand) -> anyhow::Result<()> {
     let client = ctx.client().await?;
     match command {
+        RecordsCommand::Watch {
+            memory_id,
+            namespace,
+            cursor,
+        } => return crate::watch::records(ctx, memory_id, namespace, cursor).await,
         RecordsCommand::List {
             memory_id,
             namespace,

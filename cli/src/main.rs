@@ -11,6 +11,7 @@ mod longterm;
 mod memory;
 mod output;
 mod strategies;
+mod watch;
 mod worker;
 
 use anyhow::Context;

@@ -55,6 +55,22 @@ pub enum SessionsCommand {
         actor_id: String,
         session_id: String,
     },
+    /// Keep a session ACTIVE without appending an event.
+    Ping {
+        memory_id: String,
+        actor_id: String,
+        session_id: String,
+    },
+    /// Follow session transitions as they happen (reconnects from the last cursor).
+    Watch {
+        memory_id: String,
+        /// Actor id glob, e.g. "acme/*" (default: every actor the key covers).
+        #[arg(long, default_value = "")]
+        actor: String,
+        /// Resume after this cursor (default: from now).
+        #[arg(long, default_value = "")]
+        cursor: String,
+    },
 }
 
 pub async fn sessions(ctx: &Globals, command: SessionsCommand) -> anyhow::Result<()> {
@@ -74,6 +90,16 @@ pub async fn sessions(ctx: &Globals, command: SessionsCommand) -> anyhow::Result
             actor_id,
             session_id,
         } => vec![client.get_session(memory_id, actor_id, session_id).await?],
+        SessionsCommand::Ping {
+            memory_id,
+            actor_id,
+            session_id,
+        } => vec![client.ping_session(memory_id, actor_id, session_id).await?],
+        SessionsCommand::Watch {
+            memory_id,
+            actor,
+            cursor,
+        } => return crate::watch::sessions(ctx, memory_id, actor, cursor).await,
     };
     if ctx.json {
         output::print_json(&sessions.iter().map(output::session_json).collect());

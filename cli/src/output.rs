@@ -39,6 +39,11 @@ pub fn print_json(value: &Value) {
     );
 }
 
+/// Prints a JSON value on one line (for streams: JSON lines).
+pub fn print_json_line(value: &Value) {
+    println!("{value}");
+}
+
 fn enum_name(name: Option<&str>) -> Value {
     name.map_or(Value::Null, |n| Value::String(n.to_string()))
 }

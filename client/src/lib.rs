@@ -436,6 +436,43 @@ impl MemdClient {
         Ok(self.memory().get_session(request).await?.into_inner())
     }
 
+    /// Keeps a session ACTIVE without appending an event.
+    pub async fn ping_session(
+        &self,
+        memory_id: impl Into<String>,
+        actor_id: impl Into<String>,
+        session_id: impl Into<String>,
+    ) -> Result<pb::Session, Status> {
+        let request = pb::PingSessionRequest {
+            memory_id: memory_id.into(),
+            actor_id: actor_id.into(),
+            session_id: session_id.into(),
+        };
+        Ok(self.memory().ping_session(request).await?.into_inner())
+    }
+
+    /// Session transitions as they are committed, after `request.cursor` (empty: from now).
+    /// The stream ends with an error when the connection drops or the server gives up on a
+    /// slow reader; call again with the cursor of the last change received to resume.
+    pub async fn watch_sessions(
+        &self,
+        request: pb::WatchSessionsRequest,
+    ) -> Result<tonic::Streaming<pb::SessionChange>, Status> {
+        Ok(self.memory().watch_sessions(request).await?.into_inner())
+    }
+
+    /// Long-term record changes as they are committed; resumable like [`Self::watch_sessions`].
+    pub async fn watch_memory_records(
+        &self,
+        request: pb::WatchMemoryRecordsRequest,
+    ) -> Result<tonic::Streaming<pb::MemoryRecordChange>, Status> {
+        Ok(self
+            .memory()
+            .watch_memory_records(request)
+            .await?
+            .into_inner())
+    }
+
     // Long-term memory.
 
     pub async fn get_memory_record(

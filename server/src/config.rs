@@ -35,6 +35,9 @@ pub struct Config {
     pub tls_key_path: Option<PathBuf>,
     /// How often due session transitions are announced.
     pub session_sweep_interval_ms: u64,
+    /// How long the change log keeps session transitions and record changes for watchers
+    /// (WatchSessions, WatchMemoryRecords) to resume from.
+    pub change_retention_hours: u64,
     /// RocksDB block cache size.
     pub block_cache_mb: usize,
     /// Actors whose extraction jobs run at the same time (0: one per CPU core).
@@ -168,6 +171,7 @@ impl Default for Config {
             tls_cert_path: None,
             tls_key_path: None,
             session_sweep_interval_ms: 1000,
+            change_retention_hours: 24,
             block_cache_mb: 128,
             extraction_workers: 0,
             extraction_enabled: true,
@@ -226,7 +230,7 @@ pub struct Overrides {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-const ENV_KEYS: [&str; 37] = [
+const ENV_KEYS: [&str; 38] = [
     "listen",
     "data_dir",
     "metrics_listen",
@@ -237,6 +241,7 @@ const ENV_KEYS: [&str; 37] = [
     "tls_cert_path",
     "tls_key_path",
     "session_sweep_interval_ms",
+    "change_retention_hours",
     "block_cache_mb",
     "extraction_workers",
     "extraction_enabled",

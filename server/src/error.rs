@@ -27,6 +27,9 @@ pub enum ServiceError {
     /// A stored value could not be decoded: corruption or a format from a newer memd.
     #[error("stored data is unreadable: {0}")]
     DataLoss(String),
+    /// A position (a cursor) outside what the server still holds.
+    #[error("{0}")]
+    OutOfRange(String),
     /// The request asks for something this server does not do (yet).
     #[error("{0}")]
     Unimplemented(String),
@@ -78,6 +81,7 @@ impl From<ServiceError> for Status {
             ServiceError::Unauthenticated(_) => Code::Unauthenticated,
             ServiceError::PermissionDenied(_) => Code::PermissionDenied,
             ServiceError::DataLoss(_) => Code::DataLoss,
+            ServiceError::OutOfRange(_) => Code::OutOfRange,
             ServiceError::Unimplemented(_) => Code::Unimplemented,
             ServiceError::Unavailable(_) => Code::Unavailable,
             ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,

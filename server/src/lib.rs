@@ -230,6 +230,7 @@ impl Server {
         background.push(tokio::spawn(lifecycle::run_sweeper(
             store.clone(),
             sweep,
+            Duration::from_secs(config.change_retention_hours * 3600),
             stopped(),
         )));
 

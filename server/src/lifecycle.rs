@@ -60,12 +60,17 @@ pub fn effective_policy(requested: Option<&SessionPolicy>) -> Result<StoredSessi
     })
 }
 
-/// When the session terminates (or terminated) if no further event arrives.
+/// The latest sign of life: an event or a ping.
+pub fn last_activity(session: &StoredSession) -> u64 {
+    session.last_event_us.max(session.last_ping_us)
+}
+
+/// When the session terminates (or terminated) if no further event or ping arrives.
 pub fn terminate_at(session: &StoredSession, policy: &StoredSessionPolicy) -> u64 {
     if session.terminated_us != 0 {
         return session.terminated_us;
     }
-    let idle = session.last_event_us + u64::from(policy.idle_timeout_seconds) * US;
+    let idle = last_activity(session) + u64::from(policy.idle_timeout_seconds) * US;
     let max = session.create_us + u64::from(policy.max_duration_seconds) * US;
     idle.min(max)
 }
@@ -80,7 +85,7 @@ pub fn state_at(
         || now_us >= terminate_at(session, policy)
     {
         SessionState::Terminated
-    } else if now_us >= session.last_event_us + u64::from(policy.idle_after_seconds) * US {
+    } else if now_us >= last_activity(session) + u64::from(policy.idle_after_seconds) * US {
         SessionState::Idle
     } else {
         SessionState::Active
@@ -91,9 +96,9 @@ pub fn state_at(
 pub fn next_deadline(session: &StoredSession, policy: &StoredSessionPolicy) -> Option<u64> {
     let terminate = terminate_at(session, policy);
     match SessionState::try_from(session.announced_state) {
-        Ok(SessionState::Active) => {
-            Some((session.last_event_us + u64::from(policy.idle_after_seconds) * US).min(terminate))
-        }
+        Ok(SessionState::Active) => Some(
+            (last_activity(session) + u64::from(policy.idle_after_seconds) * US).min(terminate),
+        ),
         Ok(SessionState::Idle) => Some(terminate),
         _ => None,
     }
@@ -102,11 +107,12 @@ pub fn next_deadline(session: &StoredSession, policy: &StoredSessionPolicy) -> O
 /// How often records past their strategy's `record_expiry_days` are erased.
 const RECORD_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Announces due session transitions every `interval` until `shutdown` resolves, and erases
-/// expired records hourly.
+/// Announces due session transitions every `interval` until `shutdown` resolves; hourly,
+/// erases expired records and change log entries older than `change_retention`.
 pub async fn run_sweeper(
     store: Arc<Store>,
     interval: Duration,
+    change_retention: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -120,9 +126,9 @@ pub async fn run_sweeper(
         }
         if purged.elapsed() >= RECORD_PURGE_INTERVAL {
             purged = std::time::Instant::now();
-            let store = store.clone();
+            let purging = store.clone();
             match tokio::task::spawn_blocking(move || {
-                store.purge_expired_records(crate::time::now_us())
+                purging.purge_expired_records(crate::time::now_us())
             })
             .await
             {
@@ -130,6 +136,15 @@ pub async fn run_sweeper(
                 Ok(Ok(_)) => {}
                 Ok(Err(err)) => tracing::warn!(%err, "purging expired records failed"),
                 Err(err) => tracing::error!(%err, "record purge panicked"),
+            }
+            // The change log keeps what watchers may still resume from.
+            let trimming = store.clone();
+            let before = crate::time::now_us().saturating_sub(change_retention.as_micros() as u64);
+            match tokio::task::spawn_blocking(move || trimming.trim_changes(before)).await {
+                Ok(Ok(count)) if count > 0 => tracing::debug!(count, "trimmed the change log"),
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::warn!(%err, "trimming the change log failed"),
+                Err(err) => tracing::error!(%err, "change log trim panicked"),
             }
         }
         let store = store.clone();
@@ -164,7 +179,23 @@ mod tests {
             announced_state: SessionState::Active as i32,
             terminated_us: 0,
             pending: Vec::new(),
+            last_ping_us: 0,
         }
+    }
+
+    #[test]
+    fn a_ping_restarts_the_idle_clocks_but_not_max_duration() {
+        let mut pinged = session(0, 1);
+        pinged.last_ping_us = 8 * US;
+        assert_eq!(state_at(&pinged, &policy(), 9 * US), SessionState::Active);
+        assert_eq!(state_at(&pinged, &policy(), 11 * US), SessionState::Idle);
+        assert_eq!(terminate_at(&pinged, &policy()), 18 * US);
+        pinged.last_ping_us = 95 * US;
+        assert_eq!(
+            terminate_at(&pinged, &policy()),
+            100 * US,
+            "max_duration still holds"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod semantic;
 mod sessions;
 mod startup;
 mod tls;
+mod watch;
 mod workers;
 
 use tonic::Code;

@@ -147,6 +147,7 @@ pub fn session(view: SessionView) -> pb::Session {
         last_event_time: Some(to_timestamp(view.last_event_us)),
         event_count: view.event_count as i64,
         terminate_time: Some(to_timestamp(view.terminate_us)),
+        last_ping_time: (view.last_ping_us != 0).then(|| to_timestamp(view.last_ping_us)),
     }
 }
 

@@ -1,6 +1,8 @@
 //! `memd.v1.MemoryService`: short-term memory (events, actors, sessions).
 
-use super::{blocking, context, convert, record_batches, records, request_hash, search, validate};
+use super::{
+    blocking, context, convert, record_batches, records, request_hash, search, validate, watch,
+};
 use crate::auth::{Principal, principal};
 use crate::error::ServiceError;
 use crate::extraction::ExtractionWorkers;
@@ -264,6 +266,44 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         let session =
             blocking(move || store.session(&memory_id, &actor_id, &session_id, now_us())).await?;
         Ok(Response::new(convert::session(session)))
+    }
+
+    async fn ping_session(&self, request: Request<pb::PingSessionRequest>) -> Reply<pb::Session> {
+        let caller = principal(&request)?;
+        let pb::PingSessionRequest {
+            memory_id,
+            actor_id,
+            session_id,
+        } = request.into_inner();
+        actor_scope(&caller, Action::Write, &memory_id, &actor_id)?;
+        ids::session_id("session_id", &session_id)?;
+        let store = self.store.clone();
+        let session =
+            blocking(move || store.ping_session(&memory_id, &actor_id, &session_id, now_us()))
+                .await?;
+        Ok(Response::new(convert::session(session)))
+    }
+
+    type WatchSessionsStream = watch::ChangeStream<pb::SessionChange>;
+
+    async fn watch_sessions(
+        &self,
+        request: Request<pb::WatchSessionsRequest>,
+    ) -> Reply<Self::WatchSessionsStream> {
+        let caller = principal(&request)?;
+        let stream = watch::sessions(self.store.clone(), caller, request.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
+    type WatchMemoryRecordsStream = watch::ChangeStream<pb::MemoryRecordChange>;
+
+    async fn watch_memory_records(
+        &self,
+        request: Request<pb::WatchMemoryRecordsRequest>,
+    ) -> Reply<Self::WatchMemoryRecordsStream> {
+        let caller = principal(&request)?;
+        let stream = watch::records(self.store.clone(), caller, request.into_inner()).await?;
+        Ok(Response::new(stream))
     }
 
     async fn get_memory_record(

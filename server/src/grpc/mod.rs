@@ -9,6 +9,7 @@ mod record_batches;
 mod records;
 mod search;
 mod validate;
+mod watch;
 pub mod workers;
 
 use crate::error::Result;

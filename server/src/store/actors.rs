@@ -70,6 +70,9 @@ impl Store {
         }
         let end = keys::prefix_end(&prefix);
         let mut batch = WriteBatch::default();
+        // The actor's past change log entries go; the DELETED notices of its records stay
+        // (until retention), so that mirrors fed by WatchMemoryRecords delete their copies.
+        self.erase_actor_changes(&mut batch, memory_id, actor_id)?;
         self.erase_actor_records(&mut batch, memory_id, actor_id)?;
         self.log_actor_erased(&mut batch, memory_id, actor_id);
         for name in cf::ACTOR_SCOPED {

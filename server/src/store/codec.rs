@@ -210,6 +210,9 @@ pub struct StoredSession {
     /// Events waiting for each strategy's trigger (the extraction outbox's staging area).
     #[prost(message, repeated, tag = "6")]
     pub pending: Vec<StoredPending>,
+    /// Server time of the latest PingSession (zero: never pinged).
+    #[prost(uint64, tag = "7")]
+    pub last_ping_us: u64,
 }
 
 /// Events of a session that a strategy has not yet turned into a job.
@@ -276,6 +279,37 @@ pub struct StoredIndexChange {
     /// With nothing else set: the actor was erased.
     #[prost(string, tag = "4")]
     pub actor_id: String,
+}
+
+/// An entry of the change log (`changes`): a session transition (`session_id` set) or a
+/// record change (`record_id` set).
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredChange {
+    /// Server time of the change.
+    #[prost(uint64, tag = "1")]
+    pub at_us: u64,
+    #[prost(string, tag = "2")]
+    pub memory_id: String,
+    #[prost(string, tag = "3")]
+    pub actor_id: String,
+    #[prost(string, tag = "4")]
+    pub session_id: String,
+    /// `memd.v1.SessionState` numbers of a transition.
+    #[prost(int32, tag = "5")]
+    pub from_state: i32,
+    #[prost(int32, tag = "6")]
+    pub to_state: i32,
+    #[prost(string, tag = "7")]
+    pub record_id: String,
+    #[prost(string, tag = "8")]
+    pub namespace: String,
+    #[prost(string, tag = "9")]
+    pub strategy_id: String,
+    #[prost(int64, tag = "10")]
+    pub version: i64,
+    /// `memd.v1.RecordChangeKind` number.
+    #[prost(int32, tag = "11")]
+    pub record_kind: i32,
 }
 
 /// A document's embedding (int8 codes of a unit vector) with what searches filter it by.

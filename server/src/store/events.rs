@@ -1,7 +1,9 @@
 //! Events: append (with idempotency, branching and session bookkeeping in one batch), point
 //! reads, filtered and paginated listings, deletion.
 
-use super::codec::{self, StoredActor, StoredBranch, StoredEvent, StoredSession, StoredToken};
+use super::codec::{
+    self, StoredActor, StoredBranch, StoredChange, StoredEvent, StoredSession, StoredToken,
+};
 use super::commit::Batch;
 use super::keys::{self, EventSeq, cf};
 use super::{SessionTransition, Store, outbox, page};
@@ -186,6 +188,7 @@ impl Store {
                     announced_state: SessionState::Active as i32,
                     terminated_us: 0,
                     pending: Vec::new(),
+                    last_ping_us: 0,
                 }
             }
         };
@@ -217,11 +220,7 @@ impl Store {
             };
             batch.put(cf::TOKENS, token_key, codec::encode(&token));
         }
-        self.committer.commit(batch).await?;
-        if queued {
-            self.jobs_ready.notify_one();
-        }
-
+        // A new session, or an IDLE one woken: a transition, logged with the event.
         let from = match previous
             .as_ref()
             .map(|s| SessionState::try_from(s.announced_state))
@@ -230,6 +229,26 @@ impl Store {
             Some(Ok(SessionState::Idle)) => Some(SessionState::Idle),
             _ => None,
         };
+        if let Some(from) = from {
+            self.log_change_grouped(
+                &mut batch,
+                &StoredChange {
+                    at_us: now_us,
+                    memory_id: new.memory_id.clone(),
+                    actor_id: new.actor_id.clone(),
+                    session_id: new.session_id.clone(),
+                    from_state: from as i32,
+                    to_state: SessionState::Active as i32,
+                    ..Default::default()
+                },
+            );
+        }
+        self.committer.commit(batch).await?;
+        self.changes_committed();
+        if queued {
+            self.jobs_ready.notify_one();
+        }
+
         if let Some(from) = from {
             self.broadcast(SessionTransition {
                 memory_id: new.memory_id.clone(),

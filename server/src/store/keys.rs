@@ -58,8 +58,10 @@ pub mod cf {
     pub const ACTOR_RECORDS: &str = "actor_records";
     pub const INDEX_LOG: &str = "index_log";
     pub const VECTORS: &str = "vectors";
+    /// Session transitions and record changes for watchers, by sequence number.
+    pub const CHANGES: &str = "changes";
     /// Every column family, in creation order.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         MEMORIES,
         META,
         API_KEYS,
@@ -77,6 +79,7 @@ pub mod cf {
         ACTOR_RECORDS,
         INDEX_LOG,
         VECTORS,
+        CHANGES,
     ];
     /// Column families whose keys start with the actor prefix (range-deleted with an actor).
     pub const ACTOR_SCOPED: [&str; 7] = [

@@ -13,6 +13,7 @@ pub mod page;
 
 mod actors;
 mod apikeys;
+mod changes;
 mod commit;
 mod events;
 mod expiry;
@@ -25,6 +26,8 @@ mod records;
 mod sessions;
 mod vectors;
 
+pub use changes::{ChangeReader, GAP_GRACE, cursor_too_old};
+pub use codec::StoredChange;
 pub use events::{EventFilterSpec, EventListing, EventView, MetadataCondition, NewEvent};
 pub use jobs::{JobFilter, JobView, Lease, LoadedEvent};
 pub use outbox::{default_triggers, estimate_tokens, runs_in_process, triggers};
@@ -91,6 +94,10 @@ pub struct Store {
     /// Arrival counter for event ids; starts at the wall clock in ns so ids stay unique
     /// across restarts.
     next_seq: AtomicU64,
+    /// Next change log sequence number (see `changes.rs`).
+    next_change_seq: AtomicU64,
+    /// Woken after commits, for the watch streams.
+    changes_notify: tokio::sync::Notify,
     transitions: broadcast::Sender<SessionTransition>,
     /// Woken after a commit that queued extraction jobs.
     jobs_ready: Arc<tokio::sync::Notify>,
@@ -193,6 +200,8 @@ impl Store {
             actor_gates: (0..LOCK_STRIPES).map(|_| AsyncRwLock::new(())).collect(),
             memory_gate: AsyncRwLock::new(()),
             next_seq: AtomicU64::new(now_us().saturating_mul(1000)),
+            next_change_seq: AtomicU64::new(1),
+            changes_notify: tokio::sync::Notify::new(),
             transitions,
             jobs_ready: Arc::default(),
             records_generation: AtomicU64::new(0),
@@ -201,6 +210,7 @@ impl Store {
         };
         store.load_memories()?;
         store.seed_sequence_above_log()?;
+        store.seed_change_sequence()?;
         let moved = store.scope_legacy_record_tokens()?;
         if moved > 0 {
             tracing::info!(
@@ -220,6 +230,7 @@ impl Store {
     /// Commits one request's changes atomically, with the configured durability.
     fn commit(&self, batch: WriteBatch) -> Result<()> {
         self.db.write_opt(batch, &self.write_opts)?;
+        self.changes_committed();
         Ok(())
     }
 
@@ -229,6 +240,7 @@ impl Store {
         let mut opts = WriteOptions::default();
         opts.set_sync(false);
         self.db.write_opt(batch, &opts)?;
+        self.changes_committed();
         Ok(())
     }
 

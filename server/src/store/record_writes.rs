@@ -5,7 +5,7 @@
 use super::Store;
 use super::codec::{self, StoredRecord};
 use super::keys::{self, cf};
-use super::records::readable;
+use super::records::{Kind, readable};
 use crate::error::{Result, ServiceError};
 use rocksdb::WriteBatch;
 use std::collections::BTreeMap;
@@ -134,7 +134,7 @@ impl Store {
                 batch.put_cf(self.cf(cf::META), &key, codec::encode(&token));
                 tokens_in_call.insert(key, (new.request_hash, record.record_id.clone()));
             }
-            self.put_record(batch, memory_id, &record, true);
+            self.put_record(batch, memory_id, &record, true, Some(Kind::Created));
             Ok(Ok(record.record_id))
         })
     }
@@ -172,7 +172,7 @@ impl Store {
             new.version += 1;
             new.update_us = now_us;
             self.archive(batch, memory_id, &old);
-            self.put_record(batch, memory_id, &new, true);
+            self.put_record(batch, memory_id, &new, true, Some(Kind::Updated));
             touched.insert(new.record_id.clone(), new);
             Ok(Ok(edit.record_id))
         })
@@ -194,7 +194,7 @@ impl Store {
                 .filter(|r| visible(r));
             Ok(match record {
                 Some(record) if deleted.insert(id.clone()) => {
-                    self.erase_record(batch, memory_id, &record);
+                    self.erase_record(batch, memory_id, &record, Kind::Deleted);
                     Ok(id)
                 }
                 _ => Err(ServiceError::not_found(format!("memory record {id}"))),

@@ -2,11 +2,29 @@
 //! the atomic commit of an extraction job's results. Writes through the API are in
 //! `record_writes`.
 
-use super::codec::{self, StoredJob, StoredRecord};
+use super::codec::{self, StoredChange, StoredJob, StoredRecord};
 use super::keys::{self, cf};
 use super::{Store, page};
 use crate::error::{Result, ServiceError};
 use rocksdb::WriteBatch;
+
+/// What the change log says happened to a record.
+pub(super) use memd_proto::v1::RecordChangeKind as Kind;
+
+/// The change log entry for `r` undergoing `kind`.
+fn record_change(memory_id: &str, r: &StoredRecord, kind: Kind) -> StoredChange {
+    StoredChange {
+        at_us: crate::time::now_us(),
+        memory_id: memory_id.to_string(),
+        actor_id: r.actor_id.clone(),
+        record_id: r.record_id.clone(),
+        namespace: r.namespace.clone(),
+        strategy_id: r.strategy_id.clone(),
+        version: r.version as i64,
+        record_kind: kind as i32,
+        ..Default::default()
+    }
+}
 
 /// What a job does to one record; applied in one batch with the job's removal.
 #[derive(Debug, Clone)]
@@ -228,14 +246,22 @@ impl Store {
     /// Deletes a record with its history and index entries.
     pub fn delete_record(&self, record: &StoredRecord, memory_id: &str) -> Result<()> {
         let mut batch = WriteBatch::default();
-        self.erase_record(&mut batch, memory_id, record);
+        self.erase_record(&mut batch, memory_id, record, Kind::Deleted);
         self.commit(batch)?;
         self.bump_records_generation();
         Ok(())
     }
 
-    pub(super) fn erase_record(&self, batch: &mut WriteBatch, memory_id: &str, r: &StoredRecord) {
+    /// Erases a record; `kind` (DELETED or EXPIRED) goes to the change log.
+    pub(super) fn erase_record(
+        &self,
+        batch: &mut WriteBatch,
+        memory_id: &str,
+        r: &StoredRecord,
+        kind: Kind,
+    ) {
         self.log_record_change(batch, memory_id, &r.record_id);
+        self.log_change(batch, &record_change(memory_id, r, kind));
         let key = keys::record_key(memory_id, &r.record_id);
         batch.delete_cf(self.cf(cf::RECORDS), &key);
         batch.delete_range_cf(self.cf(cf::RECORD_HISTORY), &key, &keys::prefix_end(&key));
@@ -270,7 +296,7 @@ impl Store {
                 continue;
             }
             let (memory_id, _) = keys::decode_actor_key(&key)?;
-            self.erase_record(&mut batch, memory_id, &record);
+            self.erase_record(&mut batch, memory_id, &record, Kind::Expired);
             erased += 1;
             if erased % 1000 == 0 {
                 self.commit(std::mem::take(&mut batch))?;
@@ -302,20 +328,26 @@ impl Store {
             if let Some(record) = self
                 .get_decoded::<StoredRecord>(cf::RECORDS, &keys::record_key(memory_id, record_id))?
             {
-                self.erase_record(batch, memory_id, &record);
+                self.erase_record(batch, memory_id, &record, Kind::Deleted);
             }
         }
         Ok(())
     }
 
+    /// Writes a record (`live`: in its namespace's listing; else superseded). `kind` goes to
+    /// the change log; `None` for a change watchers need not see (more source events).
     pub(super) fn put_record(
         &self,
         batch: &mut WriteBatch,
         memory_id: &str,
         r: &StoredRecord,
         live: bool,
+        kind: Option<Kind>,
     ) {
         self.log_record_change(batch, memory_id, &r.record_id);
+        if let Some(kind) = kind {
+            self.log_change(batch, &record_change(memory_id, r, kind));
+        }
         batch.put_cf(
             self.cf(cf::RECORDS),
             keys::record_key(memory_id, &r.record_id),
@@ -372,12 +404,15 @@ impl Store {
         }
         for change in changes {
             match change {
-                RecordChange::Create(new) | RecordChange::Provenance(new) => {
-                    self.put_record(&mut batch, memory_id, new, true)
+                RecordChange::Create(new) => {
+                    self.put_record(&mut batch, memory_id, new, true, Some(Kind::Created))
+                }
+                RecordChange::Provenance(new) => {
+                    self.put_record(&mut batch, memory_id, new, true, None)
                 }
                 RecordChange::Update { old, new } => {
                     self.archive(&mut batch, memory_id, old);
-                    self.put_record(&mut batch, memory_id, new, true);
+                    self.put_record(&mut batch, memory_id, new, true, Some(Kind::Updated));
                 }
                 RecordChange::Supersede { old, new } => {
                     // The closed record keeps its text; only its validity ends.
@@ -385,8 +420,9 @@ impl Store {
                     closed.invalid_from_us = new.valid_from_us.max(old.valid_from_us);
                     closed.superseded_by = new.record_id.clone();
                     closed.update_us = new.update_us;
-                    self.put_record(&mut batch, memory_id, &closed, false);
-                    self.put_record(&mut batch, memory_id, new, true);
+                    let superseded = Some(Kind::Superseded);
+                    self.put_record(&mut batch, memory_id, &closed, false, superseded);
+                    self.put_record(&mut batch, memory_id, new, true, Some(Kind::Created));
                 }
             }
         }

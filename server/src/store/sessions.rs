@@ -2,7 +2,7 @@
 //! transitions durably (a transition is committed before it is broadcast, and its timer is
 //! only deleted in the same batch, so a crash re-announces rather than forgets).
 
-use super::codec::{self, StoredSession};
+use super::codec::{self, StoredChange, StoredSession};
 use super::keys::{self, cf};
 use super::outbox::{Flush, timer_deadline};
 use super::{Store, page};
@@ -20,6 +20,8 @@ pub struct SessionView {
     pub state: SessionState,
     pub create_us: u64,
     pub last_event_us: u64,
+    /// Zero if never pinged.
+    pub last_ping_us: u64,
     pub event_count: u64,
     pub terminate_us: u64,
 }
@@ -104,6 +106,74 @@ impl Store {
         Ok((sessions, String::new()))
     }
 
+    /// Keeps a session alive without an event (PingSession): its idle clocks restart from
+    /// `now_us`, an IDLE session is ACTIVE again (a logged transition), max_duration still
+    /// holds. FAILED_PRECONDITION once it is TERMINATED.
+    pub fn ping_session(
+        &self,
+        memory_id: &str,
+        actor_id: &str,
+        session_id: &str,
+        now_us: u64,
+    ) -> Result<SessionView> {
+        let _memory_gate = self.memory_gate.blocking_read();
+        let memory = self.memory(memory_id)?;
+        let _actor_gate = self.actor_gate(memory_id, actor_id).blocking_read();
+        let _lock = self
+            .session_lock(memory_id, actor_id, session_id)
+            .blocking_lock();
+        let key = keys::session_key(memory_id, actor_id, session_id);
+        let mut stored: StoredSession = self.get_decoded(cf::SESSIONS, &key)?.ok_or_else(|| {
+            ServiceError::not_found(format!("session {session_id} of actor {actor_id}"))
+        })?;
+        let policy = memory.session_policy.unwrap_or_default();
+        if lifecycle::state_at(&stored, &policy, now_us) == SessionState::Terminated {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "session {session_id} is terminated; a ping cannot revive it"
+            )));
+        }
+        let announced = SessionState::try_from(stored.announced_state).unwrap_or_default();
+        let mut batch = WriteBatch::default();
+        if let Some(deadline) = timer_deadline(&stored, &policy, &memory) {
+            batch.delete_cf(self.cf(cf::TIMERS), keys::timer_key(deadline, &key));
+        }
+        stored.last_ping_us = now_us;
+        stored.announced_state = SessionState::Active as i32;
+        batch.put_cf(self.cf(cf::SESSIONS), &key, codec::encode(&stored));
+        if let Some(next) = timer_deadline(&stored, &policy, &memory) {
+            batch.put_cf(self.cf(cf::TIMERS), keys::timer_key(next, &key), []);
+        }
+        let woke = announced == SessionState::Idle;
+        if woke {
+            self.log_change(
+                &mut batch,
+                &StoredChange {
+                    at_us: now_us,
+                    memory_id: memory_id.to_string(),
+                    actor_id: actor_id.to_string(),
+                    session_id: session_id.to_string(),
+                    from_state: SessionState::Idle as i32,
+                    to_state: SessionState::Active as i32,
+                    ..Default::default()
+                },
+            );
+        }
+        self.commit(batch)?;
+        if woke {
+            self.broadcast(SessionTransition {
+                memory_id: memory_id.to_string(),
+                actor_id: actor_id.to_string(),
+                session_id: session_id.to_string(),
+                from: SessionState::Idle,
+                to: SessionState::Active,
+                at_us: now_us,
+            });
+        }
+        Ok(view(
+            memory_id, actor_id, session_id, &stored, &policy, now_us,
+        ))
+    }
+
     /// Announces every session transition due at `now_us`; returns how many it announced.
     pub fn sweep_due_sessions(&self, now_us: u64) -> Result<usize> {
         let due_end = keys::timer_key(now_us.saturating_add(1), &[]);
@@ -165,6 +235,20 @@ impl Store {
         if changed || stored.pending != staged {
             batch.put_cf(self.cf(cf::SESSIONS), session_key, codec::encode(&stored));
         }
+        if changed {
+            self.log_change(
+                &mut batch,
+                &StoredChange {
+                    at_us: now_us,
+                    memory_id: memory_id.to_string(),
+                    actor_id: actor_id.to_string(),
+                    session_id: session_id.to_string(),
+                    from_state: announced as i32,
+                    to_state: state as i32,
+                    ..Default::default()
+                },
+            );
+        }
         // Re-arm from the current policy (which may have changed since this timer was set);
         // the put comes after the delete above, so re-arming the same key keeps it.
         if let Some(next) = timer_deadline(&stored, &policy, &memory) {
@@ -203,6 +287,7 @@ fn view(
         state: lifecycle::state_at(stored, policy, now_us),
         create_us: stored.create_us,
         last_event_us: stored.last_event_us,
+        last_ping_us: stored.last_ping_us,
         event_count: stored.event_count,
         terminate_us: lifecycle::terminate_at(stored, policy),
     }
