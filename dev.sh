@@ -165,7 +165,13 @@ cmd_test() {
   cargo build --locked --workspace --bins
   cargo test --locked --workspace
   need_python_env
-  echo "dev.sh: Python client tests (boto3, bedrock-agentcore SDK, LangGraph) against memd" >&2
+  # The memd package, its stubs generated from proto/ as it builds, then type-checked.
+  "$PYENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
+    --force-reinstall ./python || die "building the memd Python package failed"
+  rm -rf python/build python/src/*.egg-info
+  (cd "$MEMD_CACHE" && "$PYENV/bin/python" -m mypy --config-file "$OLDPWD/python/pyproject.toml" -p memd) ||
+    die "the memd Python package does not type-check"
+  echo "dev.sh: Python tests: the memd package, boto3, bedrock-agentcore SDK and LangGraph against memd" >&2
   MEMD_BIN="$CARGO_TARGET_DIR/debug/memd" MEMCTL_BIN="$CARGO_TARGET_DIR/debug/memctl" \
     "$PYENV/bin/python" -m pytest -q -p no:cacheprovider tests/python
 }

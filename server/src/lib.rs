@@ -259,10 +259,12 @@ impl Server {
             retrieval.clone(),
             llm,
         ));
+        let (draining_tx, draining) = watch::channel(false);
         let memory_api = Arc::new(MemoryApi::new(
             store.clone(),
             workers.clone(),
             retrieval.clone(),
+            draining,
         ));
         let mut http_local = None;
         if let Some(addr) = config.http_addr()? {
@@ -347,6 +349,8 @@ impl Server {
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
                 tracing::info!("shutting down: draining in-flight requests");
+                // Watch streams never finish on their own: tell them to end.
+                let _ = draining_tx.send(true);
                 drain_health
                     .set_not_serving::<ControlServiceServer<ControlApi>>()
                     .await;

@@ -21,14 +21,23 @@ pub struct MemoryApi {
     store: Arc<Store>,
     workers: ExtractionWorkers,
     retrieval: Arc<Retrieval>,
+    /// Becomes true when the server starts draining: watch streams then end (resumably),
+    /// since they would otherwise hold the shutdown open forever.
+    draining: tokio::sync::watch::Receiver<bool>,
 }
 
 impl MemoryApi {
-    pub fn new(store: Arc<Store>, workers: ExtractionWorkers, retrieval: Arc<Retrieval>) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        workers: ExtractionWorkers,
+        retrieval: Arc<Retrieval>,
+        draining: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         Self {
             store,
             workers,
             retrieval,
+            draining,
         }
     }
 }
@@ -291,7 +300,13 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         request: Request<pb::WatchSessionsRequest>,
     ) -> Reply<Self::WatchSessionsStream> {
         let caller = principal(&request)?;
-        let stream = watch::sessions(self.store.clone(), caller, request.into_inner()).await?;
+        let stream = watch::sessions(
+            self.store.clone(),
+            self.draining.clone(),
+            caller,
+            request.into_inner(),
+        )
+        .await?;
         Ok(Response::new(stream))
     }
 
@@ -302,7 +317,13 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         request: Request<pb::WatchMemoryRecordsRequest>,
     ) -> Reply<Self::WatchMemoryRecordsStream> {
         let caller = principal(&request)?;
-        let stream = watch::records(self.store.clone(), caller, request.into_inner()).await?;
+        let stream = watch::records(
+            self.store.clone(),
+            self.draining.clone(),
+            caller,
+            request.into_inner(),
+        )
+        .await?;
         Ok(Response::new(stream))
     }
 

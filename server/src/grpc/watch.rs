@@ -40,6 +40,10 @@ fn start(store: &Store, cursor: &str) -> Result<ChangeReader> {
     let seq: u64 = cursor
         .parse()
         .map_err(|_| ServiceError::invalid("cursor", "is not a cursor this server returned"))?;
+    if seq == 0 {
+        // "0": everything the log still holds.
+        return Ok(ChangeReader::after(store.changes_trimmed_upto()?));
+    }
     if seq > store.change_head() {
         return Err(ServiceError::invalid(
             "cursor",
@@ -60,6 +64,7 @@ type Select<T> = Box<dyn Fn(&Store, u64, &StoredChange) -> Option<T> + Send + Sy
 /// Session transitions of `memory_id` whose actor matches the request and the caller's key.
 pub async fn sessions(
     store: Arc<Store>,
+    draining: Draining,
     caller: Principal,
     req: pb::WatchSessionsRequest,
 ) -> Result<ChangeStream<pb::SessionChange>> {
@@ -88,13 +93,14 @@ pub async fn sessions(
             time: Some(to_timestamp(c.at_us)),
         })
     });
-    open(store, req.memory_id, req.cursor, select).await
+    open(store, draining, req.memory_id, req.cursor, select).await
 }
 
 /// Record changes of `memory_id` under the requested namespace prefix that the caller's key
 /// may read.
 pub async fn records(
     store: Arc<Store>,
+    draining: Draining,
     caller: Principal,
     req: pb::WatchMemoryRecordsRequest,
 ) -> Result<ChangeStream<pb::MemoryRecordChange>> {
@@ -135,12 +141,16 @@ pub async fn records(
             memory_record: current,
         })
     });
-    open(store, req.memory_id, req.cursor, select).await
+    open(store, draining, req.memory_id, req.cursor, select).await
 }
+
+/// True once the server drains for shutdown.
+pub type Draining = tokio::sync::watch::Receiver<bool>;
 
 /// Starts the feeding task; returns the stream.
 async fn open<T: Send + 'static>(
     store: Arc<Store>,
+    draining: Draining,
     memory_id: String,
     cursor: String,
     select: Select<T>,
@@ -155,7 +165,14 @@ async fn open<T: Send + 'static>(
         .await?
     };
     let (tx, rx) = mpsc::channel(BUFFER);
-    tokio::spawn(feed(store, memory_id, reader, Arc::new(select), tx));
+    tokio::spawn(feed(
+        store,
+        draining,
+        memory_id,
+        reader,
+        Arc::new(select),
+        tx,
+    ));
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
@@ -163,6 +180,7 @@ async fn open<T: Send + 'static>(
 /// deleted, or the client stops reading.
 async fn feed<T: Send + 'static>(
     store: Arc<Store>,
+    mut draining: Draining,
     memory_id: String,
     mut reader: ChangeReader,
     select: Arc<Select<T>>,
@@ -208,6 +226,16 @@ async fn feed<T: Send + 'static>(
             _ = notified => {}
             _ = tokio::time::sleep(POLL) => {}
             _ = tx.closed() => return,
+            _ = draining.changed() => {}
+        }
+        let stopping = *draining.borrow();
+        if stopping {
+            let _ = tx
+                .send(Err(Status::unavailable(
+                    "memd is shutting down; reconnect with the cursor of the last change received",
+                )))
+                .await;
+            return;
         }
         if store.memory(&memory_id).is_err() {
             let _ = tx
