@@ -279,6 +279,7 @@ impl Server {
                 memory: memory_api.clone(),
                 control: control_api.clone(),
                 auth: auth.clone(),
+                metrics: metrics.clone(),
             };
             let task = rest::serve(http_listener, api, stopped());
             background.push(tokio::spawn(async move {

@@ -57,6 +57,9 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    /// The AgentCore REST API, by operation and AWS error code ("OK" on success).
+    rest_requests: IntCounterVec,
+    rest_latency: HistogramVec,
     rocksdb: IntGaugeVec,
     /// Index-log entries each index has yet to apply (`index` = keyword | vectors).
     index_pending: IntGaugeVec,
@@ -123,6 +126,26 @@ impl Metrics {
             &["method"],
         )
         .expect("valid metric");
+        let rest_requests = IntCounterVec::new(
+            Opts::new(
+                "memd_rest_requests_total",
+                "AgentCore REST API requests by operation and outcome (OK or the AWS error code)",
+            ),
+            &["operation", "code"],
+        )
+        .expect("valid metric");
+        let rest_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "memd_rest_request_duration_seconds",
+                "AgentCore REST API latency by operation",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 10.0,
+            ]),
+            &["operation"],
+        )
+        .expect("valid metric");
         let rocksdb = IntGaugeVec::new(
             Opts::new(
                 "memd_rocksdb_property",
@@ -173,6 +196,8 @@ impl Metrics {
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
+            Box::new(rest_requests.clone()),
+            Box::new(rest_latency.clone()),
             Box::new(rocksdb.clone()),
             Box::new(index_pending.clone()),
             Box::new(vectors_rebuilding.clone()),
@@ -188,6 +213,8 @@ impl Metrics {
             registry,
             requests,
             latency,
+            rest_requests,
+            rest_latency,
             rocksdb,
             index_pending,
             vectors_rebuilding,
@@ -209,6 +236,16 @@ impl Metrics {
         };
         self.requests.with_label_values(&[method, code]).inc();
         self.latency.with_label_values(&[method]).observe(seconds);
+    }
+
+    /// Records one REST request (`operation` from a bounded set, `code` "OK" or an AWS error).
+    pub fn observe_rest(&self, operation: &str, code: &str, seconds: f64) {
+        self.rest_requests
+            .with_label_values(&[operation, code])
+            .inc();
+        self.rest_latency
+            .with_label_values(&[operation])
+            .observe(seconds);
     }
 
     /// Renders the text exposition format, refreshing RocksDB and index gauges first.

@@ -56,10 +56,11 @@ class Key:
 class Memd:
     """A memd process with its own data directory; restartable on the same ports."""
 
-    def __init__(self, extra_env: dict[str, str] | None = None):
+    def __init__(self, extra_env: dict[str, str] | None = None, metrics: bool = False):
         self.data_dir = tempfile.mkdtemp(prefix="memd-py-")
         self.grpc_port = free_port()
         self.http_port = free_port()
+        self.metrics_port = free_port() if metrics else None
         self.extra_env = extra_env or {}
         self.process: subprocess.Popen | None = None
         self.start()
@@ -79,7 +80,7 @@ class Memd:
                 _binary("MEMD_BIN", "memd"),
                 "--listen", f"127.0.0.1:{self.grpc_port}",
                 "--http-listen", f"127.0.0.1:{self.http_port}",
-                "--metrics-listen", "off",
+                "--metrics-listen", f"127.0.0.1:{self.metrics_port}" if self.metrics_port else "off",
                 "--log-format", "json",
                 "--data-dir", self.data_dir,
             ],

@@ -6,7 +6,7 @@ import json
 import pytest
 import requests
 
-from conftest import unique
+from conftest import Memd, unique
 
 
 @pytest.fixture
@@ -60,3 +60,18 @@ def test_unknown_operations_and_missing_credentials(api, memd):
     assert (status, code) == (400, "IncompleteSignatureException")
     ok = http.post(f"{base}/memories/", data="{}")
     assert ok.status_code == 200 and memory_id in [m["id"] for m in ok.json()["memories"]]
+
+
+def test_rest_requests_are_counted_in_metrics():
+    server = Memd(metrics=True)
+    try:
+        key = server.create_key()
+        headers = {"authorization": f"Bearer {key.secret}"}
+        assert requests.post(f"{server.http}/memories/", data="{}", headers=headers).status_code == 200
+        assert requests.get(f"{server.http}/memories/missing-0123456789/details", headers=headers).status_code == 404
+        scrape = requests.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
+        assert 'memd_rest_requests_total{code="OK",operation="ListMemories"} 1' in scrape, scrape
+        assert 'memd_rest_requests_total{code="ResourceNotFoundException",operation="GetMemory"} 1' in scrape
+        assert "memd_rest_request_duration_seconds_bucket" in scrape
+    finally:
+        server.close()

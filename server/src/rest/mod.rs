@@ -38,6 +38,7 @@ pub struct RestApi {
     pub memory: Arc<MemoryApi>,
     pub control: Arc<ControlApi>,
     pub auth: Arc<Authenticator>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// One authenticated request on its way through an operation.
@@ -87,7 +88,15 @@ impl RestApi {
     /// Handles one HTTP request; every failure becomes an AWS-shaped error response.
     pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
         let (parts, body) = request.into_parts();
-        let mut response = match self.respond(&parts, body).await {
+        let started = std::time::Instant::now();
+        // Unknown paths share one label, so labels stay bounded.
+        let operation =
+            router::route(&parts.method, parts.uri.path()).map_or("unknown", |route| route.name());
+        let outcome = self.respond(&parts, body).await;
+        let code = outcome.as_ref().map_or_else(|err| err.code, |_| "OK");
+        self.metrics
+            .observe_rest(operation, code, started.elapsed().as_secs_f64());
+        let mut response = match outcome {
             Ok((status, body)) => {
                 let mut response = Response::new(Body::from(body.to_string()));
                 *response.status_mut() =

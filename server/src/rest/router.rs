@@ -68,6 +68,34 @@ pub enum Route {
     },
 }
 
+impl Route {
+    /// The operation's name (a metrics label).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::CreateMemory => "CreateMemory",
+            Route::ListMemories => "ListMemories",
+            Route::GetMemory { .. } => "GetMemory",
+            Route::UpdateMemory { .. } => "UpdateMemory",
+            Route::DeleteMemory { .. } => "DeleteMemory",
+            Route::CreateEvent { .. } => "CreateEvent",
+            Route::GetEvent(_) => "GetEvent",
+            Route::DeleteEvent(_) => "DeleteEvent",
+            Route::ListEvents { .. } => "ListEvents",
+            Route::ListActors { .. } => "ListActors",
+            Route::ListSessions { .. } => "ListSessions",
+            Route::RetrieveMemoryRecords { .. } => "RetrieveMemoryRecords",
+            Route::ListMemoryRecords { .. } => "ListMemoryRecords",
+            Route::GetMemoryRecord { .. } => "GetMemoryRecord",
+            Route::DeleteMemoryRecord { .. } => "DeleteMemoryRecord",
+            Route::BatchCreateMemoryRecords { .. } => "BatchCreateMemoryRecords",
+            Route::BatchUpdateMemoryRecords { .. } => "BatchUpdateMemoryRecords",
+            Route::BatchDeleteMemoryRecords { .. } => "BatchDeleteMemoryRecords",
+            Route::ListMemoryExtractionJobs { .. } => "ListMemoryExtractionJobs",
+            Route::StartMemoryExtractionJob { .. } => "StartMemoryExtractionJob",
+        }
+    }
+}
+
 /// Percent-decodes one path segment or query component.
 pub fn decode(raw: &str) -> String {
     percent_decode_str(raw).decode_utf8_lossy().into_owned()
