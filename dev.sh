@@ -174,6 +174,8 @@ cmd_test() {
   echo "dev.sh: Python tests: the memd package, boto3, bedrock-agentcore SDK and LangGraph against memd" >&2
   MEMD_BIN="$CARGO_TARGET_DIR/debug/memd" MEMCTL_BIN="$CARGO_TARGET_DIR/debug/memctl" \
     "$PYENV/bin/python" -m pytest -q -p no:cacheprovider tests/python
+  echo "dev.sh: the investigation example (examples/investigation/run)" >&2
+  MEMD_BIN="$CARGO_TARGET_DIR/debug/memd" "$PYENV/bin/python" examples/investigation/run
 }
 
 case "${1:-}" in
