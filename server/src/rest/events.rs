@@ -304,15 +304,9 @@ struct BranchFilterIn {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct MetadataFilterIn {
-    left: LeftIn,
+    left: shapes::LeftIn,
     operator: String,
     right: Option<RightIn>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LeftIn {
-    metadata_key: String,
 }
 
 #[derive(Deserialize)]

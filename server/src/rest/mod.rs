@@ -11,11 +11,14 @@
 mod errors;
 mod events;
 pub mod ids;
+mod jobs;
 mod memories;
+mod record_batches;
 mod records;
 mod router;
 mod shapes;
 pub mod sigv4;
+mod strategies;
 
 pub use errors::AwsError;
 
@@ -239,10 +242,16 @@ async fn dispatch(ctx: &Ctx<'_>, route: Route) -> Reply {
             memory_id,
             record_id,
         } => records::delete(ctx, memory_id, record_id).await,
-        BatchCreateMemoryRecords { memory_id } => records::batch_create(ctx, memory_id).await,
-        BatchUpdateMemoryRecords { memory_id } => records::batch_update(ctx, memory_id).await,
-        BatchDeleteMemoryRecords { memory_id } => records::batch_delete(ctx, memory_id).await,
-        ListMemoryExtractionJobs { memory_id } => records::list_jobs(ctx, memory_id).await,
-        StartMemoryExtractionJob { memory_id } => records::start_job(ctx, memory_id).await,
+        BatchCreateMemoryRecords { memory_id } => {
+            record_batches::batch_create(ctx, memory_id).await
+        }
+        BatchUpdateMemoryRecords { memory_id } => {
+            record_batches::batch_update(ctx, memory_id).await
+        }
+        BatchDeleteMemoryRecords { memory_id } => {
+            record_batches::batch_delete(ctx, memory_id).await
+        }
+        ListMemoryExtractionJobs { memory_id } => jobs::list_jobs(ctx, memory_id).await,
+        StartMemoryExtractionJob { memory_id } => jobs::start_job(ctx, memory_id).await,
     }
 }

@@ -72,6 +72,13 @@ pub struct StringValue {
     pub string_value: String,
 }
 
+/// The left side of a metadata filter: `{"metadataKey": ...}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeftIn {
+    pub metadata_key: String,
+}
+
 /// A metadata map of `{"stringValue"}` values into memd's string map.
 pub fn metadata_in(metadata: Option<BTreeMap<String, StringValue>>) -> BTreeMap<String, String> {
     metadata
