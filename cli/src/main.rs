@@ -8,6 +8,7 @@ mod bench_retrieve;
 mod control;
 mod eval;
 mod longterm;
+mod mcp;
 mod memory;
 mod output;
 mod strategies;
@@ -70,6 +71,8 @@ enum Command {
     /// Extraction jobs: list, re-drive failed ones.
     #[command(subcommand)]
     Jobs(longterm::JobsCommand),
+    /// Serve memd's MCP tools over stdio for a desktop MCP host (Claude Desktop, Cursor, ...).
+    Mcp(mcp::McpArgs),
     /// Run an extraction worker against a server (leases jobs, extracts, completes them).
     Worker(worker::WorkerArgs),
     /// Rebuild the search indexes from RocksDB (needs a global admin key).
@@ -205,6 +208,7 @@ async fn main() {
         Command::Namespaces(cmd) => longterm::namespaces(&ctx, cmd).await,
         Command::Jobs(cmd) => longterm::jobs(&ctx, cmd).await,
         Command::Worker(args) => worker::run(&ctx, args).await,
+        Command::Mcp(args) => mcp::run(&ctx, args).await,
         Command::Reindex => reindex(&ctx).await,
         Command::Indexes => indexes(&ctx).await,
         Command::Health => health(&ctx).await,

@@ -12,8 +12,10 @@ pub mod embedding;
 pub mod error;
 pub mod extraction;
 pub mod grpc;
+pub mod http;
 pub mod ids;
 pub mod lifecycle;
+pub mod mcp;
 pub mod metrics;
 mod priority;
 pub mod rest;
@@ -281,10 +283,22 @@ impl Server {
                 auth: auth.clone(),
                 metrics: metrics.clone(),
             };
-            let task = rest::serve(http_listener, api, stopped());
+            // MCP requests in flight end with the listener.
+            let mcp_shutdown = tokio_util::sync::CancellationToken::new();
+            let mcp = mcp::http::Endpoint::new(
+                memory_api.clone(),
+                auth.clone(),
+                metrics.clone(),
+                mcp_shutdown.clone(),
+            );
+            let stop = stopped();
+            let task = http::serve(http_listener, api, mcp, async move {
+                stop.await;
+                mcp_shutdown.cancel();
+            });
             background.push(tokio::spawn(async move {
                 if let Err(err) = task.await {
-                    tracing::error!(%err, "AgentCore REST API failed");
+                    tracing::error!(%err, "HTTP listener (AgentCore REST, MCP) failed");
                 }
             }));
         }

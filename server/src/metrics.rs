@@ -60,6 +60,8 @@ pub struct Metrics {
     /// The AgentCore REST API, by operation and AWS error code ("OK" on success).
     rest_requests: IntCounterVec,
     rest_latency: HistogramVec,
+    /// MCP tool calls on `/mcp`, by tool and outcome (OK or the gRPC code's name).
+    mcp_tool_calls: IntCounterVec,
     rocksdb: IntGaugeVec,
     /// Index-log entries each index has yet to apply (`index` = keyword | vectors).
     index_pending: IntGaugeVec,
@@ -146,6 +148,14 @@ impl Metrics {
             &["operation"],
         )
         .expect("valid metric");
+        let mcp_tool_calls = IntCounterVec::new(
+            Opts::new(
+                "memd_mcp_tool_calls_total",
+                "MCP tool calls on /mcp by tool and outcome (OK or the gRPC code's name)",
+            ),
+            &["tool", "code"],
+        )
+        .expect("valid metric");
         let rocksdb = IntGaugeVec::new(
             Opts::new(
                 "memd_rocksdb_property",
@@ -198,6 +208,7 @@ impl Metrics {
             Box::new(latency.clone()),
             Box::new(rest_requests.clone()),
             Box::new(rest_latency.clone()),
+            Box::new(mcp_tool_calls.clone()),
             Box::new(rocksdb.clone()),
             Box::new(index_pending.clone()),
             Box::new(vectors_rebuilding.clone()),
@@ -215,6 +226,7 @@ impl Metrics {
             latency,
             rest_requests,
             rest_latency,
+            mcp_tool_calls,
             rocksdb,
             index_pending,
             vectors_rebuilding,
@@ -236,6 +248,11 @@ impl Metrics {
         };
         self.requests.with_label_values(&[method, code]).inc();
         self.latency.with_label_values(&[method]).observe(seconds);
+    }
+
+    /// Records one MCP tool call (`tool` from a bounded set, `code` "OK" or a gRPC code).
+    pub fn observe_mcp_tool(&self, tool: &str, code: &str) {
+        self.mcp_tool_calls.with_label_values(&[tool, code]).inc();
     }
 
     /// Records one REST request (`operation` from a bounded set, `code` "OK" or an AWS error).

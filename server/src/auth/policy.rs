@@ -182,6 +182,22 @@ impl Principal {
         }
     }
 
+    /// The one memory the key's policy names, if it names exactly one (and not "*").
+    pub fn sole_memory(&self) -> Option<String> {
+        match self.policy.as_ref()?.memory_ids.as_slice() {
+            [only] if only != "*" => Some(only.clone()),
+            _ => None,
+        }
+    }
+
+    /// The one actor the key's policy names, if it names exactly one without wildcards.
+    pub fn sole_actor(&self) -> Option<String> {
+        match self.policy.as_ref()?.raw_patterns.as_slice() {
+            [only] if !only.contains(['*', '?']) => Some(only.clone()),
+            _ => None,
+        }
+    }
+
     /// Whether listings show this actor to the caller (read access to it).
     pub fn sees_actor(&self, actor_id: &str) -> bool {
         self.policy
@@ -249,5 +265,17 @@ mod tests {
                 .is_err()
         );
         assert!(Principal::superuser().require_global_admin().is_ok());
+    }
+
+    #[test]
+    fn sole_memory_and_actor_only_when_the_policy_names_exactly_one() {
+        let narrow = key(&["m1"], &["alice"], &[Action::Read]);
+        assert_eq!(narrow.sole_memory().as_deref(), Some("m1"));
+        assert_eq!(narrow.sole_actor().as_deref(), Some("alice"));
+        let wide = key(&["m1", "m2"], &["acme/*"], &[Action::Read]);
+        assert_eq!(wide.sole_memory(), None);
+        assert_eq!(wide.sole_actor(), None);
+        assert_eq!(key(&["*"], &["a?"], &[Action::Read]).sole_memory(), None);
+        assert_eq!(Principal::superuser().sole_actor(), None);
     }
 }

@@ -72,21 +72,6 @@ impl Ctx<'_> {
     }
 }
 
-/// Serves the REST API on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    api: RestApi,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = axum::Router::new().fallback(move |request: Request<Body>| {
-        let api = api.clone();
-        async move { api.handle(request).await }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
 impl RestApi {
     /// Handles one HTTP request; every failure becomes an AWS-shaped error response.
     pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
