@@ -164,6 +164,10 @@ async fn indexes(ctx: &Globals) -> anyhow::Result<()> {
             "vectorsRebuilding": status.vectors_rebuilding,
             "embeddingModel": status.embedding_model,
             "vectorsPartitioned": status.vectors_partitioned,
+            "embeddedEvents": status.embedded_events,
+            "embeddedRecords": status.embedded_records,
+            "reembeddedRecords": status.reembedded_records,
+            "embeddingSeconds": status.embedding_seconds,
         }));
     } else {
         println!(
@@ -177,6 +181,13 @@ async fn indexes(ctx: &Globals) -> anyhow::Result<()> {
                 ""
             },
             status.vectors_partitioned
+        );
+        println!(
+            "embedded since start: {} events, {} records, {} records again after an update; {:.1} s in the model",
+            status.embedded_events,
+            status.embedded_records,
+            status.reembedded_records,
+            status.embedding_seconds
         );
     }
     Ok(())

@@ -66,6 +66,10 @@ pub struct Metrics {
     /// Index-log entries each index has yet to apply (`index` = keyword | vectors).
     index_pending: IntGaugeVec,
     vectors_rebuilding: prometheus::IntGauge,
+    /// Documents embedded since start (`kind` = event | record | record_again), copied from
+    /// the embedding thread's own counters at each scrape.
+    embedded: IntCounterVec,
+    embedding_seconds: prometheus::Counter,
     extraction: ExtractionMetrics,
     /// Known gRPC paths; anything else is labelled "other" so labels stay bounded.
     known_methods: HashSet<String>,
@@ -177,6 +181,19 @@ impl Metrics {
             "1 while every record and event is being embedded anew",
         )
         .expect("valid metric");
+        let embedded = IntCounterVec::new(
+            Opts::new(
+                "memd_embedded_documents_total",
+                "Documents embedded: events, records (first time) and records embedded again after an update",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let embedding_seconds = prometheus::Counter::new(
+            "memd_embedding_model_seconds_total",
+            "Wall time the embedding thread spent inside the model (tokenising and ONNX Runtime)",
+        )
+        .expect("valid metric");
         let extraction = ExtractionMetrics {
             jobs: IntCounterVec::new(
                 Opts::new(
@@ -212,6 +229,8 @@ impl Metrics {
             Box::new(rocksdb.clone()),
             Box::new(index_pending.clone()),
             Box::new(vectors_rebuilding.clone()),
+            Box::new(embedded.clone()),
+            Box::new(embedding_seconds.clone()),
             Box::new(extraction.jobs.clone()),
             Box::new(extraction.lag.clone()),
             Box::new(extraction.tokens.clone()),
@@ -230,6 +249,8 @@ impl Metrics {
             rocksdb,
             index_pending,
             vectors_rebuilding,
+            embedded,
+            embedding_seconds,
             extraction,
             known_methods: known_methods(),
         })
@@ -281,6 +302,19 @@ impl Metrics {
                     .with_label_values(&["vectors"])
                     .set(backlog.vectors as i64);
                 self.vectors_rebuilding.set(i64::from(backlog.rebuilding));
+                let counts = backlog.embedded;
+                for (kind, total) in [
+                    ("event", counts.events),
+                    ("record", counts.records),
+                    ("record_again", counts.records_again),
+                ] {
+                    let counter = self.embedded.with_label_values(&[kind]);
+                    counter.inc_by(total.saturating_sub(counter.get()));
+                }
+                let seconds = counts.model_seconds - self.embedding_seconds.get();
+                if seconds > 0.0 {
+                    self.embedding_seconds.inc_by(seconds);
+                }
             }
             Err(err) => tracing::warn!(%err, "reading the index backlog for metrics"),
         }

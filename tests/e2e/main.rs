@@ -2,6 +2,7 @@
 
 mod branches;
 mod durability;
+mod embedding_counts;
 mod events;
 mod extraction;
 mod isolation;

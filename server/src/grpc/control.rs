@@ -260,6 +260,10 @@ impl pb::control_service_server::ControlService for ControlApi {
             vectors_rebuilding: backlog.rebuilding,
             embedding_model: backlog.model,
             vectors_partitioned: backlog.partitioned as i64,
+            embedded_events: backlog.embedded.events as i64,
+            embedded_records: backlog.embedded.records as i64,
+            reembedded_records: backlog.embedded.records_again as i64,
+            embedding_seconds: backlog.embedded.model_seconds,
         };
         Ok(Response::new(status))
     }

@@ -5,11 +5,13 @@
 //! caller's tenant policy, are part of every search, never applied to a result list
 //! afterwards. Hybrid search combines the keyword and the semantic scores, each normalised.
 
+mod embed_counts;
 mod events_index;
 mod fusion;
 mod hybrid;
 mod index;
 mod indexer;
+mod log_cursors;
 mod partitions;
 mod scoring;
 mod source_turns;
@@ -17,6 +19,7 @@ mod tantivy_index;
 mod vector_indexer;
 mod vectors;
 
+pub use embed_counts::EmbedCounts;
 pub use events_index::{EventHit, EventIndex, EventSearch};
 pub use fusion::convex;
 pub use hybrid::Mode;
@@ -54,6 +57,8 @@ pub struct Backlog {
     pub model: String,
     /// Vector spaces searched through partitions.
     pub partitioned: usize,
+    /// What has been embedded since start (zeros without a model).
+    pub embedded: EmbedCounts,
 }
 
 impl Retrieval {
@@ -80,6 +85,7 @@ impl Retrieval {
             partitioned: semantic.map_or(0, |s| {
                 s.vectors.records.partitioned() + s.vectors.events.partitioned()
             }),
+            embedded: semantic.map_or_else(EmbedCounts::default, |s| s.status.counts.snapshot()),
         })
     }
 }

@@ -4,7 +4,9 @@
 //! semantic hits by what it takes to embed it, never the keyword index. The log is trimmed
 //! only up to what both followers have applied ([`LogCursors`]).
 
+use super::embed_counts::{EmbedCounters, Embedded};
 use super::events_index::event_text;
+pub use super::log_cursors::LogCursors;
 use super::vectors::{Quantized, VectorEntry, VectorIndex};
 use crate::embedding::{Embeddings, Model};
 use crate::error::{Result, ServiceError};
@@ -12,7 +14,7 @@ use crate::store::codec::{StoredIndexChange, StoredRecord, StoredVector, StoredV
 use crate::store::{Store, VectorWrite, keys};
 use crate::time::now_us;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Kind byte of record embeddings in the `vectors` column family.
@@ -23,58 +25,6 @@ pub const EVENTS: u8 = b'e';
 const ROUND: usize = 256;
 const POLL: Duration = Duration::from_millis(100);
 
-/// Where each follower of the index log stands; entries both have applied are trimmed.
-#[derive(Debug)]
-pub struct LogCursors {
-    text: AtomicU64,
-    vectors: AtomicU64,
-}
-
-impl LogCursors {
-    /// `vectors`: `None` when there are no embeddings (they hold nothing back).
-    pub fn new(vectors: Option<u64>) -> Self {
-        Self {
-            text: AtomicU64::new(0),
-            vectors: AtomicU64::new(vectors.unwrap_or(u64::MAX)),
-        }
-    }
-
-    /// Records the keyword indexes' position without trimming (nothing new was applied).
-    pub fn note_text(&self, applied: u64) {
-        self.text.store(applied, Ordering::Release);
-    }
-
-    pub fn text_applied(&self, store: &Store, applied: u64) -> Result<()> {
-        self.text.store(applied, Ordering::Release);
-        self.trim(store)
-    }
-
-    fn vectors_applied(&self, store: &Store, applied: u64) -> Result<()> {
-        self.vectors.store(applied, Ordering::Release);
-        self.trim(store)
-    }
-
-    /// The positions of the keyword indexes and of the embeddings (`None` without them).
-    pub fn positions(&self) -> (u64, Option<u64>) {
-        let vectors = self.vectors.load(Ordering::Acquire);
-        (
-            self.text.load(Ordering::Acquire),
-            (vectors != u64::MAX).then_some(vectors),
-        )
-    }
-
-    fn trim(&self, store: &Store) -> Result<()> {
-        let upto = self
-            .text
-            .load(Ordering::Acquire)
-            .min(self.vectors.load(Ordering::Acquire));
-        if upto > 0 {
-            store.trim_index_log(upto)?;
-        }
-        Ok(())
-    }
-}
-
 /// What the embedding thread is doing, and asking it to start over.
 #[derive(Debug, Default)]
 pub struct VectorStatus {
@@ -82,6 +32,8 @@ pub struct VectorStatus {
     rebuilding: AtomicBool,
     /// The model's fingerprint.
     pub model: String,
+    /// What has been embedded since start.
+    pub counts: EmbedCounters,
 }
 
 impl VectorStatus {
@@ -209,25 +161,67 @@ fn latest_only(ops: Vec<Op>) -> Vec<Op> {
         .collect()
 }
 
-/// Embeds what `ops` ask for and turns everything into stored writes, in order.
-fn embed(model: &mut Model, ops: Vec<Op>) -> Result<Vec<VectorWrite>> {
-    let texts: Vec<&str> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Embed(p) => Some(p.text.as_str()),
-            Op::Write(_) => None,
-        })
-        .collect();
-    let mut vectors = model.embed(&texts)?.into_iter();
-    let mut writes = Vec::with_capacity(ops.len());
+/// The first 8 bytes of the text's SHA-256: whether a stored vector is of this text.
+fn text_hash(text: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
+}
+
+/// Embeds what `ops` ask for and turns everything into stored writes, in order. A document
+/// whose stored vector is of the same text (a record whose metadata or expiry changed, an
+/// event logged again) keeps that vector; the rest are embedded and counted (a document that
+/// had a vector of another text is a re-embedding).
+fn embed(
+    model: &mut Model,
+    ops: Vec<Op>,
+    store: &Store,
+    counts: &EmbedCounters,
+) -> Result<Vec<VectorWrite>> {
+    let mut texts = Vec::new();
+    let mut planned = Vec::with_capacity(ops.len());
     for op in ops {
+        let Op::Embed(p) = op else {
+            planned.push((op, 0, None));
+            continue;
+        };
+        let hash = text_hash(&p.text);
+        let stored = store.stored_vector(p.kind, &p.memory_id, &p.doc_key)?;
+        let reuse = match stored {
+            Some(vector) if vector.text_hash == hash => Some((vector.scale, vector.codes)),
+            stored => {
+                counts.count(match (p.kind, stored) {
+                    (EVENTS, _) => Embedded::Event,
+                    (_, Some(_)) => Embedded::RecordAgain,
+                    (_, None) => Embedded::Record,
+                });
+                texts.push(p.text.clone());
+                None
+            }
+        };
+        planned.push((Op::Embed(p), hash, reuse));
+    }
+    let started = std::time::Instant::now();
+    let embedded = model.embed(&texts)?;
+    if !texts.is_empty() {
+        counts.model_time(started.elapsed());
+    }
+    let mut vectors = embedded.into_iter();
+    let mut writes = Vec::with_capacity(planned.len());
+    for (op, text_hash, reuse) in planned {
         writes.push(match op {
             Op::Write(write) => write,
             Op::Embed(p) => {
-                let vector = vectors
-                    .next()
-                    .ok_or_else(|| ServiceError::Internal("the model skipped a text".into()))?;
-                let code = Quantized::new(&vector);
+                let (scale, codes) = match reuse {
+                    Some(stored) => stored,
+                    None => {
+                        let vector = vectors.next().ok_or_else(|| {
+                            ServiceError::Internal("the model skipped a text".into())
+                        })?;
+                        let code = Quantized::new(&vector);
+                        (code.scale, code.code_bytes())
+                    }
+                };
                 VectorWrite::Put {
                     kind: p.kind,
                     memory_id: p.memory_id,
@@ -235,8 +229,9 @@ fn embed(model: &mut Model, ops: Vec<Op>) -> Result<Vec<VectorWrite>> {
                     vector: StoredVector {
                         tags: p.tags.to_vec(),
                         time: p.time,
-                        scale: code.scale,
-                        codes: code.code_bytes(),
+                        scale,
+                        codes,
+                        text_hash,
                     },
                 }
             }
@@ -340,7 +335,12 @@ impl Follower {
                 return Err(ServiceError::Unavailable("stopping".into()));
             }
             count += pending.len();
-            let writes = embed(model, std::mem::take(pending))?;
+            let writes = embed(
+                model,
+                std::mem::take(pending),
+                &self.store,
+                &self.status.counts,
+            )?;
             // The position is only stored at the end: an interrupted rebuild starts over.
             self.store.write_vectors(
                 &writes,
@@ -406,7 +406,7 @@ impl Follower {
         for (_, change) in &changes {
             ops.extend(resolve(&self.store, change, self.events)?);
         }
-        let writes = embed(model, latest_only(ops))?;
+        let writes = embed(model, latest_only(ops), &self.store, &self.status.counts)?;
         self.commit(&writes, last)?;
         self.cursors.vectors_applied(&self.store, last)?;
         Ok(last)
@@ -494,28 +494,28 @@ impl VectorIndexer {
                     }
                 };
                 let mut rebuilt = !rebuild;
-                let mut upto = applied;
                 while !follower.stop.load(Ordering::Acquire) {
                     if follower
                         .status
                         .rebuild_requested
                         .swap(false, Ordering::AcqRel)
                     {
-                        // Changes after this position are replayed after the scan; the log
-                        // stays held at `applied` until then.
-                        match follower.store.last_index_seq() {
-                            Ok(position) => upto = position.max(applied),
-                            Err(err) => {
-                                tracing::warn!(%err, "cannot start re-embedding; retrying");
-                                follower.status.request_rebuild();
-                                sleep_unless_stopped(&follower.stop, Duration::from_secs(1));
-                                continue;
-                            }
-                        }
                         rebuilt = false;
                         follower.status.rebuilding.store(true, Ordering::Release);
                     }
                     if !rebuilt {
+                        // The scan embeds everything stored when it starts (the model took
+                        // a while to load: writes may have come in meanwhile); only changes
+                        // after this position are replayed after it, so none is embedded
+                        // twice. The log stays held at `applied` until then.
+                        let upto = match follower.store.last_index_seq() {
+                            Ok(position) => position.max(applied),
+                            Err(err) => {
+                                tracing::warn!(%err, "cannot start re-embedding; retrying");
+                                sleep_unless_stopped(&follower.stop, Duration::from_secs(1));
+                                continue;
+                            }
+                        };
                         match follower.rebuild(&mut model, upto) {
                             Ok(true) => {
                                 rebuilt = true;

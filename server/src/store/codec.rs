@@ -325,6 +325,10 @@ pub struct StoredVector {
     pub scale: f32,
     #[prost(bytes = "vec", tag = "4")]
     pub codes: Vec<u8>,
+    /// The first 8 bytes of the SHA-256 of the text embedded (0 in vectors stored before it
+    /// was kept): an update that leaves the text alone reuses the vector.
+    #[prost(fixed64, tag = "5")]
+    pub text_hash: u64,
 }
 
 /// How far the embeddings follow the index log, and from which model they come.

@@ -96,6 +96,16 @@ impl Store {
         self.commit_relaxed(batch)
     }
 
+    /// One stored embedding.
+    pub fn stored_vector(
+        &self,
+        kind: u8,
+        memory_id: &str,
+        doc_key: &[u8],
+    ) -> Result<Option<StoredVector>> {
+        self.get_decoded(cf::VECTORS, &keys::vector_key(kind, memory_id, doc_key))
+    }
+
     /// Every stored embedding: (kind, memory_id, doc_key, vector).
     pub fn for_each_vector(
         &self,

@@ -1,0 +1,138 @@
+//! What the embedding thread reports having embedded (GetIndexStatus, /metrics): every event
+//! and record once, a record again only when its text changes, and nothing again after a
+//! restart, whose stored vectors are loaded instead.
+
+use memd_client::{MemdClient, pb, turn};
+use memd_tests::{TestServer, create_memory, with_embeddings};
+use std::time::Duration;
+
+/// Waits until nothing is pending and the counts reach `events` and `records` (first
+/// embeddings) and `again` (re-embeddings); returns the status then.
+async fn counted(client: &MemdClient, events: i64, records: i64, again: i64) -> pb::IndexStatus {
+    let mut status = pb::IndexStatus::default();
+    for _ in 0..400 {
+        status = client.index_status().await.unwrap();
+        let reached = status.embedded_events >= events
+            && status.embedded_records >= records
+            && status.reembedded_records >= again;
+        if reached && status.vectors_pending == 0 && status.keyword_pending == 0 {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the embedding counts never reached {events}/{records}/{again}: {status:?}");
+}
+
+#[tokio::test]
+async fn each_document_is_embedded_once_and_again_only_when_its_text_changes() {
+    let server = TestServer::start_with(with_embeddings).await;
+    let admin = server.admin().await;
+    let m = create_memory(&admin, "embedding-counts", None)
+        .await
+        .memory_id;
+    let fresh = admin.index_status().await.unwrap();
+    assert_eq!(
+        (
+            fresh.embedded_events,
+            fresh.embedded_records,
+            fresh.reembedded_records
+        ),
+        (0, 0, 0)
+    );
+    for text in [
+        "I moved to Porto in May.",
+        "My sister is a vet.",
+        "Book the 7:40 train.",
+    ] {
+        admin
+            .create_event(pb::CreateEventRequest {
+                memory_id: m.clone(),
+                actor_id: "acme/ann".into(),
+                session_id: "s1".into(),
+                payload: vec![turn(pb::Role::User, text)],
+                extraction_mode: pb::ExtractionMode::Skip as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let records = ["Ann lives in Porto.", "Ann's sister is a vet."]
+        .iter()
+        .map(|text| pb::MemoryRecordInput {
+            namespace: "/users/ann/facts".into(),
+            actor_id: "acme/ann".into(),
+            text: (*text).into(),
+            ..Default::default()
+        })
+        .collect();
+    let created = admin
+        .batch_create_memory_records(&m, records)
+        .await
+        .unwrap();
+    let status = counted(&admin, 3, 2, 0).await;
+    assert_eq!(
+        (
+            status.embedded_events,
+            status.embedded_records,
+            status.reembedded_records
+        ),
+        (3, 2, 0),
+        "{status:?}"
+    );
+    assert!(status.embedding_seconds > 0.0, "{status:?}");
+
+    // An update that leaves the text alone keeps the vector: nothing is embedded.
+    let same = admin
+        .batch_update_memory_records(
+            &m,
+            vec![pb::MemoryRecordUpdate {
+                memory_record_id: created[1].memory_record_id.clone(),
+                text: "Ann's sister is a vet.".into(),
+                metadata: [("source".to_string(), "call".to_string())].into(),
+                ..Default::default()
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(same.iter().all(|r| r.code == 0), "{same:?}");
+    // A new text is embedded again, and counted as such.
+    let updated = admin
+        .batch_update_memory_records(
+            &m,
+            vec![pb::MemoryRecordUpdate {
+                memory_record_id: created[0].memory_record_id.clone(),
+                text: "Ann lives in Lisbon now.".into(),
+                ..Default::default()
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(updated.iter().all(|r| r.code == 0), "{updated:?}");
+    let status = counted(&admin, 3, 2, 1).await;
+    // The metadata change (logged before the new text) was applied without embedding.
+    assert_eq!(
+        (
+            status.embedded_events,
+            status.embedded_records,
+            status.reembedded_records
+        ),
+        (3, 2, 1),
+        "{status:?}"
+    );
+
+    // After a restart the stored vectors are loaded: nothing is embedded again.
+    let server = server.restart().await;
+    let admin = server.admin().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = admin.index_status().await.unwrap();
+    assert_eq!(
+        (
+            status.embedded_events,
+            status.embedded_records,
+            status.reembedded_records
+        ),
+        (0, 0, 0),
+        "{status:?}"
+    );
+    assert_eq!(status.vectors_pending, 0);
+}
