@@ -28,6 +28,9 @@ pub enum BenchCommand {
     Ann(crate::bench_ann::AnnArgs),
     /// The AgentCore REST facade vs. gRPC: CreateEvent and RetrieveMemoryRecords, same run.
     Rest(crate::bench_rest::RestArgs),
+    /// LoCoMo conversations to fully searchable: milestones, documents embedded, tokens,
+    /// CPU by thread, against the model's own floor measured in the same run.
+    Ingest(crate::bench_ingest::IngestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -382,6 +385,7 @@ pub async fn run(ctx: &Globals, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Retrieve(args) => return crate::bench_retrieve::run(ctx, args).await,
         BenchCommand::Ann(args) => return crate::bench_ann::run(ctx, args).await,
         BenchCommand::Rest(args) => return crate::bench_rest::run(ctx, args).await,
+        BenchCommand::Ingest(args) => return crate::bench_ingest::run(ctx, args).await,
     };
     anyhow::ensure!(
         args.concurrency.iter().all(|&c| c > 0),

@@ -48,12 +48,13 @@ pub struct LocomoArgs {
     memory_id: Option<String>,
 }
 
-struct Conversation {
+/// One ingested LoCoMo conversation.
+pub(crate) struct Conversation {
     actor: String,
     /// dia_id → event id.
-    events: BTreeMap<String, String>,
-    /// event id → (dia_id, turn text), for traces.
-    turns: BTreeMap<String, (String, String)>,
+    pub events: BTreeMap<String, String>,
+    /// event id → (dia_id, turn text as memd stores it: "Speaker: text").
+    pub turns: BTreeMap<String, (String, String)>,
     questions: Vec<Question>,
 }
 
@@ -96,7 +97,8 @@ fn strategies() -> Vec<pb::MemoryStrategy> {
 }
 
 /// A fresh memory for the evaluation; its id.
-async fn create_memory(client: &MemdClient) -> anyhow::Result<String> {
+/// A fresh memory with the evaluation's strategies, whose sessions end within seconds.
+pub(crate) async fn create_memory(client: &MemdClient) -> anyhow::Result<String> {
     let memory = client
         .create_memory(pb::CreateMemoryRequest {
             name: "locomo_eval".into(),
@@ -120,7 +122,12 @@ fn session_seconds(text: &str) -> i64 {
         .unwrap_or(0)
 }
 
-async fn ingest(client: &MemdClient, memory_id: &str, path: &Path) -> anyhow::Result<Conversation> {
+/// Stores every turn of the conversation in `path` as an event, one at a time.
+pub(crate) async fn ingest(
+    client: &MemdClient,
+    memory_id: &str,
+    path: &Path,
+) -> anyhow::Result<Conversation> {
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(path)?)
         .with_context(|| format!("{} is not JSON", path.display()))?;
     let conversation = doc.get("conversation").unwrap_or(&doc);
@@ -209,7 +216,38 @@ async fn ingest(client: &MemdClient, memory_id: &str, path: &Path) -> anyhow::Re
     })
 }
 
-async fn drained(client: &MemdClient, memory_id: &str, sessions: usize) -> anyhow::Result<bool> {
+/// The `.json` files in `dir`, in name order (at least one).
+pub(crate) fn conversation_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "no .json files in {}", dir.display());
+    Ok(files)
+}
+
+/// LoCoMo sessions in all the conversations (dia_ids are "D<session>:<turn>").
+pub(crate) fn session_count(conversations: &[Conversation]) -> usize {
+    conversations
+        .iter()
+        .map(|c| {
+            c.events
+                .keys()
+                .filter_map(|d| d.split(':').next())
+                .collect::<BTreeSet<_>>()
+                .len()
+        })
+        .sum()
+}
+
+/// Whether extraction is done: no job queued, and every session ended and summarised.
+pub(crate) async fn drained(
+    client: &MemdClient,
+    memory_id: &str,
+    sessions: usize,
+) -> anyhow::Result<bool> {
     let jobs: Vec<pb::ExtractionJob> = client
         .all_extraction_jobs(pb::ListMemoryExtractionJobsRequest {
             memory_id: memory_id.into(),
@@ -464,17 +502,7 @@ pub async fn run(ctx: &Globals, command: EvalCommand) -> anyhow::Result<()> {
         !args.k.is_empty() && args.k.iter().all(|&k| (1..=100).contains(&k)),
         "--k values must be 1-100"
     );
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&args.dir)
-        .with_context(|| format!("reading {}", args.dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    anyhow::ensure!(
-        !files.is_empty(),
-        "no .json files in {}",
-        args.dir.display()
-    );
+    let files = conversation_files(&args.dir)?;
     anyhow::ensure!(
         args.memory_id.is_none() || ctx.endpoint_explicit,
         "--memory-id needs --endpoint: an in-process server keeps nothing between runs"
@@ -504,16 +532,7 @@ pub async fn run(ctx: &Globals, command: EvalCommand) -> anyhow::Result<()> {
     for file in &files {
         conversations.push(ingest(&client, &m, file).await?);
     }
-    let sessions: usize = conversations
-        .iter()
-        .map(|c| {
-            c.events
-                .keys()
-                .filter_map(|d| d.split(':').next())
-                .collect::<BTreeSet<_>>()
-                .len()
-        })
-        .sum();
+    let sessions = session_count(&conversations);
     let ingested = started.elapsed();
     while !drained(&client, &m, sessions).await? {
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -3,14 +3,17 @@
 mod bench;
 mod bench_ann;
 mod bench_extract;
+mod bench_ingest;
 mod bench_rest;
 mod bench_retrieve;
 mod control;
+mod embed_floor;
 mod eval;
 mod longterm;
 mod mcp;
 mod memory;
 mod output;
+mod proc_stats;
 mod strategies;
 mod watch;
 mod worker;

@@ -1,5 +1,6 @@
 //! End-to-end tests: every RPC through the real server and the real client.
 
+mod bench_ingest;
 mod branches;
 mod durability;
 mod embedding_counts;

@@ -152,15 +152,27 @@ impl std::fmt::Debug for Model {
     }
 }
 
-/// Texts per model call: large enough to amortise ONNX Runtime's overhead, small enough
-/// that padding to the longest text in a batch stays cheap.
-pub const BATCH: usize = 32;
+/// Texts per model call. With texts sorted by length, 8 cost the least CPU per text on
+/// conversation turns and records, with one thread or two (`memctl bench ingest`: 7.0 ms
+/// against 7.8 ms at 32 and 12.4 ms at 128); larger batches only pad more.
+pub const BATCH: usize = 8;
+
+/// ONNX Runtime's session setting for busy-waiting intra-op threads.
+const ALLOW_SPINNING: &str = "session.intra_op.allow_spinning";
 
 impl Model {
-    /// Loads the model with `threads` ONNX Runtime threads.
+    /// Loads the model with `threads` ONNX Runtime threads, which sleep between calls.
     pub fn load(settings: &EmbeddingSettings, threads: usize) -> Result<Self> {
+        Self::load_with(settings, threads, false)
+    }
+
+    /// Loads the model with `threads` ONNX Runtime threads; with `spin` they busy-wait for
+    /// work between the steps of a call (ONNX Runtime's default, which `memctl bench
+    /// ingest` compares).
+    pub fn load_with(settings: &EmbeddingSettings, threads: usize, spin: bool) -> Result<Self> {
         let environment = load_runtime(settings.onnxruntime.as_deref())?;
         let threads = threads.max(1);
+        let spinning = if spin { "1" } else { "0" };
         let inner = match &settings.source {
             ModelSource::Hub { model, cache_dir } => TextEmbedding::try_new(
                 TextInitOptions::new(model.clone())
@@ -168,6 +180,7 @@ impl Model {
                     .with_cache_dir(cache_dir.clone())
                     .with_max_length(settings.max_length)
                     .with_intra_threads(threads)
+                    .with_session_config(ALLOW_SPINNING, spinning)
                     .with_show_download_progress(false),
             )
             .map_err(|err| {
@@ -191,7 +204,8 @@ impl Model {
                     InitOptionsUserDefined::new()
                         .with_environment(environment)
                         .with_max_length(settings.max_length)
-                        .with_intra_threads(threads),
+                        .with_intra_threads(threads)
+                        .with_session_config(ALLOW_SPINNING, spinning),
                 )
                 .map_err(|err| {
                     ServiceError::Unavailable(format!(
@@ -217,13 +231,46 @@ impl Model {
         self.dims
     }
 
+    /// The tokens the model sees of `text` (special tokens included, truncated at
+    /// `max_length`), before a batch pads it to its longest text.
+    pub fn tokens(&self, text: &str) -> Result<usize> {
+        self.inner
+            .tokenizer
+            .encode(text, true)
+            .map(|encoding| encoding.len())
+            .map_err(model_error)
+    }
+
     /// Unit-length vectors for `texts`, in order.
     pub fn embed<S: AsRef<str> + Send + Sync>(&mut self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
+        // A batch is padded to its longest text: embedding texts of like length together,
+        // then putting the vectors back in order, spares most of that work (on LoCoMo turns
+        // padding went from 1.9x the real tokens to 1.07x; docs/benchmarks.md).
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| texts[i].as_ref().len());
+        let sorted: Vec<&str> = order.iter().map(|&i| texts[i].as_ref()).collect();
+        let mut vectors = vec![Vec::new(); texts.len()];
+        for (i, vector) in order.into_iter().zip(self.embed_batched(&sorted, BATCH)?) {
+            vectors[i] = vector;
+        }
+        Ok(vectors)
+    }
+
+    /// Unit-length vectors for `texts`, in order, `batch` texts per model call in the order
+    /// given (benchmarks compare sizes and orders).
+    pub fn embed_batched<S: AsRef<str> + Send + Sync>(
+        &mut self,
+        texts: &[S],
+        batch: usize,
+    ) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             // ONNX Runtime rejects an empty batch.
             return Ok(Vec::new());
         }
-        let mut vectors = self.inner.embed(texts, Some(BATCH)).map_err(model_error)?;
+        let mut vectors = self
+            .inner
+            .embed(texts, Some(batch.max(1)))
+            .map_err(model_error)?;
         for vector in &mut vectors {
             normalize(vector);
         }
