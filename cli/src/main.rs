@@ -196,8 +196,21 @@ async fn indexes(ctx: &Globals) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // memctl's benchmarks run memd in-process: the same allocator settings as the memd
+    // binary, before the runtime starts its threads.
+    memd_server::allocator::tune();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|err| {
+            eprintln!("memctl: starting the async runtime: {err}");
+            std::process::exit(1)
+        });
+    runtime.block_on(run());
+}
+
+async fn run() {
     use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
     let matches = Cli::command().get_matches();
     let endpoint_explicit = matches

@@ -87,7 +87,8 @@ pub struct Config {
     pub embedding_max_length: usize,
     /// Where downloaded models are kept (default: `<data_dir>/models`).
     pub embedding_cache_dir: Option<PathBuf>,
-    /// Threads embedding search queries (each holds a copy of the model).
+    /// Threads embedding search queries (each holds a copy of the model, ~100 MB resident;
+    /// one batches concurrent queries together).
     pub embedding_query_threads: usize,
     /// Embed raw events as well as records. Off, SearchEvents is keyword-only (SEMANTIC:
     /// FAILED_PRECONDITION) and write-heavy servers spend no CPU embedding every turn.
@@ -194,7 +195,7 @@ impl Default for Config {
             embedding_pooling: "mean".into(),
             embedding_max_length: 128,
             embedding_cache_dir: None,
-            embedding_query_threads: 2,
+            embedding_query_threads: 1,
             embedding_events: true,
             vector_partition_at: 100_000,
             onnxruntime_path: None,

@@ -6,6 +6,7 @@
 //! drains in-flight calls and flushes RocksDB. Tests bind `127.0.0.1:0`, hand the listener
 //! in and connect a real client.
 
+pub mod allocator;
 pub mod auth;
 pub mod config;
 pub mod embedding;
