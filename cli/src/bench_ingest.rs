@@ -71,11 +71,12 @@ impl Ingest {
         self.status.embedded_events + self.status.embedded_records + self.status.reembedded_records
     }
 
-    /// CPU seconds of the embedding thread and the model threads it started.
+    /// CPU seconds of the embedding thread and the model's threads (named after the thread
+    /// that loaded the model, `memd-embed-model`).
     fn embedding_cpu(&self) -> f64 {
         self.by_thread
             .iter()
-            .filter(|(name, _)| name.starts_with("memd-embed-ind"))
+            .filter(|(name, _)| name.starts_with("memd-embed"))
             .map(|(_, seconds)| seconds)
             .sum()
     }

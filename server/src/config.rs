@@ -87,8 +87,8 @@ pub struct Config {
     pub embedding_max_length: usize,
     /// Where downloaded models are kept (default: `<data_dir>/models`).
     pub embedding_cache_dir: Option<PathBuf>,
-    /// Threads embedding search queries (each holds a copy of the model, ~100 MB resident;
-    /// one batches concurrent queries together).
+    /// Threads embedding search queries, each with its own copy of the model (~110 MB
+    /// resident); 0 (the default): queries go through the indexer's copy, ahead of it.
     pub embedding_query_threads: usize,
     /// Embed raw events as well as records. Off, SearchEvents is keyword-only (SEMANTIC:
     /// FAILED_PRECONDITION) and write-heavy servers spend no CPU embedding every turn.
@@ -195,7 +195,7 @@ impl Default for Config {
             embedding_pooling: "mean".into(),
             embedding_max_length: 128,
             embedding_cache_dir: None,
-            embedding_query_threads: 1,
+            embedding_query_threads: 0,
             embedding_events: true,
             vector_partition_at: 100_000,
             onnxruntime_path: None,
@@ -405,8 +405,8 @@ impl Config {
         if !(16..=8192).contains(&self.embedding_max_length) {
             return Err(ConfigError("embedding_max_length must be 16-8192".into()));
         }
-        if !(1..=64).contains(&self.embedding_query_threads) {
-            return Err(ConfigError("embedding_query_threads must be 1-64".into()));
+        if self.embedding_query_threads > 64 {
+            return Err(ConfigError("embedding_query_threads must be 0-64".into()));
         }
         if self.vector_partition_at < 100 {
             return Err(ConfigError(

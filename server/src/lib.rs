@@ -94,7 +94,7 @@ impl Server {
         // memd serving keyword search, loudly, rather than not serving at all.
         let mut semantic_unavailable = None;
         let embeddings = match config.embedding_settings()? {
-            Some(settings) => match embedding::Embeddings::start(settings) {
+            Some(settings) => match embedding::Embeddings::start(settings, config.indexing_nice) {
                 Ok(embeddings) => Some(embeddings),
                 Err(err) => {
                     tracing::error!(

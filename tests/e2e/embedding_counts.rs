@@ -136,3 +136,67 @@ async fn each_document_is_embedded_once_and_again_only_when_its_text_changes() {
     );
     assert_eq!(status.vectors_pending, 0);
 }
+
+/// A semantic search while the indexer works through a backlog is answered before the
+/// backlog is through, whether queries share the indexer's copy of the model (the default,
+/// where the indexer gives way between batches) or have threads and copies of their own.
+async fn search_during_a_backlog(query_threads: usize) {
+    let server = TestServer::start_with(|config| {
+        with_embeddings(config);
+        config.embedding_query_threads = query_threads;
+    })
+    .await;
+    let admin = server.admin().await;
+    let m = create_memory(&admin, "busy-indexer", None).await.memory_id;
+    for i in 0..400 {
+        admin
+            .create_event(pb::CreateEventRequest {
+                memory_id: m.clone(),
+                actor_id: "acme/ann".into(),
+                session_id: "s1".into(),
+                payload: vec![turn(
+                    pb::Role::User,
+                    format!(
+                        "Note {i}: the quarterly report for region {} is late again.",
+                        i % 7
+                    ),
+                )],
+                extraction_mode: pb::ExtractionMode::Skip as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let found = admin
+        .search_events(pb::SearchEventsRequest {
+            memory_id: m.clone(),
+            actor_id: "acme/ann".into(),
+            query: "which paperwork is overdue".into(),
+            mode: pb::SearchMode::Semantic as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let status = admin.index_status().await.unwrap();
+    assert!(
+        status.vectors_pending > 0 && status.embedded_events < 400,
+        "the query waited for the whole backlog ({query_threads} query threads): {status:?}"
+    );
+    // What is embedded already is searchable.
+    assert!(
+        found.events.len() as i64 <= status.embedded_events,
+        "{found:?}"
+    );
+    let status = counted(&admin, 400, 0, 0).await;
+    assert_eq!(status.embedded_events, 400, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_share_the_indexers_model_without_waiting_for_its_backlog() {
+    search_during_a_backlog(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_with_their_own_threads_do_not_wait_for_the_backlog() {
+    search_during_a_backlog(2).await;
+}

@@ -278,7 +278,6 @@ pub fn with_embeddings(config: &mut Config) {
     config.embedding_model = "Qdrant/all-MiniLM-L6-v2-onnx".into();
     config.embedding_model_dir = Some(model_dir);
     config.onnxruntime_path = Some(runtime);
-    config.embedding_query_threads = 1;
 }
 
 /// The local model directory and ONNX Runtime library the tests use (see [`with_embeddings`]).

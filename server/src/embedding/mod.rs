@@ -7,8 +7,10 @@
 //! up front, so a missing runtime is a clear start-up error instead of a panic in a search.
 
 mod pool;
+mod shared;
 
 pub use pool::QueryEmbedder;
+pub use shared::SharedModel;
 
 use crate::error::{Result, ServiceError};
 use fastembed::{
@@ -41,7 +43,8 @@ pub struct EmbeddingSettings {
     pub onnxruntime: Option<PathBuf>,
     /// Tokens per text; longer texts are truncated.
     pub max_length: usize,
-    /// Threads answering query embeddings (each holds its own copy of the model).
+    /// Threads answering query embeddings, each with its own copy of the model; 0: queries
+    /// share the documents' copy.
     pub query_threads: usize,
     /// Embed raw events too (semantic SearchEvents), not only records.
     pub events: bool,
@@ -243,17 +246,8 @@ impl Model {
 
     /// Unit-length vectors for `texts`, in order.
     pub fn embed<S: AsRef<str> + Send + Sync>(&mut self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
-        // A batch is padded to its longest text: embedding texts of like length together,
-        // then putting the vectors back in order, spares most of that work (on LoCoMo turns
-        // padding went from 1.9x the real tokens to 1.07x; docs/benchmarks.md).
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| texts[i].as_ref().len());
-        let sorted: Vec<&str> = order.iter().map(|&i| texts[i].as_ref()).collect();
-        let mut vectors = vec![Vec::new(); texts.len()];
-        for (i, vector) in order.into_iter().zip(self.embed_batched(&sorted, BATCH)?) {
-            vectors[i] = vector;
-        }
-        Ok(vectors)
+        let texts: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        by_length(&texts, |batch| self.embed_batched(batch, BATCH))
     }
 
     /// Unit-length vectors for `texts`, in order, `batch` texts per model call in the order
@@ -276,6 +270,30 @@ impl Model {
         }
         Ok(vectors)
     }
+}
+
+/// Embeds `texts` through `embed_batch`, [`BATCH`] at a time, shortest first, and returns the
+/// vectors in the order of `texts`. A batch is padded to its longest text: embedding texts of
+/// like length together spares most of that work (on LoCoMo turns padding went from 1.9x the
+/// real tokens to 1.01x; docs/benchmarks.md).
+fn by_length(
+    texts: &[&str],
+    mut embed_batch: impl FnMut(&[&str]) -> Result<Vec<Vec<f32>>>,
+) -> Result<Vec<Vec<f32>>> {
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].len());
+    let mut vectors = vec![Vec::new(); texts.len()];
+    for chunk in order.chunks(BATCH) {
+        let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+        let embedded = embed_batch(&batch)?;
+        if embedded.len() != chunk.len() {
+            return Err(model_error("the model skipped a text"));
+        }
+        for (&i, vector) in chunk.iter().zip(embedded) {
+            vectors[i] = vector;
+        }
+    }
+    Ok(vectors)
 }
 
 /// Scales `vector` to unit length (cosine similarity becomes a dot product).
@@ -306,25 +324,31 @@ pub fn fingerprint(settings: &EmbeddingSettings) -> Result<String> {
 }
 
 /// The loaded embedding setup shared by the server: settings, vector length, the model's
-/// fingerprint and the query pool.
+/// fingerprint, the copy that embeds documents and the query pool.
 #[derive(Debug, Clone)]
 pub struct Embeddings {
     pub settings: Arc<EmbeddingSettings>,
     pub dims: usize,
     pub fingerprint: String,
+    /// Embeds records and events (and queries, without query threads of their own).
+    pub documents: Arc<SharedModel>,
     pub queries: QueryEmbedder,
 }
 
 impl Embeddings {
-    /// Loads the model (failing with what to do when it cannot be) and starts the query pool.
-    pub fn start(settings: EmbeddingSettings) -> Result<Self> {
+    /// Loads the model (failing with what to do when it cannot be) with one ONNX Runtime
+    /// thread per core at `nice` for documents, and starts the query pool.
+    pub fn start(settings: EmbeddingSettings, nice: i32) -> Result<Self> {
         let fingerprint = fingerprint(&settings)?;
         let settings = Arc::new(settings);
-        let queries = QueryEmbedder::start(settings.clone())?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let documents = SharedModel::load(&settings, cores, nice)?;
+        let queries = QueryEmbedder::start(settings.clone(), &documents)?;
         Ok(Self {
-            dims: queries.dims(),
+            dims: documents.dims(),
             settings,
             fingerprint,
+            documents,
             queries,
         })
     }

@@ -1,7 +1,8 @@
-//! Query embeddings off the async runtime: a few threads, each with its own copy of the
-//! model, take requests from one bounded queue and embed whatever has queued up as one batch.
+//! Query embeddings off the async runtime: threads take requests from one bounded queue and
+//! embed whatever has queued up as one batch, either each with its own copy of the model
+//! (`embedding_query_threads` > 0) or, by default, one thread through the documents' copy.
 
-use super::{BATCH, EmbeddingSettings, Model};
+use super::{BATCH, EmbeddingSettings, Model, SharedModel};
 use crate::error::{Result, ServiceError};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,9 @@ use tokio::sync::oneshot;
 /// Requests waiting at most; beyond that callers get RESOURCE_EXHAUSTED instead of a queue
 /// that grows without bound.
 const QUEUE: usize = 256;
+
+/// What a query thread embeds with: its own model, or the shared one.
+type EmbedFn = Box<dyn FnMut(&[&str]) -> Result<Vec<Vec<f32>>> + Send>;
 
 struct Request {
     text: String,
@@ -33,21 +37,31 @@ impl std::fmt::Debug for QueryEmbedder {
 
 impl QueryEmbedder {
     /// Loads `settings.query_threads` copies of the model (one ONNX Runtime thread each: a
-    /// query is short, and several threads serve several queries at once).
-    pub fn start(settings: Arc<EmbeddingSettings>) -> Result<Self> {
+    /// query is short, and several threads serve several queries at once), or with none
+    /// starts one thread that embeds through `shared`, ahead of its documents.
+    pub fn start(settings: Arc<EmbeddingSettings>, shared: &Arc<SharedModel>) -> Result<Self> {
         let (queue, requests) = std::sync::mpsc::sync_channel::<Request>(QUEUE);
         let requests = Arc::new(Mutex::new(requests));
-        let mut dims = 0;
-        for i in 0..settings.query_threads.max(1) {
-            let model = Model::load(&settings, 1)?;
-            dims = model.dims();
+        let spawn = |i: usize, embed: EmbedFn| {
             let requests = requests.clone();
             std::thread::Builder::new()
-                .name(format!("memd-embed-{i}"))
-                .spawn(move || serve(model, &requests))
-                .map_err(|err| ServiceError::Internal(format!("starting an embedder: {err}")))?;
+                .name(format!("memd-query-{i}"))
+                .spawn(move || serve(embed, &requests))
+                .map(|_| ())
+                .map_err(|err| ServiceError::Internal(format!("starting an embedder: {err}")))
+        };
+        if settings.query_threads == 0 {
+            let shared = shared.clone();
+            spawn(0, Box::new(move |texts| shared.embed_queries(texts)))?;
         }
-        Ok(Self { queue, dims })
+        for i in 0..settings.query_threads {
+            let mut model = Model::load(&settings, 1)?;
+            spawn(i, Box::new(move |texts| model.embed(texts)))?;
+        }
+        Ok(Self {
+            queue,
+            dims: shared.dims(),
+        })
     }
 
     /// Vector length.
@@ -81,7 +95,7 @@ impl QueryEmbedder {
 
 /// Runs until every sender is gone: takes one request, then whatever else is already
 /// waiting (up to a batch), and answers them all from one model call.
-fn serve(mut model: Model, requests: &Mutex<Receiver<Request>>) {
+fn serve(mut embed: EmbedFn, requests: &Mutex<Receiver<Request>>) {
     loop {
         let batch = {
             let queue = requests.lock().unwrap_or_else(|p| p.into_inner());
@@ -96,7 +110,7 @@ fn serve(mut model: Model, requests: &Mutex<Receiver<Request>>) {
             batch
         };
         let texts: Vec<&str> = batch.iter().map(|r| r.text.as_str()).collect();
-        match model.embed(&texts) {
+        match embed(&texts) {
             Ok(vectors) => {
                 for (request, vector) in batch.into_iter().zip(vectors) {
                     let _ = request.reply.send(Ok(vector));

@@ -8,7 +8,7 @@ use super::embed_counts::{EmbedCounters, Embedded};
 use super::events_index::event_text;
 pub use super::log_cursors::LogCursors;
 use super::vectors::{Quantized, VectorEntry, VectorIndex};
-use crate::embedding::{Embeddings, Model};
+use crate::embedding::{Embeddings, SharedModel};
 use crate::error::{Result, ServiceError};
 use crate::store::codec::{StoredIndexChange, StoredRecord, StoredVector, StoredVectorState};
 use crate::store::{Store, VectorWrite, keys};
@@ -173,7 +173,7 @@ fn text_hash(text: &str) -> u64 {
 /// event logged again) keeps that vector; the rest are embedded and counted (a document that
 /// had a vector of another text is a re-embedding).
 fn embed(
-    model: &mut Model,
+    model: &SharedModel,
     ops: Vec<Op>,
     store: &Store,
     counts: &EmbedCounters,
@@ -202,7 +202,8 @@ fn embed(
         planned.push((Op::Embed(p), hash, reuse));
     }
     let started = std::time::Instant::now();
-    let embedded = model.embed(&texts)?;
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let embedded = model.embed_documents(&texts)?;
     if !texts.is_empty() {
         counts.model_time(started.elapsed());
     }
@@ -323,7 +324,7 @@ impl Follower {
 
     /// Embeds every live record and event (the model changed, or nothing was stored yet);
     /// returns false when stopped midway.
-    fn rebuild(&self, model: &mut Model, upto: u64) -> Result<bool> {
+    fn rebuild(&self, model: &SharedModel, upto: u64) -> Result<bool> {
         self.store.clear_vectors()?;
         self.vectors.records.clear();
         self.vectors.events.clear();
@@ -397,7 +398,7 @@ impl Follower {
     }
 
     /// Applies up to a round of log entries after `applied`; returns the new position.
-    fn follow(&self, model: &mut Model, applied: u64) -> Result<u64> {
+    fn follow(&self, model: &SharedModel, applied: u64) -> Result<u64> {
         let changes = self.store.index_changes(applied, ROUND)?;
         let Some(&(last, _)) = changes.last() else {
             return Ok(applied);
@@ -475,24 +476,12 @@ impl VectorIndexer {
             fingerprint: embeddings.fingerprint.clone(),
             stop: stop.clone(),
         };
-        let settings = embeddings.settings.clone();
+        let model = embeddings.documents.clone();
         let thread = std::thread::Builder::new()
             .name("memd-embed-index".into())
             .spawn(move || {
-                // Niced before the model starts its threads, which inherit the nice value.
+                // The model's own threads were started at this nice value when it loaded.
                 crate::priority::lower_current_thread(nice, "embedding");
-                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-                let mut model = loop {
-                    match Model::load(&settings, threads) {
-                        Ok(model) => break model,
-                        Err(err) => {
-                            tracing::error!(%err, "cannot load the embedding model; retrying");
-                            if sleep_unless_stopped(&follower.stop, Duration::from_secs(10)) {
-                                return;
-                            }
-                        }
-                    }
-                };
                 let mut rebuilt = !rebuild;
                 while !follower.stop.load(Ordering::Acquire) {
                     if follower
@@ -504,8 +493,8 @@ impl VectorIndexer {
                         follower.status.rebuilding.store(true, Ordering::Release);
                     }
                     if !rebuilt {
-                        // The scan embeds everything stored when it starts (the model took
-                        // a while to load: writes may have come in meanwhile); only changes
+                        // The scan embeds everything stored when it starts (writes may have
+                        // come in since the server opened); only changes
                         // after this position are replayed after it, so none is embedded
                         // twice. The log stays held at `applied` until then.
                         let upto = match follower.store.last_index_seq() {
@@ -516,7 +505,7 @@ impl VectorIndexer {
                                 continue;
                             }
                         };
-                        match follower.rebuild(&mut model, upto) {
+                        match follower.rebuild(&model, upto) {
                             Ok(true) => {
                                 rebuilt = true;
                                 applied = upto;
@@ -535,7 +524,7 @@ impl VectorIndexer {
                             }
                         }
                     }
-                    match follower.follow(&mut model, applied) {
+                    match follower.follow(&model, applied) {
                         Ok(position) if position == applied => {
                             sleep_unless_stopped(&follower.stop, POLL);
                         }
