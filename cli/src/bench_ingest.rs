@@ -12,6 +12,7 @@
 use crate::Globals;
 use crate::bench::LocalServer;
 use crate::embed_floor::{self, FloorRun, Tokens};
+use crate::ingest_cycles::{self, Cycle};
 use crate::{eval, proc_stats};
 use anyhow::Context;
 use clap::Args;
@@ -40,6 +41,13 @@ pub struct IngestArgs {
     /// Batch sizes the floor tries.
     #[arg(long, value_delimiter = ',', default_value = "8,16,32,128")]
     floor_batches: Vec<usize>,
+    /// Ingest the conversations this many times, deleting each memory before the next (the
+    /// last stays), with RSS after each: the leak check.
+    #[arg(long, default_value_t = 1)]
+    cycles: usize,
+    /// Then stay idle this long and report RSS again.
+    #[arg(long, default_value_t = 0)]
+    idle_seconds: u64,
 }
 
 /// Seconds from the first turn sent to each milestone.
@@ -54,6 +62,7 @@ struct Timeline {
 
 /// What memd did from the first turn to the last embedding.
 struct Ingest {
+    memory_id: String,
     conversations: usize,
     turns: usize,
     timeline: Timeline,
@@ -91,6 +100,7 @@ pub async fn run(ctx: &Globals, args: IngestArgs) -> anyhow::Result<()> {
         args.floor_sample > 0 && args.floor_batches.iter().all(|&b| (1..=1024).contains(&b)),
         "--floor-sample must be positive and --floor-batches 1-1024"
     );
+    anyhow::ensure!((1..=100).contains(&args.cycles), "--cycles must be 1-100");
     let dir = match args.dir {
         Some(dir) => dir,
         None if std::path::Path::new(DEFAULT_DIR).is_dir() => PathBuf::from(DEFAULT_DIR),
@@ -113,6 +123,24 @@ pub async fn run(ctx: &Globals, args: IngestArgs) -> anyhow::Result<()> {
         .embedding_settings()?
         .context("the in-process server has no embedding model")?;
     let ingest = ingest(&server, &files).await?;
+    let mut cycles = vec![cycle(&ingest)];
+    let mut last_memory = ingest.memory_id.clone();
+    let client = MemdClient::connect(server.endpoint.clone(), None).await?;
+    for _ in 1..args.cycles {
+        let deleted = ingest_cycles::delete_and_settle(&client, &last_memory).await?;
+        if let Some(previous) = cycles.last_mut() {
+            previous.rss_deleted_mib = Some(deleted);
+        }
+        let next = self::ingest(&server, &files).await?;
+        last_memory = next.memory_id.clone();
+        cycles.push(cycle(&next));
+    }
+    let idle = if args.idle_seconds > 0 {
+        tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+        Some((args.idle_seconds, proc_stats::rss_mib()?.0))
+    } else {
+        None
+    };
     server.stop().await;
 
     let texts = ingest.texts.clone();
@@ -126,13 +154,22 @@ pub async fn run(ctx: &Globals, args: IngestArgs) -> anyhow::Result<()> {
         anyhow::Ok((tokens, floor))
     })
     .await??;
-    report(ctx, &ingest, &tokens, &floor);
+    report(ctx, &ingest, &tokens, &floor, &cycles, idle);
     Ok(())
+}
+
+fn cycle(ingest: &Ingest) -> Cycle {
+    Cycle {
+        searchable: ingest.timeline.everything.unwrap_or(f64::NAN),
+        rss_loaded_mib: ingest.rss_mib,
+        rss_deleted_mib: None,
+    }
 }
 
 async fn ingest(server: &LocalServer, files: &[PathBuf]) -> anyhow::Result<Ingest> {
     let client = MemdClient::connect(server.endpoint.clone(), None).await?;
     let memory_id = eval::create_memory(&client).await?;
+    let kept_id = memory_id.clone();
     let cpu_before = proc_stats::process_cpu_seconds()?;
     let threads_before = proc_stats::threads()?;
     let started = Instant::now();
@@ -194,6 +231,7 @@ async fn ingest(server: &LocalServer, files: &[PathBuf]) -> anyhow::Result<Inges
         .await?;
     texts.extend(records.into_iter().map(|r| r.text));
     Ok(Ingest {
+        memory_id: kept_id,
         conversations: conversations.len(),
         turns,
         timeline,
@@ -219,7 +257,14 @@ fn best(floor: &[FloorRun]) -> (&FloorRun, &FloorRun) {
     (cpu, wall)
 }
 
-fn report(ctx: &Globals, ingest: &Ingest, tokens: &Tokens, floor: &[FloorRun]) {
+fn report(
+    ctx: &Globals,
+    ingest: &Ingest,
+    tokens: &Tokens,
+    floor: &[FloorRun],
+    cycles: &[Cycle],
+    idle: Option<(u64, f64)>,
+) {
     let (cheapest, fastest) = best(floor);
     let documents = ingest.documents().max(1) as f64;
     let embed_cpu_ms = 1000.0 * ingest.embedding_cpu() / documents;
@@ -254,6 +299,9 @@ fn report(ctx: &Globals, ingest: &Ingest, tokens: &Tokens, floor: &[FloorRun]) {
             "floor_best_wall_ms_per_text": fastest.wall_ms_per_text(),
             "ratio_embedding_cpu_to_floor": embed_cpu_ms / cheapest.cpu_ms_per_text(),
             "ratio_searchable_wall_to_floor": everything / floor_wall,
+            "cycles": cycles.iter().map(Cycle::json).collect::<Vec<Value>>(),
+            "rss_growth_cycle_2_to_last_mib": ingest_cycles::growth(cycles),
+            "idle": idle.map(|(seconds, rss)| json!({ "seconds": seconds, "rss_mib": rss })),
         }));
         return;
     }
@@ -354,4 +402,5 @@ fn report(ctx: &Globals, ingest: &Ingest, tokens: &Tokens, floor: &[FloorRun]) {
         "everything searchable after {everything:.1} s; embedding the {documents:.0} documents at the floor's best rate takes {floor_wall:.1} s: {:.2}x",
         everything / floor_wall
     );
+    ingest_cycles::print(cycles, idle);
 }

@@ -9,6 +9,7 @@ mod bench_retrieve;
 mod control;
 mod embed_floor;
 mod eval;
+mod ingest_cycles;
 mod longterm;
 mod mcp;
 mod memory;

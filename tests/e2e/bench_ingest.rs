@@ -1,5 +1,6 @@
 //! `memctl bench ingest` on a conversation written here: it reaches every milestone, counts
-//! what its in-process server embedded, and measures the floor beside it.
+//! what its in-process server embedded, measures the floor beside it, and ingests again after
+//! deleting the first memory (the leak check).
 
 use memd_tests::{embedding_files, memctl_binary};
 
@@ -28,7 +29,14 @@ fn bench_ingest_reports_milestones_counts_and_the_floor() {
     let output = std::process::Command::new(memctl_binary())
         .args(["--json", "bench", "ingest"])
         .arg(dir.path())
-        .args(["--floor-sample", "8", "--floor-batches", "8"])
+        .args([
+            "--floor-sample",
+            "8",
+            "--floor-batches",
+            "8",
+            "--cycles",
+            "2",
+        ])
         .output()
         .expect("memctl runs");
     assert!(
@@ -73,4 +81,16 @@ fn bench_ingest_reports_milestones_counts_and_the_floor() {
             .all(|run| run["texts"].as_i64() == Some(texts.min(8)))
     );
     assert!(report["ratio_searchable_wall_to_floor"].as_f64().unwrap() > 0.0);
+    // The leak check: a second ingest after the first memory was deleted, which stays.
+    let cycles = report["cycles"].as_array().unwrap();
+    assert_eq!(cycles.len(), 2, "{report}");
+    assert!(
+        cycles[0]["rss_after_delete_mib"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(cycles[1]["rss_after_delete_mib"].is_null(), "{report}");
+    assert!(
+        cycles[1]["searchable_seconds"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
 }
