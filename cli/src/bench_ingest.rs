@@ -13,7 +13,7 @@ use crate::Globals;
 use crate::bench::LocalServer;
 use crate::embed_floor::{self, FloorRun, Tokens};
 use crate::ingest_cycles::{self, Cycle};
-use crate::{eval, proc_stats};
+use crate::{locomo, proc_stats};
 use anyhow::Context;
 use clap::Args;
 use futures::TryStreamExt;
@@ -111,7 +111,7 @@ pub async fn run(ctx: &Globals, args: IngestArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let mut files = eval::conversation_files(&dir)?;
+    let mut files = locomo::conversation_files(&dir)?;
     files.truncate(args.conversations.unwrap_or(usize::MAX).max(1));
     anyhow::ensure!(
         memd_server::embedding::local_files().is_some(),
@@ -168,17 +168,17 @@ fn cycle(ingest: &Ingest) -> Cycle {
 
 async fn ingest(server: &LocalServer, files: &[PathBuf]) -> anyhow::Result<Ingest> {
     let client = MemdClient::connect(server.endpoint.clone(), None).await?;
-    let memory_id = eval::create_memory(&client).await?;
+    let memory_id = locomo::create_memory(&client).await?;
     let kept_id = memory_id.clone();
     let cpu_before = proc_stats::process_cpu_seconds()?;
     let threads_before = proc_stats::threads()?;
     let started = Instant::now();
     let mut conversations = Vec::new();
     for file in files {
-        conversations.push(eval::ingest(&client, &memory_id, file).await?);
+        conversations.push(locomo::ingest(&client, &memory_id, file).await?);
     }
     let turns: usize = conversations.iter().map(|c| c.events.len()).sum();
-    let sessions = eval::session_count(&conversations);
+    let sessions = locomo::session_count(&conversations);
     let mut timeline = Timeline {
         stored: started.elapsed().as_secs_f64(),
         ..Default::default()
@@ -196,7 +196,7 @@ async fn ingest(server: &LocalServer, files: &[PathBuf]) -> anyhow::Result<Inges
         // Listing jobs and records is heavier than the status: a few times a second.
         if timeline.extracted.is_none() && drain_checked.elapsed() >= Duration::from_millis(200) {
             drain_checked = Instant::now();
-            if eval::drained(&client, &memory_id, sessions).await? {
+            if locomo::drained(&client, &memory_id, sessions).await? {
                 timeline.extracted = Some(now);
             }
         }

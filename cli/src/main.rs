@@ -10,6 +10,7 @@ mod control;
 mod embed_floor;
 mod eval;
 mod ingest_cycles;
+mod locomo;
 mod longterm;
 mod mcp;
 mod memory;

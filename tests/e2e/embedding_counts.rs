@@ -23,6 +23,39 @@ async fn counted(client: &MemdClient, events: i64, records: i64, again: i64) -> 
     panic!("the embedding counts never reached {events}/{records}/{again}: {status:?}");
 }
 
+/// (events, records, records again) embedded since start.
+fn counts(status: &pb::IndexStatus) -> (i64, i64, i64) {
+    (
+        status.embedded_events,
+        status.embedded_records,
+        status.reembedded_records,
+    )
+}
+
+/// Stores one turn of acme/ann in session s1, without extraction.
+async fn note(admin: &MemdClient, memory_id: &str, text: impl Into<String>) {
+    admin
+        .create_event(pb::CreateEventRequest {
+            memory_id: memory_id.into(),
+            actor_id: "acme/ann".into(),
+            session_id: "s1".into(),
+            payload: vec![turn(pb::Role::User, text)],
+            extraction_mode: pb::ExtractionMode::Skip as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// Applies one record update, which must succeed.
+async fn update(admin: &MemdClient, memory_id: &str, record: pb::MemoryRecordUpdate) {
+    let results = admin
+        .batch_update_memory_records(memory_id, vec![record])
+        .await
+        .unwrap();
+    assert!(results.iter().all(|r| r.code == 0), "{results:?}");
+}
+
 #[tokio::test]
 async fn each_document_is_embedded_once_and_again_only_when_its_text_changes() {
     let server = TestServer::start_with(with_embeddings).await;
@@ -31,30 +64,13 @@ async fn each_document_is_embedded_once_and_again_only_when_its_text_changes() {
         .await
         .memory_id;
     let fresh = admin.index_status().await.unwrap();
-    assert_eq!(
-        (
-            fresh.embedded_events,
-            fresh.embedded_records,
-            fresh.reembedded_records
-        ),
-        (0, 0, 0)
-    );
+    assert_eq!(counts(&fresh), (0, 0, 0));
     for text in [
         "I moved to Porto in May.",
         "My sister is a vet.",
         "Book the 7:40 train.",
     ] {
-        admin
-            .create_event(pb::CreateEventRequest {
-                memory_id: m.clone(),
-                actor_id: "acme/ann".into(),
-                session_id: "s1".into(),
-                payload: vec![turn(pb::Role::User, text)],
-                extraction_mode: pb::ExtractionMode::Skip as i32,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        note(&admin, &m, text).await;
     }
     let records = ["Ann lives in Porto.", "Ann's sister is a vet."]
         .iter()
@@ -70,70 +86,42 @@ async fn each_document_is_embedded_once_and_again_only_when_its_text_changes() {
         .await
         .unwrap();
     let status = counted(&admin, 3, 2, 0).await;
-    assert_eq!(
-        (
-            status.embedded_events,
-            status.embedded_records,
-            status.reembedded_records
-        ),
-        (3, 2, 0),
-        "{status:?}"
-    );
+    assert_eq!(counts(&status), (3, 2, 0), "{status:?}");
     assert!(status.embedding_seconds > 0.0, "{status:?}");
 
     // An update that leaves the text alone keeps the vector: nothing is embedded.
-    let same = admin
-        .batch_update_memory_records(
-            &m,
-            vec![pb::MemoryRecordUpdate {
-                memory_record_id: created[1].memory_record_id.clone(),
-                text: "Ann's sister is a vet.".into(),
-                metadata: [("source".to_string(), "call".to_string())].into(),
-                ..Default::default()
-            }],
-        )
-        .await
-        .unwrap();
-    assert!(same.iter().all(|r| r.code == 0), "{same:?}");
+    update(
+        &admin,
+        &m,
+        pb::MemoryRecordUpdate {
+            memory_record_id: created[1].memory_record_id.clone(),
+            text: "Ann's sister is a vet.".into(),
+            metadata: [("source".to_string(), "call".to_string())].into(),
+            ..Default::default()
+        },
+    )
+    .await;
     // A new text is embedded again, and counted as such.
-    let updated = admin
-        .batch_update_memory_records(
-            &m,
-            vec![pb::MemoryRecordUpdate {
-                memory_record_id: created[0].memory_record_id.clone(),
-                text: "Ann lives in Lisbon now.".into(),
-                ..Default::default()
-            }],
-        )
-        .await
-        .unwrap();
-    assert!(updated.iter().all(|r| r.code == 0), "{updated:?}");
+    update(
+        &admin,
+        &m,
+        pb::MemoryRecordUpdate {
+            memory_record_id: created[0].memory_record_id.clone(),
+            text: "Ann lives in Lisbon now.".into(),
+            ..Default::default()
+        },
+    )
+    .await;
     let status = counted(&admin, 3, 2, 1).await;
     // The metadata change (logged before the new text) was applied without embedding.
-    assert_eq!(
-        (
-            status.embedded_events,
-            status.embedded_records,
-            status.reembedded_records
-        ),
-        (3, 2, 1),
-        "{status:?}"
-    );
+    assert_eq!(counts(&status), (3, 2, 1), "{status:?}");
 
     // After a restart the stored vectors are loaded: nothing is embedded again.
     let server = server.restart().await;
     let admin = server.admin().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = admin.index_status().await.unwrap();
-    assert_eq!(
-        (
-            status.embedded_events,
-            status.embedded_records,
-            status.reembedded_records
-        ),
-        (0, 0, 0),
-        "{status:?}"
-    );
+    assert_eq!(counts(&status), (0, 0, 0), "{status:?}");
     assert_eq!(status.vectors_pending, 0);
 }
 
@@ -149,23 +137,15 @@ async fn search_during_a_backlog(query_threads: usize) {
     let admin = server.admin().await;
     let m = create_memory(&admin, "busy-indexer", None).await.memory_id;
     for i in 0..400 {
-        admin
-            .create_event(pb::CreateEventRequest {
-                memory_id: m.clone(),
-                actor_id: "acme/ann".into(),
-                session_id: "s1".into(),
-                payload: vec![turn(
-                    pb::Role::User,
-                    format!(
-                        "Note {i}: the quarterly report for region {} is late again.",
-                        i % 7
-                    ),
-                )],
-                extraction_mode: pb::ExtractionMode::Skip as i32,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        note(
+            &admin,
+            &m,
+            format!(
+                "Note {i}: the quarterly report for region {} is late again.",
+                i % 7
+            ),
+        )
+        .await;
     }
     let found = admin
         .search_events(pb::SearchEventsRequest {

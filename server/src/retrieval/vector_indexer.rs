@@ -178,7 +178,6 @@ fn embed(
     store: &Store,
     counts: &EmbedCounters,
 ) -> Result<Vec<VectorWrite>> {
-    let mut texts = Vec::new();
     let mut planned = Vec::with_capacity(ops.len());
     for op in ops {
         let Op::Embed(p) = op else {
@@ -195,14 +194,19 @@ fn embed(
                     (_, Some(_)) => Embedded::RecordAgain,
                     (_, None) => Embedded::Record,
                 });
-                texts.push(p.text.clone());
                 None
             }
         };
         planned.push((Op::Embed(p), hash, reuse));
     }
+    let texts: Vec<&str> = planned
+        .iter()
+        .filter_map(|(op, _, reuse)| match (op, reuse) {
+            (Op::Embed(p), None) => Some(p.text.as_str()),
+            _ => None,
+        })
+        .collect();
     let started = std::time::Instant::now();
-    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let embedded = model.embed_documents(&texts)?;
     if !texts.is_empty() {
         counts.model_time(started.elapsed());
