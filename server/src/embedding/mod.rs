@@ -6,6 +6,7 @@
 //! shared library (`onnxruntime_path`, `ORT_DYLIB_PATH`, or the library path): it is checked
 //! up front, so a missing runtime is a clear start-up error instead of a panic in a search.
 
+mod lookup_first;
 mod pool;
 mod shared;
 
@@ -139,6 +140,19 @@ fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
     })
 }
 
+/// The model with its quantized embedding tables kept int8 in memory (`lookup_first`).
+fn compact(model: Vec<u8>) -> Vec<u8> {
+    match lookup_first::rewrite(&model) {
+        Some(rewritten) => {
+            tracing::debug!(
+                "embedding model: quantized token tables looked up before dequantizing"
+            );
+            rewritten
+        }
+        None => model,
+    }
+}
+
 fn model_error(err: impl std::fmt::Display) -> ServiceError {
     ServiceError::Internal(format!("embedding model: {err}"))
 }
@@ -173,6 +187,21 @@ impl Model {
     /// work between the steps of a call (ONNX Runtime's default, which `memctl bench
     /// ingest` compares).
     pub fn load_with(settings: &EmbeddingSettings, threads: usize, spin: bool) -> Result<Self> {
+        Self::load_inner(settings, threads, spin, true)
+    }
+
+    /// The local model exactly as its file has it (to compare with [`compact`]'s rewrite).
+    #[cfg(test)]
+    fn load_unmodified(settings: &EmbeddingSettings) -> Result<Self> {
+        Self::load_inner(settings, 1, false, false)
+    }
+
+    fn load_inner(
+        settings: &EmbeddingSettings,
+        threads: usize,
+        spin: bool,
+        compacted: bool,
+    ) -> Result<Self> {
         let environment = load_runtime(settings.onnxruntime.as_deref())?;
         let threads = threads.max(1);
         let spinning = if spin { "1" } else { "0" };
@@ -192,8 +221,9 @@ impl Model {
                 ))
             })?,
             ModelSource::Local { dir, pooling } => {
+                let onnx = read(dir, "model.onnx")?;
                 let model = UserDefinedEmbeddingModel::new(
-                    read(dir, "model.onnx")?,
+                    if compacted { compact(onnx) } else { onnx },
                     TokenizerFiles {
                         tokenizer_file: read(dir, "tokenizer.json")?,
                         config_file: read(dir, "config.json")?,
