@@ -31,6 +31,9 @@ pub enum BenchCommand {
     /// LoCoMo conversations to fully searchable: milestones, documents embedded, tokens,
     /// CPU by thread, against the model's own floor measured in the same run.
     Ingest(crate::bench_ingest::IngestArgs),
+    /// The real memd binary from process start to health answering and to SERVING (empty
+    /// directory with and without the model, LoCoMo loaded), with its memory and threads.
+    Startup(crate::bench_startup::StartupArgs),
 }
 
 #[derive(Debug, Args)]
@@ -386,6 +389,7 @@ pub async fn run(ctx: &Globals, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ann(args) => return crate::bench_ann::run(ctx, args).await,
         BenchCommand::Rest(args) => return crate::bench_rest::run(ctx, args).await,
         BenchCommand::Ingest(args) => return crate::bench_ingest::run(ctx, args).await,
+        BenchCommand::Startup(args) => return crate::bench_startup::run(ctx, args).await,
     };
     anyhow::ensure!(
         args.concurrency.iter().all(|&c| c > 0),

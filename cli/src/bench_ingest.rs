@@ -52,20 +52,20 @@ pub struct IngestArgs {
 
 /// Seconds from the first turn sent to each milestone.
 #[derive(Debug, Default)]
-struct Timeline {
+pub(crate) struct Timeline {
     stored: f64,
     keyword: Option<f64>,
     turns_embedded: Option<f64>,
     extracted: Option<f64>,
-    everything: Option<f64>,
+    pub everything: Option<f64>,
 }
 
 /// What memd did from the first turn to the last embedding.
-struct Ingest {
+pub(crate) struct Ingest {
     memory_id: String,
     conversations: usize,
-    turns: usize,
-    timeline: Timeline,
+    pub turns: usize,
+    pub timeline: Timeline,
     status: pb::IndexStatus,
     cpu_seconds: f64,
     by_thread: Vec<(String, f64)>,
@@ -166,7 +166,9 @@ fn cycle(ingest: &Ingest) -> Cycle {
     }
 }
 
-async fn ingest(server: &LocalServer, files: &[PathBuf]) -> anyhow::Result<Ingest> {
+/// Sends every turn of `files` into a new memory of `server` and waits until everything is
+/// extracted and searchable.
+pub(crate) async fn ingest(server: &LocalServer, files: &[PathBuf]) -> anyhow::Result<Ingest> {
     let client = MemdClient::connect(server.endpoint.clone(), None).await?;
     let memory_id = locomo::create_memory(&client).await?;
     let kept_id = memory_id.clone();

@@ -226,7 +226,7 @@ pub(crate) fn threaded(
 /// The BM25 floor: the same queries on a bare records index of the same records.
 fn bm25_index(count: usize) -> anyhow::Result<(tempfile::TempDir, Arc<RecordIndex>)> {
     let dir = tempfile::tempdir()?;
-    let (index, _) = RecordIndex::open(dir.path())?;
+    let (index, _) = RecordIndex::open(dir.path(), memd_server::budget::MIN_INDEX_WRITER_BYTES)?;
     for n in 0..count {
         let record = StoredRecord {
             record_id: format!("r{n}"),
@@ -260,6 +260,7 @@ pub(crate) fn stored_record_vectors(
         &StoreOptions {
             sync_writes: false,
             block_cache_bytes: 64 << 20,
+            memtable_bytes: 32 << 20,
         },
     )?;
     let mut memories: HashMap<String, Vec<VectorEntry>> = HashMap::new();

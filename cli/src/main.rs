@@ -6,6 +6,7 @@ mod bench_extract;
 mod bench_ingest;
 mod bench_rest;
 mod bench_retrieve;
+mod bench_startup;
 mod control;
 mod embed_floor;
 mod eval;

@@ -78,17 +78,52 @@ pub fn cpu_by_group(
 
 /// Resident memory now and at its peak, in MiB (`VmRSS`, `VmHWM`).
 pub fn rss_mib() -> anyhow::Result<(f64, f64)> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse::<f64>().ok())
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    };
-    Ok((field("VmRSS:"), field("VmHWM:")))
+    let status = read_status("self")?;
+    Ok((mib(&status, "VmRSS:"), mib(&status, "VmHWM:")))
+}
+
+/// Another process's memory and threads, from `/proc/PID/status`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessMemory {
+    /// Resident memory, MiB (`VmRSS`).
+    pub rss_mib: f64,
+    /// Of which anonymous (heap, arenas, stacks): what the process allocated itself.
+    pub anon_mib: f64,
+    /// Of which file-backed (the binary, shared libraries, mapped index files): pages the
+    /// kernel can drop and reload.
+    pub file_mib: f64,
+    pub threads: u64,
+}
+
+/// [`ProcessMemory`] of process `pid`.
+pub fn process_memory(pid: u32) -> anyhow::Result<ProcessMemory> {
+    let status = read_status(&pid.to_string())?;
+    let threads = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or(0);
+    Ok(ProcessMemory {
+        rss_mib: mib(&status, "VmRSS:"),
+        anon_mib: mib(&status, "RssAnon:"),
+        file_mib: mib(&status, "RssFile:"),
+        threads,
+    })
+}
+
+fn read_status(pid: &str) -> anyhow::Result<String> {
+    let path = format!("/proc/{pid}/status");
+    std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))
+}
+
+/// A `... kB` field of a status file in MiB (NaN when missing).
+fn mib(status: &str, name: &str) -> f64 {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 #[cfg(test)]

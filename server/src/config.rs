@@ -1,6 +1,7 @@
 //! Server configuration: built-in defaults, then a TOML file, then `MEMD_*` environment
 //! variables, then command-line flags. Unknown keys and invalid values are start-up errors.
 
+use crate::budget::MemoryBudget;
 use crate::extraction::endpoints::{
     DEFAULT_ENDPOINT, EndpointDefaults, EndpointSettings, LlmEndpoints,
 };
@@ -38,8 +39,11 @@ pub struct Config {
     /// How long the change log keeps session transitions and record changes for watchers
     /// (WatchSessions, WatchMemoryRecords) to resume from.
     pub change_retention_hours: u64,
-    /// RocksDB block cache size.
-    pub block_cache_mb: usize,
+    /// Memory for caches and write buffers: RocksDB's block cache and memtables and the
+    /// search indexes' writer heaps (see `budget.rs`; not the model or the vectors).
+    pub memory_budget_mb: usize,
+    /// RocksDB's block cache, memtables included (default: its share of `memory_budget_mb`).
+    pub block_cache_mb: Option<usize>,
     /// Actors whose extraction jobs run at the same time (0: one per CPU core).
     pub extraction_workers: usize,
     /// Run the in-process extraction workers (off: jobs queue up until they are turned on).
@@ -106,6 +110,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// `memory_budget_mb`, shared out.
+    pub fn memory_budget(&self) -> Result<MemoryBudget, ConfigError> {
+        MemoryBudget::split(self.memory_budget_mb, self.block_cache_mb)
+    }
+
     /// The LLM endpoints strategies may use: `default` from the `llm_*` settings, and the
     /// `llm_endpoints` tables.
     pub fn llm_endpoints(&self) -> Result<LlmEndpoints, ConfigError> {
@@ -173,7 +182,8 @@ impl Default for Config {
             tls_key_path: None,
             session_sweep_interval_ms: 1000,
             change_retention_hours: 24,
-            block_cache_mb: 128,
+            memory_budget_mb: 128,
+            block_cache_mb: None,
             extraction_workers: 0,
             extraction_enabled: true,
             extraction_nice: 10,
@@ -231,7 +241,7 @@ pub struct Overrides {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-const ENV_KEYS: [&str; 38] = [
+const ENV_KEYS: [&str; 39] = [
     "listen",
     "data_dir",
     "metrics_listen",
@@ -243,6 +253,7 @@ const ENV_KEYS: [&str; 38] = [
     "tls_key_path",
     "session_sweep_interval_ms",
     "change_retention_hours",
+    "memory_budget_mb",
     "block_cache_mb",
     "extraction_workers",
     "extraction_enabled",
@@ -299,6 +310,7 @@ impl Config {
     /// Checks combinations the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.metrics_addr()?;
+        self.memory_budget()?;
         let http = self.http_addr()?;
         for addr in std::iter::once(self.listen).chain(http) {
             if self.dev_mode() && !addr.ip().is_loopback() && !self.allow_unauthenticated_remote {
@@ -485,7 +497,7 @@ mod tests {
             let config = Config::load(Some(Path::new("memd.toml")), &overrides).expect("valid");
             assert_eq!(config.listen.port(), 7000);
             assert!(!config.sync_writes);
-            assert_eq!(config.block_cache_mb, 64);
+            assert_eq!(config.block_cache_mb, Some(64));
             assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
             Ok(())
         });

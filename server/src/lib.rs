@@ -8,6 +8,7 @@
 
 pub mod allocator;
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod embedding;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod metrics;
 mod priority;
 pub mod rest;
 pub mod retrieval;
+pub mod starting;
 pub mod store;
 pub mod time;
 
@@ -82,9 +84,11 @@ impl Server {
             context: format!("creating data dir {}", config.data_dir.display()),
             source,
         })?;
+        let budget = config.memory_budget()?;
         let options = StoreOptions {
             sync_writes: config.sync_writes,
-            block_cache_bytes: config.block_cache_mb << 20,
+            block_cache_bytes: budget.rocksdb_bytes,
+            memtable_bytes: budget.memtable_bytes,
         };
         let store = Arc::new(Store::open(&config.data_dir, &options)?);
         let auth = Arc::new(Authenticator::load(&store, config.admin_key.as_deref())?);
@@ -139,6 +143,7 @@ impl Server {
         let (indexes, indexer) = retrieval::Indexer::start(
             store.clone(),
             &config.data_dir.join("index"),
+            budget.index_writer_bytes,
             config.indexing_nice,
             cursors.clone(),
         )?;
@@ -323,16 +328,8 @@ impl Server {
 
         let mut builder = tonic::transport::Server::builder()
             .http2_max_header_list_size(grpc::metadata_limit::TRANSPORT_HEADER_LIMIT);
-        if let (Some(cert), Some(key)) = (&config.tls_cert_path, &config.tls_key_path) {
-            let read = |path: &std::path::Path| {
-                std::fs::read(path).map_err(|source| ServeError::Io {
-                    context: format!("reading {}", path.display()),
-                    source,
-                })
-            };
-            let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
-            builder =
-                builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+        if let Some(tls) = grpc_tls(&config)? {
+            builder = builder.tls_config(tls)?;
         }
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(
             |conn| async move {
@@ -400,6 +397,23 @@ impl Server {
         }
         result.map_err(ServeError::from)
     }
+}
+
+/// The gRPC port's TLS settings, when `tls_cert_path` and `tls_key_path` are set.
+pub fn grpc_tls(config: &Config) -> Result<Option<tonic::transport::ServerTlsConfig>, ServeError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert_path, &config.tls_key_path) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ServeError::Io {
+            context: format!("reading {}", path.display()),
+            source,
+        })
+    };
+    let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+    Ok(Some(
+        tonic::transport::ServerTlsConfig::new().identity(identity),
+    ))
 }
 
 /// Names at start every stored strategy that carries LLM settings memd no longer honours (a

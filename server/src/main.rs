@@ -3,7 +3,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use memd_server::{Config, Overrides, Server};
+use memd_server::starting::Starting;
+use memd_server::{Config, Overrides, Server, grpc_tls};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
@@ -104,7 +105,19 @@ async fn run() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let server = Server::open(config)?;
+    // Health answers NOT_SERVING while the store, the model and the indexes open.
+    let listen = listener.local_addr()?;
+    let starting = Starting::answer(listener, grpc_tls(&config)?).await?;
+    tracing::info!(%listen, "memd starting");
+    let started = std::time::Instant::now();
+    let server = tokio::task::spawn_blocking(move || Server::open(config))
+        .await
+        .context("opening the server panicked")??;
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "store, model and indexes open"
+    );
+    let listener = starting.finish().await;
     server.serve(listener, shutdown_signal()).await?;
     Ok(())
 }

@@ -58,3 +58,79 @@ async fn without_onnx_runtime_memd_serves_keyword_search_and_says_why() {
     }
     panic!("the record was never found by keyword search");
 }
+
+/// From the moment memd logs "memd starting", its port answers: health says NOT_SERVING while
+/// the store, the model and the indexes open (other calls: UNAVAILABLE), then SERVING, and the
+/// same connection carries on to the real services.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_port_answers_health_while_memd_opens() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (model_dir, runtime) = memd_tests::embedding_files();
+    let (_child, endpoint) = memd_tests::spawn_memd_until(
+        dir.path(),
+        &[
+            ("MEMD_EMBEDDING_MODEL_DIR", model_dir.as_os_str()),
+            ("MEMD_ONNXRUNTIME_PATH", runtime.as_os_str()),
+        ],
+        "memd starting",
+    )
+    .await;
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+        .unwrap()
+        .connect()
+        .await
+        .expect("the port accepts connections from the first log line");
+    let mut health = HealthClient::new(channel.clone());
+    let mut control = pb::control_service_client::ControlServiceClient::new(channel);
+    let mut not_serving = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "never SERVING");
+        // The connection is handed over when memd is open: a call caught in between is
+        // refused as UNAVAILABLE, which clients retry.
+        let status = match health
+            .check(HealthCheckRequest {
+                service: "memd.v1.MemoryService".into(),
+            })
+            .await
+        {
+            Ok(response) => response.into_inner().status(),
+            Err(status) if status.code() == tonic::Code::Unavailable => continue,
+            Err(status) => panic!("health failed during start-up: {status:?}"),
+        };
+        match status {
+            ServingStatus::Serving => break,
+            ServingStatus::NotServing => {
+                not_serving += 1;
+                if not_serving == 1 {
+                    let err = control
+                        .list_memories(pb::ListMemoriesRequest::default())
+                        .await
+                        .expect_err("no control service before memd is open");
+                    // Or the real service, already: it refuses the call without a key.
+                    assert!(
+                        matches!(
+                            err.code(),
+                            tonic::Code::Unavailable | tonic::Code::Unauthenticated
+                        ),
+                        "{err:?}"
+                    );
+                }
+            }
+            other => panic!("unexpected health status {other:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(
+        not_serving > 0,
+        "loading the model takes longer than a health check: NOT_SERVING was never seen"
+    );
+    let client = MemdClient::connect(endpoint, Some(ADMIN_KEY.into()))
+        .await
+        .unwrap();
+    let status = client.index_status().await.unwrap();
+    assert!(!status.embedding_model.starts_with("off"), "{status:?}");
+}

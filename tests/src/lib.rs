@@ -299,6 +299,17 @@ pub async fn spawn_memd(
     data_dir: &Path,
     env: &[(&str, &std::ffi::OsStr)],
 ) -> (tokio::process::Child, String) {
+    spawn_memd_until(data_dir, env, "memd serving").await
+}
+
+/// [`spawn_memd`], returning as soon as memd logs `message` (with a `listen` field):
+/// `"memd starting"` is logged once the gRPC port answers health, before the store, the
+/// model and the indexes are open.
+pub async fn spawn_memd_until(
+    data_dir: &Path,
+    env: &[(&str, &std::ffi::OsStr)],
+    message: &str,
+) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
     let mut command = tokio::process::Command::new(memd_binary());
     command
@@ -331,7 +342,7 @@ pub async fn spawn_memd(
         let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
-        if entry["fields"]["message"] == "memd serving" {
+        if entry["fields"]["message"] == message {
             break format!(
                 "http://{}",
                 entry["fields"]["listen"].as_str().expect("listen field")

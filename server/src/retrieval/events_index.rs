@@ -95,7 +95,7 @@ pub fn payload_text(event: &StoredEvent) -> String {
 
 impl EventIndex {
     /// Opens (creating) the index in `dir`, with the log position it has applied.
-    pub fn open(dir: &Path) -> Result<(Self, Option<u64>)> {
+    pub fn open(dir: &Path, writer_heap: usize) -> Result<(Self, Option<u64>)> {
         let mut builder = Schema::builder();
         let fields = Fields {
             key: builder.add_bytes_field("key", INDEXED | STORED),
@@ -105,7 +105,7 @@ impl EventIndex {
             text: builder.add_text_field("actor_text", scoped_text()),
             ts_us: builder.add_u64_field("ts_us", INDEXED | FAST),
         };
-        let (inner, applied) = TantivyIndex::open(dir, builder.build())?;
+        let (inner, applied) = TantivyIndex::open(dir, builder.build(), writer_heap)?;
         Ok((Self { inner, fields }, applied))
     }
 

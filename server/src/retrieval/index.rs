@@ -208,9 +208,9 @@ fn any_of(queries: Vec<Box<dyn Query>>) -> Box<dyn Query> {
 impl RecordIndex {
     /// Opens the index in `dir` (creating it); returns it with the log position it has applied
     /// (`None` for a new or unreadable index: it must be rebuilt from the store).
-    pub fn open(dir: &Path) -> Result<(Self, Option<u64>)> {
+    pub fn open(dir: &Path, writer_heap: usize) -> Result<(Self, Option<u64>)> {
         let (schema, fields) = schema();
-        let (inner, applied) = TantivyIndex::open(dir, schema)?;
+        let (inner, applied) = TantivyIndex::open(dir, schema, writer_heap)?;
         Ok((Self { inner, fields }, applied))
     }
 
@@ -430,6 +430,7 @@ impl RecordIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::MIN_INDEX_WRITER_BYTES;
 
     fn record(id: &str, text: &str, expire_us: u64) -> StoredRecord {
         StoredRecord {
@@ -459,7 +460,7 @@ mod tests {
     #[test]
     fn function_words_neither_match_nor_score() {
         let dir = tempfile::tempdir().unwrap();
-        let (index, _) = RecordIndex::open(dir.path()).unwrap();
+        let (index, _) = RecordIndex::open(dir.path(), MIN_INDEX_WRITER_BYTES).unwrap();
         index
             .upsert(
                 "m1",
@@ -499,7 +500,7 @@ mod tests {
     #[test]
     fn another_memory_does_not_move_a_score() {
         let dir = tempfile::tempdir().unwrap();
-        let (index, _) = RecordIndex::open(dir.path()).unwrap();
+        let (index, _) = RecordIndex::open(dir.path(), MIN_INDEX_WRITER_BYTES).unwrap();
         for (id, text) in [("a", "kayak"), ("b", "tour"), ("c", "tour guide")] {
             index.upsert("m1", &record(id, text, 0)).unwrap();
         }
@@ -528,7 +529,7 @@ mod tests {
     #[test]
     fn memory_and_expiry_filters_hold_whether_or_not_they_can_be_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        let (index, applied) = RecordIndex::open(dir.path()).unwrap();
+        let (index, applied) = RecordIndex::open(dir.path(), MIN_INDEX_WRITER_BYTES).unwrap();
         assert_eq!(applied, None, "a new index has applied nothing");
         index.upsert("m1", &record("a", "kayak tour", 0)).unwrap();
         index.commit(1).unwrap();
@@ -544,7 +545,7 @@ mod tests {
         assert_eq!(ids(&index, "m1", "kayak", 100), ["a"], "b expired at 50");
         assert_eq!(ids(&index, "m2", "kayak", 100), ["c"]);
         drop(index);
-        let (_, applied) = RecordIndex::open(dir.path()).unwrap();
+        let (_, applied) = RecordIndex::open(dir.path(), MIN_INDEX_WRITER_BYTES).unwrap();
         assert_eq!(
             applied,
             Some(2),

@@ -199,6 +199,7 @@ impl Indexer {
     pub fn start(
         store: Arc<Store>,
         dir: &Path,
+        writer_heap: usize,
         nice: i32,
         cursors: Arc<LogCursors>,
     ) -> Result<(Arc<Indexes>, Self)> {
@@ -212,8 +213,8 @@ impl Indexer {
             .spawn(move || {
                 crate::priority::lower_current_thread(nice, "indexing");
                 let opened = (|| {
-                    let (records, records_at) = RecordIndex::open(&records_dir)?;
-                    let (events, events_at) = EventIndex::open(&events_dir)?;
+                    let (records, records_at) = RecordIndex::open(&records_dir, writer_heap)?;
+                    let (events, events_at) = EventIndex::open(&events_dir, writer_heap)?;
                     let indexes = Arc::new(Indexes { records, events });
                     let applied = catch_up(&store, &indexes, &cursors, records_at, events_at)?;
                     Ok::<_, ServiceError>((indexes, applied))

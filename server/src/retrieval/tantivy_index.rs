@@ -6,6 +6,7 @@ use crate::error::{Result, ServiceError};
 use std::path::Path;
 use std::sync::LazyLock;
 use std::sync::{Mutex, MutexGuard};
+use tantivy::indexer::IndexWriterOptions;
 use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
 use tantivy::tokenizer::{
@@ -13,9 +14,6 @@ use tantivy::tokenizer::{
     StopWordFilter, TextAnalyzer, Token,
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, Term};
-
-/// Heap of the index writer.
-const WRITER_HEAP: usize = 64 << 20;
 
 pub fn error(err: tantivy::TantivyError) -> ServiceError {
     ServiceError::Internal(format!("search index: {err}"))
@@ -157,7 +155,9 @@ fn open_dir(dir: &Path, schema: Schema) -> Result<tantivy::Result<Index>> {
 impl TantivyIndex {
     /// Opens (creating) the index in `dir`, with the log position its last commit applied
     /// (`None`: nothing applied yet, the index must be rebuilt).
-    pub fn open(dir: &Path, schema: Schema) -> Result<(Self, Option<u64>)> {
+    /// `writer_heap` bytes of documents are buffered before they are written out as a segment
+    /// (at least [`crate::budget::MIN_INDEX_WRITER_BYTES`]).
+    pub fn open(dir: &Path, schema: Schema, writer_heap: usize) -> Result<(Self, Option<u64>)> {
         let index = match open_dir(dir, schema.clone())? {
             Ok(index) => index,
             Err(err) => {
@@ -174,9 +174,16 @@ impl TantivyIndex {
             .map_err(error)?
             .payload
             .and_then(|p| p.parse::<u64>().ok());
-        // One indexing thread: indexing is background work on a small machine.
+        // One indexing thread and one merging thread: indexing is background work, and a
+        // sidecar's cores belong to the agent beside it (tantivy starts four merge threads).
         let writer = index
-            .writer_with_num_threads(1, WRITER_HEAP)
+            .writer_with_options(
+                IndexWriterOptions::builder()
+                    .memory_budget_per_thread(writer_heap)
+                    .num_worker_threads(1)
+                    .num_merge_threads(1)
+                    .build(),
+            )
             .map_err(error)?;
         let reader = index
             .reader_builder()

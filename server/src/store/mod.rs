@@ -42,7 +42,7 @@ use codec::StoredMemory;
 use keys::cf;
 use rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, DB, Options, ReadOptions, SliceTransform,
-    WriteBatch, WriteOptions,
+    WriteBatch, WriteBufferManager, WriteOptions,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -60,15 +60,23 @@ type Entry = (Box<[u8]>, Box<[u8]>);
 pub struct StoreOptions {
     /// fsync the WAL before acknowledging a write (survives power loss).
     pub sync_writes: bool,
-    /// Block cache size in bytes.
+    /// Block cache size in bytes, memtables included.
     pub block_cache_bytes: usize,
+    /// Memtables of all column families together: past this the largest is flushed.
+    pub memtable_bytes: usize,
 }
 
 impl Default for StoreOptions {
+    /// As the server's defaults have it.
     fn default() -> Self {
+        let config = crate::config::Config::default();
+        let budget = config
+            .memory_budget()
+            .expect("the default memory budget is valid");
         Self {
-            sync_writes: true,
-            block_cache_bytes: 128 << 20,
+            sync_writes: config.sync_writes,
+            block_cache_bytes: budget.rocksdb_bytes,
+            memtable_bytes: budget.memtable_bytes,
         }
     }
 }
@@ -133,13 +141,18 @@ fn stripe(parts: &[&str]) -> usize {
     (hasher.finish() as usize) % LOCK_STRIPES
 }
 
-fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
+/// Largest memtable of one column family (RocksDB's default).
+const MAX_MEMTABLE_BYTES: usize = 64 << 20;
+
+fn cf_options(name: &str, cache: &rocksdb::Cache, memtable_bytes: usize) -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
     table.set_bloom_filter(10.0, false);
     table.set_cache_index_and_filter_blocks(true);
     let mut opts = Options::default();
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Two column families can each fill a memtable before the write buffer manager flushes.
+    opts.set_write_buffer_size((memtable_bytes / 2).clamp(1 << 20, MAX_MEMTABLE_BYTES));
     if matches!(name, cf::SESSIONS | cf::BRANCHES | cf::EVENTS) {
         // One actor's data is one prefix: bloom filters skip files without it.
         opts.set_prefix_extractor(SliceTransform::create(
@@ -165,8 +178,14 @@ impl Store {
             std::thread::available_parallelism().map_or(2, |n| n.get() as i32),
         );
         db_opts.set_keep_log_file_num(10);
+        // Memtables are charged to the block cache: the two share one bound.
+        db_opts.set_write_buffer_manager(&WriteBufferManager::new_write_buffer_manager_with_cache(
+            options.memtable_bytes,
+            false,
+            cache.clone(),
+        ));
         let descriptors = cf::ALL.iter().map(|&name| {
-            let mut opts = cf_options(name, &cache);
+            let mut opts = cf_options(name, &cache, options.memtable_bytes);
             let expiring = match name {
                 cf::EVENTS => Some(expiry::ExpiringKind::Events),
                 cf::TOKENS => Some(expiry::ExpiringKind::Tokens),
