@@ -174,13 +174,20 @@ async fn indexes(ctx: &Globals) -> anyhow::Result<()> {
             "embeddedRecords": status.embedded_records,
             "reembeddedRecords": status.reembedded_records,
             "embeddingSeconds": status.embedding_seconds,
+            "keywordLagSeconds": status.keyword_lag_seconds,
+            "vectorsLagSeconds": status.vectors_lag_seconds,
+            "recordVectorsLagSeconds": status.record_vectors_lag_seconds,
+            "skippedEvents": status.skipped_events,
         }));
     } else {
         println!(
-            "keyword index: {} changes pending\nembeddings ({}): {} changes pending{}; {} partitioned vector spaces",
+            "keyword index: {} changes pending ({:.1} s behind)\nembeddings ({}): {} changes pending ({:.1} s behind, records {:.1} s){}; {} partitioned vector spaces",
             status.keyword_pending,
+            status.keyword_lag_seconds,
             status.embedding_model,
             status.vectors_pending,
+            status.vectors_lag_seconds,
+            status.record_vectors_lag_seconds,
             if status.vectors_rebuilding {
                 ", re-embedding everything"
             } else {
@@ -189,11 +196,12 @@ async fn indexes(ctx: &Globals) -> anyhow::Result<()> {
             status.vectors_partitioned
         );
         println!(
-            "embedded since start: {} events, {} records, {} records again after an update; {:.1} s in the model",
+            "embedded since start: {} events, {} records, {} records again after an update; {:.1} s in the model; {} events skipped (waited longer than embedding_max_lag_seconds)",
             status.embedded_events,
             status.embedded_records,
             status.reembedded_records,
-            status.embedding_seconds
+            status.embedding_seconds,
+            status.skipped_events
         );
     }
     Ok(())

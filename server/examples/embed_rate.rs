@@ -33,6 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             max_length,
             query_threads: 1,
             events: true,
+            max_lag: None,
             partition_at: memd_server::retrieval::PARTITION_AT,
         };
         for threads in [1usize, 2] {

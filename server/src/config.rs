@@ -97,6 +97,11 @@ pub struct Config {
     /// Embed raw events as well as records. Off, SearchEvents is keyword-only (SEMANTIC:
     /// FAILED_PRECONDITION) and write-heavy servers spend no CPU embedding every turn.
     pub embedding_events: bool,
+    /// How long a conversation turn may wait in the embedding backlog before it is skipped
+    /// (it stays keyword-searchable, and `Reindex` embeds it) so that semantic search over
+    /// events lags by at most this much under writes faster than the model; records are never
+    /// skipped. 0: never skip.
+    pub embedding_max_lag_seconds: u64,
     /// Vectors per memory from which its vector search is partitioned (searches visit the
     /// nearest lists instead of every vector; see docs/architecture.md).
     pub vector_partition_at: usize,
@@ -207,6 +212,7 @@ impl Default for Config {
             embedding_cache_dir: None,
             embedding_query_threads: 0,
             embedding_events: true,
+            embedding_max_lag_seconds: 900,
             vector_partition_at: 100_000,
             onnxruntime_path: None,
             log_format: "text".into(),
@@ -241,7 +247,7 @@ pub struct Overrides {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-const ENV_KEYS: [&str; 39] = [
+const ENV_KEYS: [&str; 40] = [
     "listen",
     "data_dir",
     "metrics_listen",
@@ -277,6 +283,7 @@ const ENV_KEYS: [&str; 39] = [
     "embedding_cache_dir",
     "embedding_query_threads",
     "embedding_events",
+    "embedding_max_lag_seconds",
     "vector_partition_at",
     "onnxruntime_path",
     "log_format",
@@ -431,6 +438,8 @@ impl Config {
             max_length: self.embedding_max_length,
             query_threads: self.embedding_query_threads,
             events: self.embedding_events,
+            max_lag: (self.embedding_max_lag_seconds > 0)
+                .then(|| std::time::Duration::from_secs(self.embedding_max_lag_seconds)),
             partition_at: self.vector_partition_at,
         }))
     }

@@ -14,13 +14,15 @@ use std::time::Instant;
 use tonic::codegen::http;
 
 /// RocksDB integer properties exported per column family.
-const ROCKSDB_PROPERTIES: [&str; 6] = [
+const ROCKSDB_PROPERTIES: [&str; 7] = [
     "rocksdb.estimate-num-keys",
     "rocksdb.total-sst-files-size",
     "rocksdb.cur-size-all-mem-tables",
     "rocksdb.estimate-pending-compaction-bytes",
     "rocksdb.num-running-compactions",
     "rocksdb.block-cache-usage",
+    // What `memory_budget_mb` gave the block cache (memtables are charged to it).
+    "rocksdb.block-cache-capacity",
 ];
 
 /// Extraction counters, shared with the worker pool.
@@ -65,6 +67,11 @@ pub struct Metrics {
     rocksdb: IntGaugeVec,
     /// Index-log entries each index has yet to apply (`index` = keyword | vectors).
     index_pending: IntGaugeVec,
+    /// How long the oldest change each index has not applied has waited
+    /// (`index` = keyword | vectors | record_vectors).
+    index_lag: prometheus::GaugeVec,
+    /// Events left unembedded after waiting longer than `embedding_max_lag_seconds`.
+    skipped_events: prometheus::IntCounter,
     vectors_rebuilding: prometheus::IntGauge,
     /// Documents embedded since start (`kind` = event | record | record_again), copied from
     /// the embedding thread's own counters at each scrape.
@@ -176,6 +183,19 @@ impl Metrics {
             &["index"],
         )
         .expect("valid metric");
+        let index_lag = prometheus::GaugeVec::new(
+            Opts::new(
+                "memd_index_lag_seconds",
+                "How long the oldest change a search index has not applied has waited (record_vectors: at most, for changed records)",
+            ),
+            &["index"],
+        )
+        .expect("valid metric");
+        let skipped_events = prometheus::IntCounter::new(
+            "memd_embedding_skipped_events_total",
+            "Events not embedded because they waited longer than embedding_max_lag_seconds",
+        )
+        .expect("valid metric");
         let vectors_rebuilding = prometheus::IntGauge::new(
             "memd_index_vectors_rebuilding",
             "1 while every record and event is being embedded anew",
@@ -228,6 +248,8 @@ impl Metrics {
             Box::new(mcp_tool_calls.clone()),
             Box::new(rocksdb.clone()),
             Box::new(index_pending.clone()),
+            Box::new(index_lag.clone()),
+            Box::new(skipped_events.clone()),
             Box::new(vectors_rebuilding.clone()),
             Box::new(embedded.clone()),
             Box::new(embedding_seconds.clone()),
@@ -248,6 +270,8 @@ impl Metrics {
             mcp_tool_calls,
             rocksdb,
             index_pending,
+            index_lag,
+            skipped_events,
             vectors_rebuilding,
             embedded,
             embedding_seconds,
@@ -301,8 +325,20 @@ impl Metrics {
                 self.index_pending
                     .with_label_values(&["vectors"])
                     .set(backlog.vectors as i64);
+                for (index, seconds) in [
+                    ("keyword", backlog.keyword_lag_seconds),
+                    ("vectors", backlog.vectors_lag_seconds),
+                    ("record_vectors", backlog.record_vectors_lag_seconds),
+                ] {
+                    self.index_lag.with_label_values(&[index]).set(seconds);
+                }
                 self.vectors_rebuilding.set(i64::from(backlog.rebuilding));
                 let counts = backlog.embedded;
+                self.skipped_events.inc_by(
+                    counts
+                        .skipped_events
+                        .saturating_sub(self.skipped_events.get()),
+                );
                 for (kind, total) in [
                     ("event", counts.events),
                     ("record", counts.records),

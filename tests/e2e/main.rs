@@ -3,6 +3,7 @@
 mod bench_ingest;
 mod branches;
 mod durability;
+mod embedding_backlog;
 mod embedding_counts;
 mod events;
 mod extraction;

@@ -58,11 +58,7 @@ async fn reflection_lists_the_memd_services() {
 
 #[tokio::test]
 async fn metrics_count_requests_by_method_and_code() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let server =
         TestServer::start_with(|config| config.metrics_listen = format!("127.0.0.1:{port}")).await;
     let client = server.admin().await;
@@ -72,14 +68,7 @@ async fn metrics_count_requests_by_method_and_code() {
         .await
         .unwrap();
     let _ = client.get_memory("missing-memory").await;
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    conn.read_to_string(&mut body).await.unwrap();
+    let body = scrape(port).await;
     assert!(
         body.contains(
             r#"memd_grpc_requests_total{code="Ok",method="/memd.v1.MemoryService/CreateEvent"} 1"#
@@ -95,12 +84,67 @@ async fn metrics_count_requests_by_method_and_code() {
         body.contains(r#"memd_rocksdb_property{cf="events",property="rocksdb.estimate-num-keys"}"#),
         "{body}"
     );
-    // The event's index-log entry, applied or not yet: the gauge is there either way.
+    // The event's index-log entry, applied or not yet: the gauges are there either way.
     assert!(
         body.contains(r#"memd_index_pending_changes{index="keyword"}"#),
         "{body}"
     );
+    assert!(
+        body.contains(r#"memd_index_lag_seconds{index="keyword"}"#),
+        "{body}"
+    );
     assert!(body.contains("memd_index_vectors_rebuilding 0"), "{body}");
+}
+
+/// The RocksDB share of `memory_budget_mb` is what its block cache (memtables charged to it)
+/// is given: the budget less the two search index writers' heaps.
+#[tokio::test]
+async fn the_memory_budget_bounds_rocksdbs_block_cache() {
+    for (budget_mb, rocksdb_mb) in [(128u64, 96u64), (256, 192)] {
+        let port = free_port();
+        let server = TestServer::start_with(|config| {
+            config.metrics_listen = format!("127.0.0.1:{port}");
+            config.memory_budget_mb = budget_mb as usize;
+        })
+        .await;
+        let body = scrape(port).await;
+        let capacity = format!(
+            r#"memd_rocksdb_property{{cf="events",property="rocksdb.block-cache-capacity"}} {}"#,
+            rocksdb_mb << 20
+        );
+        assert!(body.contains(&capacity), "{capacity} not in {body}");
+        drop(server);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The text of `/metrics` on the metrics port.
+async fn scrape(port: u16) -> String {
+    // The metrics listener may open a moment after the gRPC port.
+    let mut conn = None;
+    for _ in 0..100 {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(open) => {
+                conn = Some(open);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    let mut conn = conn.expect("the metrics port never opened");
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await.unwrap();
+    body
 }
 
 #[tokio::test]

@@ -529,6 +529,7 @@ mod tests {
             max_length: 128,
             query_threads: 0,
             events: false,
+            max_lag: None,
             partition_at: 0,
         };
         let mut model = Model::load(&settings, 1).unwrap();

@@ -49,6 +49,8 @@ pub struct EmbeddingSettings {
     pub query_threads: usize,
     /// Embed raw events too (semantic SearchEvents), not only records.
     pub events: bool,
+    /// Events waiting longer than this are skipped (`embedding_max_lag_seconds`).
+    pub max_lag: Option<std::time::Duration>,
     /// Vectors per memory from which searches are partitioned.
     pub partition_at: usize,
 }

@@ -264,6 +264,10 @@ impl pb::control_service_server::ControlService for ControlApi {
             embedded_records: backlog.embedded.records as i64,
             reembedded_records: backlog.embedded.records_again as i64,
             embedding_seconds: backlog.embedded.model_seconds,
+            keyword_lag_seconds: backlog.keyword_lag_seconds,
+            vectors_lag_seconds: backlog.vectors_lag_seconds,
+            record_vectors_lag_seconds: backlog.record_vectors_lag_seconds,
+            skipped_events: backlog.embedded.skipped_events as i64,
         };
         Ok(Response::new(status))
     }

@@ -14,6 +14,8 @@ pub enum Embedded {
     Record,
     /// A record that already had a vector (it was updated).
     RecordAgain,
+    /// An event not embedded: it waited longer than `embedding_max_lag_seconds`.
+    SkippedEvent,
 }
 
 /// Running totals, updated by the embedding thread.
@@ -22,6 +24,7 @@ pub struct EmbedCounters {
     events: AtomicU64,
     records: AtomicU64,
     records_again: AtomicU64,
+    skipped_events: AtomicU64,
     model_us: AtomicU64,
 }
 
@@ -32,17 +35,20 @@ pub struct EmbedCounts {
     pub records: u64,
     /// Records embedded again after an update.
     pub records_again: u64,
+    /// Events left unembedded because they waited too long (`embedding_max_lag_seconds`).
+    pub skipped_events: u64,
     /// Wall time inside the model (tokenising and ONNX Runtime).
     pub model_seconds: f64,
 }
 
 impl EmbedCounters {
-    /// Counts one document about to be embedded.
+    /// Counts one document about to be embedded (or skipped).
     pub fn count(&self, document: Embedded) {
         let counter = match document {
             Embedded::Event => &self.events,
             Embedded::Record => &self.records,
             Embedded::RecordAgain => &self.records_again,
+            Embedded::SkippedEvent => &self.skipped_events,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -58,6 +64,7 @@ impl EmbedCounters {
             events: self.events.load(Ordering::Relaxed),
             records: self.records.load(Ordering::Relaxed),
             records_again: self.records_again.load(Ordering::Relaxed),
+            skipped_events: self.skipped_events.load(Ordering::Relaxed),
             model_seconds: self.model_us.load(Ordering::Relaxed) as f64 / 1e6,
         }
     }

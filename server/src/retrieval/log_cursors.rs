@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct LogCursors {
     text: AtomicU64,
     vectors: AtomicU64,
+    /// How far the embeddings have looked ahead for records (see `VectorIndexer`): records
+    /// changed up to here are embedded although `vectors` has not reached them.
+    records_ahead: AtomicU64,
 }
 
 impl LogCursors {
@@ -18,6 +21,7 @@ impl LogCursors {
         Self {
             text: AtomicU64::new(0),
             vectors: AtomicU64::new(vectors.unwrap_or(u64::MAX)),
+            records_ahead: AtomicU64::new(0),
         }
     }
 
@@ -34,6 +38,17 @@ impl LogCursors {
     pub(super) fn vectors_applied(&self, store: &Store, applied: u64) -> Result<()> {
         self.vectors.store(applied, Ordering::Release);
         self.trim(store)
+    }
+
+    pub(super) fn note_records_ahead(&self, position: u64) {
+        self.records_ahead.store(position, Ordering::Release);
+    }
+
+    /// Up to where record changes are embedded (at least the embeddings' position).
+    pub fn records_ahead(&self) -> u64 {
+        self.records_ahead
+            .load(Ordering::Acquire)
+            .max(self.vectors.load(Ordering::Acquire))
     }
 
     /// The positions of the keyword indexes and of the embeddings (`None` without them).

@@ -6,6 +6,7 @@
 //! afterwards. Hybrid search combines the keyword and the semantic scores, each normalised.
 
 mod embed_counts;
+mod embed_plan;
 mod events_index;
 mod fusion;
 mod hybrid;
@@ -51,6 +52,14 @@ pub struct Backlog {
     pub keyword: usize,
     /// Entries the embeddings have not applied (0 without a model).
     pub vectors: usize,
+    /// How long the oldest entry the keyword indexes have not applied has waited, in seconds
+    /// (0 when caught up).
+    pub keyword_lag_seconds: f64,
+    /// The same for the embeddings (0 without a model).
+    pub vectors_lag_seconds: f64,
+    /// At most how long a changed record has waited for its embedding: records are embedded
+    /// ahead of the events before them, so this stays small while events wait.
+    pub record_vectors_lag_seconds: f64,
     /// Every document is being embedded anew.
     pub rebuilding: bool,
     /// The model's fingerprint, or "off".
@@ -70,12 +79,25 @@ impl Retrieval {
         const COUNT_LIMIT: usize = 100_000;
         let (keyword, vectors) = self.cursors.positions();
         let semantic = self.semantic.as_ref();
+        // Counted before the lags are read: a snapshot that shows nothing pending shows no lag.
+        let keyword_pending = store.index_changes_after(keyword, COUNT_LIMIT)?;
+        let vectors_pending = match vectors {
+            Some(position) => store.index_changes_after(position, COUNT_LIMIT)?,
+            None => 0,
+        };
+        let now = crate::time::now_us();
+        let lag = |after: Option<u64>| -> crate::error::Result<f64> {
+            Ok(match after {
+                Some(after) => store.index_log_age_us(after, now)? as f64 / 1e6,
+                None => 0.0,
+            })
+        };
         Ok(Backlog {
-            keyword: store.index_changes_after(keyword, COUNT_LIMIT)?,
-            vectors: match vectors {
-                Some(position) => store.index_changes_after(position, COUNT_LIMIT)?,
-                None => 0,
-            },
+            keyword: keyword_pending,
+            vectors: vectors_pending,
+            keyword_lag_seconds: lag(Some(keyword))?,
+            vectors_lag_seconds: lag(vectors)?,
+            record_vectors_lag_seconds: lag(vectors.map(|_| self.cursors.records_ahead()))?,
             rebuilding: semantic.is_some_and(|s| s.status.rebuilding()),
             model: match (semantic, &self.semantic_unavailable) {
                 (Some(s), _) => s.status.model.clone(),

@@ -5,12 +5,12 @@
 //! only up to what both followers have applied ([`LogCursors`]).
 
 use super::embed_counts::{EmbedCounters, Embedded};
-use super::events_index::event_text;
+use super::embed_plan::{Op, embed, embed_record, latest_only, resolve};
 pub use super::log_cursors::LogCursors;
 use super::vectors::{Quantized, VectorEntry, VectorIndex};
 use crate::embedding::{Embeddings, SharedModel};
 use crate::error::{Result, ServiceError};
-use crate::store::codec::{StoredIndexChange, StoredRecord, StoredVector, StoredVectorState};
+use crate::store::codec::{StoredIndexChange, StoredVector, StoredVectorState};
 use crate::store::{Store, VectorWrite, keys};
 use crate::time::now_us;
 use std::sync::Arc;
@@ -23,6 +23,9 @@ pub const RECORDS: u8 = b'r';
 pub const EVENTS: u8 = b'e';
 /// Log entries per embedding round: a round is one RocksDB batch.
 const ROUND: usize = 256;
+/// Log entries read per page when looking ahead for records, and at most per round.
+const LOOKAHEAD_PAGE: usize = 4096;
+const LOOKAHEAD_MAX: usize = 65_536;
 const POLL: Duration = Duration::from_millis(100);
 
 /// What the embedding thread is doing, and asking it to start over.
@@ -63,186 +66,6 @@ impl Vectors {
             &self.events
         }
     }
-}
-
-/// One document to (re-)embed.
-struct Pending {
-    kind: u8,
-    memory_id: String,
-    doc_key: Vec<u8>,
-    tags: [String; 3],
-    time: u64,
-    text: String,
-}
-
-enum Op {
-    Embed(Pending),
-    Write(VectorWrite),
-}
-
-fn embed_record(memory_id: String, record: StoredRecord) -> Op {
-    Op::Embed(Pending {
-        kind: RECORDS,
-        doc_key: record.record_id.into_bytes(),
-        tags: [record.namespace, record.strategy_id, record.actor_id],
-        time: record.expire_us,
-        text: record.text,
-        memory_id,
-    })
-}
-
-fn resolve(store: &Store, change: &StoredIndexChange, events: bool) -> Result<Vec<Op>> {
-    let memory_id = change.memory_id.clone();
-    Ok(if !change.record_id.is_empty() {
-        match store.stored_record(&memory_id, &change.record_id)? {
-            Some(record) if record.invalid_from_us == 0 => vec![embed_record(memory_id, record)],
-            _ => vec![Op::Write(VectorWrite::Delete {
-                kind: RECORDS,
-                memory_id,
-                doc_key: change.record_id.clone().into_bytes(),
-            })],
-        }
-    } else if !change.event_key.is_empty() {
-        if !events {
-            return Ok(Vec::new());
-        }
-        let view = store.event_by_key(&change.event_key, now_us())?;
-        match view.map(|v| (event_text(&v), v)) {
-            Some((text, view)) if !text.trim().is_empty() => vec![Op::Embed(Pending {
-                kind: EVENTS,
-                doc_key: change.event_key.clone(),
-                tags: [view.actor_id, view.session_id, String::new()],
-                time: view.seq.ts_us,
-                text,
-                memory_id,
-            })],
-            _ => vec![Op::Write(VectorWrite::Delete {
-                kind: EVENTS,
-                memory_id,
-                doc_key: change.event_key.clone(),
-            })],
-        }
-    } else if !change.actor_id.is_empty() {
-        // The actor's records were logged one by one; its events go by key prefix.
-        vec![Op::Write(VectorWrite::DeletePrefix {
-            kind: EVENTS,
-            doc_prefix: keys::actor_prefix(&memory_id, &change.actor_id),
-            memory_id,
-        })]
-    } else {
-        [RECORDS, EVENTS]
-            .map(|kind| {
-                Op::Write(VectorWrite::DeletePrefix {
-                    kind,
-                    memory_id: memory_id.clone(),
-                    doc_prefix: Vec::new(),
-                })
-            })
-            .into_iter()
-            .collect()
-    })
-}
-
-/// Drops all but the last embedding of each document: each one reflects the document's
-/// state now, so the earlier ones (a running summary rewritten ten times in one round) are the
-/// same text embedded again.
-fn latest_only(ops: Vec<Op>) -> Vec<Op> {
-    let mut last = std::collections::HashMap::new();
-    for (i, op) in ops.iter().enumerate() {
-        if let Op::Embed(p) = op {
-            last.insert((p.kind, p.memory_id.as_str(), p.doc_key.as_slice()), i);
-        }
-    }
-    let keep: std::collections::HashSet<usize> = last.into_values().collect();
-    ops.into_iter()
-        .enumerate()
-        .filter(|(i, op)| matches!(op, Op::Write(_)) || keep.contains(i))
-        .map(|(_, op)| op)
-        .collect()
-}
-
-/// The first 8 bytes of the text's SHA-256: whether a stored vector is of this text.
-fn text_hash(text: &str) -> u64 {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(text.as_bytes());
-    u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
-}
-
-/// Embeds what `ops` ask for and turns everything into stored writes, in order. A document
-/// whose stored vector is of the same text (a record whose metadata or expiry changed, an
-/// event logged again) keeps that vector; the rest are embedded and counted (a document that
-/// had a vector of another text is a re-embedding).
-fn embed(
-    model: &SharedModel,
-    ops: Vec<Op>,
-    store: &Store,
-    counts: &EmbedCounters,
-) -> Result<Vec<VectorWrite>> {
-    let mut planned = Vec::with_capacity(ops.len());
-    for op in ops {
-        let Op::Embed(p) = op else {
-            planned.push((op, 0, None));
-            continue;
-        };
-        let hash = text_hash(&p.text);
-        let stored = store.stored_vector(p.kind, &p.memory_id, &p.doc_key)?;
-        let reuse = match stored {
-            Some(vector) if vector.text_hash == hash => Some((vector.scale, vector.codes)),
-            stored => {
-                counts.count(match (p.kind, stored) {
-                    (EVENTS, _) => Embedded::Event,
-                    (_, Some(_)) => Embedded::RecordAgain,
-                    (_, None) => Embedded::Record,
-                });
-                None
-            }
-        };
-        planned.push((Op::Embed(p), hash, reuse));
-    }
-    let texts: Vec<&str> = planned
-        .iter()
-        .filter_map(|(op, _, reuse)| match (op, reuse) {
-            (Op::Embed(p), None) => Some(p.text.as_str()),
-            _ => None,
-        })
-        .collect();
-    let started = std::time::Instant::now();
-    let embedded = model.embed_documents(&texts)?;
-    if !texts.is_empty() {
-        counts.model_time(started.elapsed());
-    }
-    let mut vectors = embedded.into_iter();
-    let mut writes = Vec::with_capacity(planned.len());
-    for (op, text_hash, reuse) in planned {
-        writes.push(match op {
-            Op::Write(write) => write,
-            Op::Embed(p) => {
-                let (scale, codes) = match reuse {
-                    Some(stored) => stored,
-                    None => {
-                        let vector = vectors.next().ok_or_else(|| {
-                            ServiceError::Internal("the model skipped a text".into())
-                        })?;
-                        let code = Quantized::new(&vector);
-                        (code.scale, code.code_bytes())
-                    }
-                };
-                VectorWrite::Put {
-                    kind: p.kind,
-                    memory_id: p.memory_id,
-                    doc_key: p.doc_key,
-                    vector: StoredVector {
-                        tags: p.tags.to_vec(),
-                        time: p.time,
-                        scale,
-                        codes,
-                        text_hash,
-                    },
-                }
-            }
-        });
-    }
-    Ok(writes)
 }
 
 impl VectorEntry {
@@ -313,6 +136,10 @@ struct Follower {
     status: Arc<VectorStatus>,
     /// Whether events are embedded (records always are).
     events: bool,
+    /// Events that waited longer than this are skipped (`embedding_max_lag_seconds`).
+    max_lag_us: Option<u64>,
+    /// When the thread started: a backlog found at start-up is given the whole window.
+    started_us: u64,
 }
 
 impl Follower {
@@ -402,19 +229,78 @@ impl Follower {
     }
 
     /// Applies up to a round of log entries after `applied`; returns the new position.
+    ///
+    /// The backlog policy: a full round means more is waiting, so the records further on are
+    /// embedded first ([`Self::records_first`]); and an event that has waited longer than
+    /// `max_lag_us` is skipped (it stays keyword-searchable), so the events' lag is bounded.
     fn follow(&self, model: &SharedModel, applied: u64) -> Result<u64> {
         let changes = self.store.index_changes(applied, ROUND)?;
         let Some(&(last, _)) = changes.last() else {
             return Ok(applied);
         };
+        if changes.len() == ROUND {
+            self.records_first(model, applied, last)?;
+        }
+        let now = now_us();
         let mut ops = Vec::new();
         for (_, change) in &changes {
-            ops.extend(resolve(&self.store, change, self.events)?);
+            let resolved = resolve(&self.store, change, self.events)?;
+            if self.too_late(change, now) {
+                for op in resolved {
+                    match op {
+                        Op::Embed(_) => self.status.counts.count(Embedded::SkippedEvent),
+                        write => ops.push(write),
+                    }
+                }
+            } else {
+                ops.extend(resolved);
+            }
         }
         let writes = embed(model, latest_only(ops), &self.store, &self.status.counts)?;
         self.commit(&writes, last)?;
         self.cursors.vectors_applied(&self.store, last)?;
         Ok(last)
+    }
+
+    /// Whether an event change has waited too long to be embedded.
+    fn too_late(&self, change: &StoredIndexChange, now: u64) -> bool {
+        let Some(max_lag) = self.max_lag_us else {
+            return false;
+        };
+        !change.event_key.is_empty()
+            && change.logged_us > 0
+            && now.saturating_sub(change.logged_us.max(self.started_us)) > max_lag
+    }
+
+    /// Embeds the records changed beyond this round (and beyond what an earlier look ahead
+    /// covered), so that semantic search over records, which agents retrieve most, trails
+    /// their writes by about one round however many events wait. The position stays where it
+    /// is: when the log reaches these entries, their documents keep the vectors stored now
+    /// (same text), so nothing is embedded twice.
+    fn records_first(&self, model: &SharedModel, applied: u64, round_end: u64) -> Result<()> {
+        let mut after = round_end.max(self.cursors.records_ahead());
+        let mut ops = Vec::new();
+        let mut scanned = 0;
+        loop {
+            let changes = self.store.index_changes(after, LOOKAHEAD_PAGE)?;
+            let Some(&(last, _)) = changes.last() else {
+                break;
+            };
+            for (_, change) in changes.iter().filter(|(_, c)| !c.record_id.is_empty()) {
+                ops.extend(resolve(&self.store, change, self.events)?);
+            }
+            after = last;
+            scanned += changes.len();
+            if changes.len() < LOOKAHEAD_PAGE || scanned >= LOOKAHEAD_MAX || ops.len() >= ROUND {
+                break;
+            }
+        }
+        if !ops.is_empty() {
+            let writes = embed(model, latest_only(ops), &self.store, &self.status.counts)?;
+            self.commit(&writes, applied)?;
+        }
+        self.cursors.note_records_ahead(after);
+        Ok(())
     }
 }
 
@@ -479,6 +365,11 @@ impl VectorIndexer {
             cursors: cursors.clone(),
             fingerprint: embeddings.fingerprint.clone(),
             stop: stop.clone(),
+            max_lag_us: embeddings
+                .settings
+                .max_lag
+                .map(|lag| u64::try_from(lag.as_micros()).unwrap_or(u64::MAX)),
+            started_us: now_us(),
         };
         let model = embeddings.documents.clone();
         let thread = std::thread::Builder::new()

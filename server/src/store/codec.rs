@@ -279,6 +279,10 @@ pub struct StoredIndexChange {
     /// With nothing else set: the actor was erased.
     #[prost(string, tag = "4")]
     pub actor_id: String,
+    /// Server time the entry was logged (0 in entries older than the field): how far each
+    /// index lags, in seconds.
+    #[prost(uint64, tag = "5")]
+    pub logged_us: u64,
 }
 
 /// An entry of the change log (`changes`): a session transition (`session_id` set) or a

@@ -152,7 +152,7 @@ impl Store {
         batch.put(cf::EVENTS, &event_key, codec::encode(&event));
         if outbox::extractable_tokens(&event.payload).is_some() {
             // Searchable text: the events index picks it up from the log.
-            let (log_key, log_value) = self.index_entry(&codec::StoredIndexChange {
+            let (log_key, log_value) = self.index_entry(codec::StoredIndexChange {
                 memory_id: new.memory_id.clone(),
                 event_key: event_key.clone(),
                 ..Default::default()

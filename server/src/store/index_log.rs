@@ -16,14 +16,15 @@ use std::sync::atomic::Ordering;
 pub const EVENT_CONTEXT_BEFORE: usize = 2;
 
 impl Store {
-    /// The key and value of a new log entry.
-    pub(super) fn index_entry(&self, change: &StoredIndexChange) -> ([u8; 8], Vec<u8>) {
+    /// The key and value of a new log entry, stamped with the time.
+    pub(super) fn index_entry(&self, mut change: StoredIndexChange) -> ([u8; 8], Vec<u8>) {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        (seq.to_be_bytes(), codec::encode(change))
+        change.logged_us = crate::time::now_us();
+        (seq.to_be_bytes(), codec::encode(&change))
     }
 
     fn log(&self, batch: &mut WriteBatch, change: StoredIndexChange) {
-        let (key, value) = self.index_entry(&change);
+        let (key, value) = self.index_entry(change);
         batch.put_cf(self.cf(cf::INDEX_LOG), key, value);
     }
 
@@ -169,6 +170,15 @@ impl Store {
             count += 1;
         }
         Ok(count)
+    }
+
+    /// How long the oldest entry after `after` has waited, in microseconds at `now_us` (0 when
+    /// there is none, or it was logged before entries carried their time).
+    pub fn index_log_age_us(&self, after: u64, now_us: u64) -> Result<u64> {
+        Ok(match self.index_changes(after, 1)?.first() {
+            Some((_, change)) if change.logged_us > 0 => now_us.saturating_sub(change.logged_us),
+            _ => 0,
+        })
     }
 
     /// The newest log entry's sequence number (0 when the log is empty).
