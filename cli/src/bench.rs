@@ -320,12 +320,14 @@ async fn measure_server(
             ..Default::default()
         })
         .await?;
+    // Every floor first, while the server is quiet: each create cell leaves a backlog that
+    // the indexes (the embedder above all) work through in the background for minutes, and
+    // a floor measured during it would be a floor of a busy machine.
+    let mut floors = Vec::new();
     for &concurrency in &args.concurrency {
         let clients = connections(endpoint, key.clone(), concurrency).await?;
-        let health_clients = clients.clone();
         let noop = drive(concurrency, measure, move |worker| {
-            let mut health =
-                HealthClient::new(health_clients[worker % health_clients.len()].channel());
+            let mut health = HealthClient::new(clients[worker % clients.len()].channel());
             async move {
                 health
                     .check(HealthCheckRequest {
@@ -337,46 +339,50 @@ async fn measure_server(
         })
         .await?;
         for &payload in &args.payload_bytes {
-            let text = Arc::new(sentence_bytes(payload));
-            let (clients, memory_id) = (clients.clone(), memory.memory_id.clone());
-            let run = format!("c{concurrency}-p{payload}");
-            let create = drive(concurrency, measure, move |worker| {
-                let client = clients[worker % clients.len()].clone();
-                let request = pb::CreateEventRequest {
-                    memory_id: memory_id.clone(),
-                    actor_id: format!("bench-{worker}"),
-                    session_id: run.clone(),
-                    payload: vec![turn(pb::Role::User, text.as_str())],
-                    ..Default::default()
-                };
-                async move {
-                    client.create_event(request).await?;
-                    Ok(())
-                }
-            })
-            .await?;
             let sync_for_floor = sync.unwrap_or(true);
             let rocksdb = tokio::task::spawn_blocking(move || {
                 rocksdb_floor(sync_for_floor, payload, concurrency, measure)
             })
             .await??;
-            eprintln!(
-                "sync={:<5} payload={payload:>5}B c={concurrency:>2}: {:>7.0} ev/s p50 {:>6.0}µs | noop {:>7.0}/s | rocksdb {:>8.0}/s",
-                sync.map_or("server".to_string(), |s| s.to_string()),
-                create.per_second,
-                create.p50_us,
-                noop.per_second,
-                rocksdb.per_second
-            );
-            cells.push(Cell {
-                sync,
-                payload,
-                concurrency,
-                create,
-                noop,
-                rocksdb,
-            });
+            floors.push((concurrency, payload, noop, rocksdb));
         }
+    }
+    for (concurrency, payload, noop, rocksdb) in floors {
+        let clients = connections(endpoint, key.clone(), concurrency).await?;
+        let text = Arc::new(sentence_bytes(payload));
+        let memory_id = memory.memory_id.clone();
+        let run = format!("c{concurrency}-p{payload}");
+        let create = drive(concurrency, measure, move |worker| {
+            let client = clients[worker % clients.len()].clone();
+            let request = pb::CreateEventRequest {
+                memory_id: memory_id.clone(),
+                actor_id: format!("bench-{worker}"),
+                session_id: run.clone(),
+                payload: vec![turn(pb::Role::User, text.as_str())],
+                ..Default::default()
+            };
+            async move {
+                client.create_event(request).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        eprintln!(
+            "sync={:<5} payload={payload:>5}B c={concurrency:>2}: {:>7.0} ev/s p50 {:>6.0}µs | noop {:>7.0}/s | rocksdb {:>8.0}/s",
+            sync.map_or("server".to_string(), |s| s.to_string()),
+            create.per_second,
+            create.p50_us,
+            noop.per_second,
+            rocksdb.per_second
+        );
+        cells.push(Cell {
+            sync,
+            payload,
+            concurrency,
+            create,
+            noop,
+            rocksdb,
+        });
     }
     Ok(())
 }
@@ -481,6 +487,6 @@ fn report(ctx: &Globals, cells: &[Cell]) {
         rows,
     );
     println!(
-        "targets: c=64 sync off throughput >= 0.7x noop; c=64 sync on >= 10000 ev/s; c=1 p50 <= 1.5x noop p50"
+        "targets (issue 21): c=64 sync off throughput >= 0.6x noop; c=64 sync on >= 20000 ev/s; c=1 p50 <= 1.2x noop p50"
     );
 }

@@ -210,7 +210,7 @@ impl Store {
         };
         let (transitions, _) = broadcast::channel(4096);
         let store = Self {
-            committer: commit::Committer::start(db.clone(), write_opts()),
+            committer: commit::Committer::start(db.clone(), options.sync_writes),
             db,
             write_opts: write_opts(),
             memories: RwLock::default(),
