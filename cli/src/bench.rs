@@ -50,6 +50,10 @@ pub struct WriteArgs {
     /// Sync settings to run (in-process server only; an external server has its own).
     #[arg(long, value_delimiter = ',', default_value = "false,true")]
     sync_writes: Vec<bool>,
+    /// Start the in-process server without an embedding model: what embedding every turn
+    /// costs the write path.
+    #[arg(long)]
+    keyword_only: bool,
 }
 
 /// Throughput and latency percentiles of one measured cell.
@@ -410,7 +414,13 @@ pub async fn run(ctx: &Globals, command: BenchCommand) -> anyhow::Result<()> {
         measure_server(&ctx.endpoint, ctx.api_key.clone(), None, &args, &mut cells).await?;
     } else {
         for &sync in &args.sync_writes {
-            let server = LocalServer::start(sync).await?;
+            let server = LocalServer::start_with(|config| {
+                config.sync_writes = sync;
+                if args.keyword_only {
+                    config.embedding_model = "off".into();
+                }
+            })
+            .await?;
             eprintln!(
                 "in-process server at {} (sync_writes={sync})",
                 server.endpoint
