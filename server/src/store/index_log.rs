@@ -4,8 +4,17 @@
 //! with a memory and an actor id, the actor was erased.
 //! An index remembers the last entry it applied (in its own commit); entries every index has
 //! applied are trimmed.
+//!
+//! Numbers are taken when a batch is built, so a later one can commit before an earlier one
+//! (two appends racing to the committer, or a record write beside an append). A follower that
+//! applied the later one and moved its position past the earlier one would never index it.
+//! So numbers are contiguous within a run, and [`Store::index_changes`] stops before a number
+//! that was handed out but is not committed yet, until it commits or has been missing for
+//! [`GAP_GRACE`] (only a batch abandoned before its write, a failed write, or a stall that
+//! long leaves one), as the change log's readers do.
 
 use super::Store;
+use super::changes::GAP_GRACE;
 use super::codec::{self, StoredIndexChange, StoredRecord};
 use super::keys::cf;
 use crate::error::Result;
@@ -18,7 +27,7 @@ pub const EVENT_CONTEXT_BEFORE: usize = 2;
 impl Store {
     /// The key and value of a new log entry, stamped with the time.
     pub(super) fn index_entry(&self, mut change: StoredIndexChange) -> ([u8; 8], Vec<u8>) {
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let seq = self.next_index_seq.fetch_add(1, Ordering::Relaxed);
         change.logged_us = crate::time::now_us();
         (seq.to_be_bytes(), codec::encode(&change))
     }
@@ -141,9 +150,12 @@ impl Store {
         Ok(())
     }
 
-    /// Up to `limit` log entries after `after`, oldest first.
+    /// Up to `limit` log entries after `after`, oldest first, stopping before an entry whose
+    /// predecessor of this run is still being committed (see the module docs).
     pub fn index_changes(&self, after: u64, limit: usize) -> Result<Vec<(u64, StoredIndexChange)>> {
         let start = after.saturating_add(1).to_be_bytes();
+        let base = self.index_seq_base.load(Ordering::Acquire);
+        let mut expected = after.saturating_add(1).max(base);
         let mut out = Vec::new();
         for item in self
             .range(cf::INDEX_LOG, &start, &[0xff; 9], false)
@@ -153,9 +165,32 @@ impl Store {
             let seq = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
                 crate::error::ServiceError::DataLoss("index log key is not 8 bytes".into())
             })?);
+            if seq > expected && seq >= base && !self.gap_passed(after, expected) {
+                break;
+            }
+            expected = seq.saturating_add(1).max(base);
             out.push((seq, codec::decode(&value)?));
         }
         Ok(out)
+    }
+
+    /// Whether the missing entry `seq` has been missing for [`GAP_GRACE`] (noting when it was
+    /// first found missing); forgets gaps at or below `after`, which readers have passed.
+    fn gap_passed(&self, after: u64, seq: u64) -> bool {
+        let mut gaps = self
+            .index_gaps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        gaps.retain(|&missing, _| missing > after);
+        let since = *gaps.entry(seq).or_insert_with(std::time::Instant::now);
+        if since.elapsed() < GAP_GRACE {
+            return false;
+        }
+        tracing::warn!(
+            seq,
+            "index log entry missing for {GAP_GRACE:?}: passing it (a write that was abandoned or failed)"
+        );
+        true
     }
 
     /// How many log entries lie after `after` (counting stops at `limit`).
@@ -175,9 +210,17 @@ impl Store {
     /// How long the oldest entry after `after` has waited, in microseconds at `now_us` (0 when
     /// there is none, or it was logged before entries carried their time).
     pub fn index_log_age_us(&self, after: u64, now_us: u64) -> Result<u64> {
-        Ok(match self.index_changes(after, 1)?.first() {
-            Some((_, change)) if change.logged_us > 0 => now_us.saturating_sub(change.logged_us),
-            _ => 0,
+        let start = after.saturating_add(1).to_be_bytes();
+        let first = self.range(cf::INDEX_LOG, &start, &[0xff; 9], false).next();
+        Ok(match first.transpose()? {
+            Some((_, value)) => {
+                let change: StoredIndexChange = codec::decode(&value)?;
+                match change.logged_us {
+                    0 => 0,
+                    logged => now_us.saturating_sub(logged),
+                }
+            }
+            None => 0,
         })
     }
 
@@ -224,6 +267,69 @@ impl Store {
         let last = self.last_index_seq()?;
         self.next_seq
             .fetch_max(last.saturating_add(1), Ordering::Relaxed);
+        let base = self
+            .next_index_seq
+            .fetch_max(last.saturating_add(1), Ordering::Relaxed)
+            .max(last.saturating_add(1));
+        self.index_seq_base.store(base, Ordering::Release);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+    use crate::store::test_support::temp_store;
+
+    /// A batch carrying one "record changed" entry, numbered now.
+    fn logged(store: &Store, record_id: &str) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        store.log_record_change(&mut batch, "m", record_id);
+        batch
+    }
+
+    fn record_ids(changes: Vec<(u64, StoredIndexChange)>) -> Vec<String> {
+        changes.into_iter().map(|(_, c)| c.record_id).collect()
+    }
+
+    #[test]
+    fn readers_hold_back_at_an_entry_still_being_committed() {
+        let (_dir, store) = temp_store();
+        let first = logged(&store, "r1");
+        let second = logged(&store, "r2");
+        // The later number commits first: a reader must not pass the earlier one.
+        store.commit_relaxed(second).unwrap();
+        assert!(store.index_changes(0, 10).unwrap().is_empty());
+        assert_eq!(store.index_changes_after(0, 10).unwrap(), 1);
+        store.commit_relaxed(first).unwrap();
+        assert_eq!(
+            record_ids(store.index_changes(0, 10).unwrap()),
+            ["r1", "r2"]
+        );
+        // And from a position between them.
+        let (r1, _) = store.index_changes(0, 1).unwrap()[0].clone();
+        assert_eq!(record_ids(store.index_changes(r1, 10).unwrap()), ["r2"]);
+    }
+
+    #[test]
+    fn numbers_an_earlier_run_left_unused_are_not_waited_for() {
+        let (dir, store) = temp_store();
+        let _abandoned = logged(&store, "lost in a crash");
+        store.commit_relaxed(logged(&store, "r2")).unwrap();
+        assert!(store.index_changes(0, 10).unwrap().is_empty());
+        drop(store);
+        let options = StoreOptions {
+            sync_writes: false,
+            ..Default::default()
+        };
+        let store = Store::open(dir.path(), &options).unwrap();
+        assert_eq!(record_ids(store.index_changes(0, 10).unwrap()), ["r2"]);
+        // This run numbers above it, contiguously.
+        store.commit_relaxed(logged(&store, "r3")).unwrap();
+        assert_eq!(
+            record_ids(store.index_changes(0, 10).unwrap()),
+            ["r2", "r3"]
+        );
     }
 }

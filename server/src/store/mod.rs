@@ -104,6 +104,13 @@ pub struct Store {
     next_seq: AtomicU64,
     /// Next change log sequence number (see `changes.rs`).
     next_change_seq: AtomicU64,
+    /// Next index-log sequence number: contiguous within a run, so that a follower can tell
+    /// an entry still being committed from none (see `index_log.rs`).
+    next_index_seq: AtomicU64,
+    /// The first index-log number of this run: below it nothing can still be in flight.
+    index_seq_base: AtomicU64,
+    /// Index-log numbers found missing (handed out, not yet committed), and since when.
+    index_gaps: std::sync::Mutex<std::collections::HashMap<u64, std::time::Instant>>,
     /// Woken after commits, for the watch streams.
     changes_notify: tokio::sync::Notify,
     transitions: broadcast::Sender<SessionTransition>,
@@ -220,6 +227,9 @@ impl Store {
             memory_gate: AsyncRwLock::new(()),
             next_seq: AtomicU64::new(now_us().saturating_mul(1000)),
             next_change_seq: AtomicU64::new(1),
+            next_index_seq: AtomicU64::new(now_us().saturating_mul(1000)),
+            index_seq_base: AtomicU64::new(0),
+            index_gaps: std::sync::Mutex::default(),
             changes_notify: tokio::sync::Notify::new(),
             transitions,
             jobs_ready: Arc::default(),
