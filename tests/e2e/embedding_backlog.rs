@@ -173,17 +173,7 @@ async fn turns_that_waited_too_long_are_skipped_but_stay_keyword_searchable() {
     assert_eq!(all.events.len(), 100, "keyword search lost skipped turns");
 
     // Once caught up, a new turn is embedded again: the lag is bounded, not the embedding off.
-    admin
-        .create_event(pb::CreateEventRequest {
-            memory_id: m.clone(),
-            actor_id: "acme/ann".into(),
-            session_id: "late".into(),
-            payload: vec![turn(pb::Role::User, "The invoice from Lisbon is paid.")],
-            extraction_mode: pb::ExtractionMode::Skip as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    super::embedding_counts::note(&admin, &m, "The invoice from Lisbon is paid.").await;
     let after = wait_for(&admin, "embedded the new turn", |s| {
         caught_up(s) && s.embedded_events > status.embedded_events
     })

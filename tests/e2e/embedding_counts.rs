@@ -33,7 +33,7 @@ fn counts(status: &pb::IndexStatus) -> (i64, i64, i64) {
 }
 
 /// Stores one turn of acme/ann in session s1, without extraction.
-async fn note(admin: &MemdClient, memory_id: &str, text: impl Into<String>) {
+pub(super) async fn note(admin: &MemdClient, memory_id: &str, text: impl Into<String>) {
     admin
         .create_event(pb::CreateEventRequest {
             memory_id: memory_id.into(),

@@ -8,6 +8,7 @@
 
 mod lookup_first;
 mod pool;
+mod settings;
 mod shared;
 
 pub use pool::QueryEmbedder;
