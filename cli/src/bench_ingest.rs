@@ -117,27 +117,33 @@ pub async fn run(ctx: &Globals, args: IngestArgs) -> anyhow::Result<()> {
         memd_server::embedding::local_files().is_some(),
         "memctl bench ingest needs the local embedding model and ONNX Runtime: run ./dev.sh fetch-model"
     );
-    let server = LocalServer::start(false).await?;
+    // The metrics endpoint on a free port: the leak check reads RocksDB's block cache there.
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
+    let server = LocalServer::start_with(|config| {
+        config.sync_writes = false;
+        config.metrics_listen = metrics.clone();
+    })
+    .await?;
     let settings = server
         .config
         .embedding_settings()?
         .context("the in-process server has no embedding model")?;
     let ingest = ingest(&server, &files).await?;
-    let mut cycles = vec![cycle(&ingest)];
+    let mut cycles = vec![cycle(&ingest, &metrics).await?];
     let mut last_memory = ingest.memory_id.clone();
     let client = MemdClient::connect(server.endpoint.clone(), None).await?;
     for _ in 1..args.cycles {
-        let deleted = ingest_cycles::delete_and_settle(&client, &last_memory).await?;
+        let deleted = ingest_cycles::delete_and_settle(&client, &last_memory, &metrics).await?;
         if let Some(previous) = cycles.last_mut() {
-            previous.rss_deleted_mib = Some(deleted);
+            previous.deleted = Some(deleted);
         }
         let next = self::ingest(&server, &files).await?;
         last_memory = next.memory_id.clone();
-        cycles.push(cycle(&next));
+        cycles.push(cycle(&next, &metrics).await?);
     }
     let idle = if args.idle_seconds > 0 {
         tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
-        Some((args.idle_seconds, proc_stats::rss_mib()?.0))
+        Some((args.idle_seconds, ingest_cycles::Reading::take(&metrics).await?))
     } else {
         None
     };
@@ -158,12 +164,12 @@ pub async fn run(ctx: &Globals, args: IngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cycle(ingest: &Ingest) -> Cycle {
-    Cycle {
+async fn cycle(ingest: &Ingest, metrics: &str) -> anyhow::Result<Cycle> {
+    Ok(Cycle {
         searchable: ingest.timeline.everything.unwrap_or(f64::NAN),
-        rss_loaded_mib: ingest.rss_mib,
-        rss_deleted_mib: None,
-    }
+        loaded: ingest_cycles::Reading::take(metrics).await?,
+        deleted: None,
+    })
 }
 
 /// Sends every turn of `files` into a new memory of `server` and waits until everything is
@@ -265,7 +271,7 @@ fn report(
     tokens: &Tokens,
     floor: &[FloorRun],
     cycles: &[Cycle],
-    idle: Option<(u64, f64)>,
+    idle: Option<(u64, ingest_cycles::Reading)>,
 ) {
     let (cheapest, fastest) = best(floor);
     let documents = ingest.documents().max(1) as f64;
@@ -303,7 +309,7 @@ fn report(
             "ratio_searchable_wall_to_floor": everything / floor_wall,
             "cycles": cycles.iter().map(Cycle::json).collect::<Vec<Value>>(),
             "rss_growth_cycle_2_to_last_mib": ingest_cycles::growth(cycles),
-            "idle": idle.map(|(seconds, rss)| json!({ "seconds": seconds, "rss_mib": rss })),
+            "idle": idle.map(|(seconds, reading)| json!({ "seconds": seconds, "memory": reading.json() })),
         }));
         return;
     }

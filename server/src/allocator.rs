@@ -32,3 +32,48 @@ pub fn tune() {
         }
     }
 }
+
+/// What the allocator holds, from glibc's `mallinfo2`: memory handed out and not yet freed,
+/// and memory freed but kept in its arenas (resident until trimmed or reused). Growth in the
+/// first is live data; growth in the second is the allocator's, not memd's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heap {
+    /// Bytes allocated and in use (`uordblks` + `hblkhd`: arena chunks and mmapped blocks).
+    pub in_use: u64,
+    /// Bytes freed but held in the arenas (`fordblks`).
+    pub free: u64,
+}
+
+/// The allocator's [`Heap`], `None` where the allocator is not glibc's.
+#[allow(unsafe_code)]
+pub fn heap() -> Option<Heap> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 takes no arguments and only reads the allocator's statistics
+        // (under its own locks).
+        let info = unsafe { libc::mallinfo2() };
+        Some(Heap {
+            in_use: (info.uordblks + info.hblkhd) as u64,
+            free: info.fordblks as u64,
+        })
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
+/// Returns the free memory the arenas hold to the system (`malloc_trim(0)`), for a process
+/// that has just dropped a lot (a deleted memory). Returns whether anything was released.
+#[allow(unsafe_code)]
+pub fn trim() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only releases free pages; it has no preconditions.
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}

@@ -65,6 +65,8 @@ pub struct Metrics {
     /// MCP tool calls on `/mcp`, by tool and outcome (OK or the gRPC code's name).
     mcp_tool_calls: IntCounterVec,
     rocksdb: IntGaugeVec,
+    /// The allocator's bytes (`state` = in_use | free_held), see [`crate::allocator::Heap`].
+    heap: IntGaugeVec,
     /// Index-log entries each index has yet to apply (`index` = keyword | vectors).
     index_pending: IntGaugeVec,
     /// How long the oldest change each index has not applied has waited
@@ -175,6 +177,14 @@ impl Metrics {
             &["cf", "property"],
         )
         .expect("valid metric");
+        let heap = IntGaugeVec::new(
+            Opts::new(
+                "memd_heap_bytes",
+                "Allocator memory: in_use (allocated, live) and free_held (freed, kept in its arenas)",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
         let index_pending = IntGaugeVec::new(
             Opts::new(
                 "memd_index_pending_changes",
@@ -247,6 +257,7 @@ impl Metrics {
             Box::new(rest_latency.clone()),
             Box::new(mcp_tool_calls.clone()),
             Box::new(rocksdb.clone()),
+            Box::new(heap.clone()),
             Box::new(index_pending.clone()),
             Box::new(index_lag.clone()),
             Box::new(skipped_events.clone()),
@@ -269,6 +280,7 @@ impl Metrics {
             rest_latency,
             mcp_tool_calls,
             rocksdb,
+            heap,
             index_pending,
             index_lag,
             skipped_events,
@@ -316,6 +328,11 @@ impl Metrics {
             self.rocksdb
                 .with_label_values(&[cf, &property])
                 .set(value as i64);
+        }
+        if let Some(heap) = crate::allocator::heap() {
+            for (state, bytes) in [("in_use", heap.in_use), ("free_held", heap.free)] {
+                self.heap.with_label_values(&[state]).set(bytes as i64);
+            }
         }
         match retrieval.backlog(store) {
             Ok(backlog) => {

@@ -121,7 +121,7 @@ fn rebuild_records(store: &Store, index: &RecordIndex) -> Result<u64> {
 
 fn rebuild_records_counted(store: &Store, index: &RecordIndex) -> Result<(u64, usize)> {
     // Read the log position first: changes made during the scan are replayed after it.
-    let upto = store.last_index_seq()?;
+    let upto = store.committed_index_seq()?;
     index.clear()?;
     let mut count = 0usize;
     store.for_each_live_record(|memory_id, record| {
@@ -138,7 +138,7 @@ fn rebuild_events(store: &Store, index: &EventIndex) -> Result<u64> {
 }
 
 fn rebuild_events_counted(store: &Store, index: &EventIndex) -> Result<(u64, usize)> {
-    let upto = store.last_index_seq()?;
+    let upto = store.committed_index_seq()?;
     index.clear()?;
     let now = now_us();
     let mut count = 0usize;

@@ -348,7 +348,7 @@ impl VectorIndexer {
                 (state.applied, false)
             }
             // Hold the log from here on: the rebuild reads the state after this position.
-            None => (store.last_index_seq()?, true),
+            None => (store.committed_index_seq()?, true),
         };
         let cursors = Arc::new(LogCursors::new(Some(applied)));
         let stop = Arc::new(AtomicBool::new(false));
@@ -392,7 +392,7 @@ impl VectorIndexer {
                         // come in since the server opened); only changes
                         // after this position are replayed after it, so none is embedded
                         // twice. The log stays held at `applied` until then.
-                        let upto = match follower.store.last_index_seq() {
+                        let upto = match follower.store.committed_index_seq() {
                             Ok(position) => position.max(applied),
                             Err(err) => {
                                 tracing::warn!(%err, "cannot start re-embedding; retrying");

@@ -233,6 +233,28 @@ impl Store {
         })
     }
 
+    /// The position a rebuild may start from: the newest entry with no number of this run
+    /// still being committed before it. A rebuild reads this, then scans the state: entries
+    /// after it are replayed (harmless: each re-reads the state), and an entry committed
+    /// late can never end up below the position the rebuild hands on. [`Self::last_index_seq`]
+    /// could pass such an entry for good.
+    pub fn committed_index_seq(&self) -> Result<u64> {
+        let base = self.index_seq_base.load(Ordering::Acquire);
+        let (mut expected, mut committed) = (base, 0);
+        for item in self.range(cf::INDEX_LOG, &[], &[0xff; 9], false) {
+            let (key, _) = item?;
+            let seq = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
+                crate::error::ServiceError::DataLoss("index log key is not 8 bytes".into())
+            })?);
+            if seq > expected && seq >= base {
+                break;
+            }
+            committed = seq;
+            expected = seq.saturating_add(1).max(base);
+        }
+        Ok(committed)
+    }
+
     /// Drops the entries up to and including `upto` (every index has applied them).
     pub fn trim_index_log(&self, upto: u64) -> Result<()> {
         let mut batch = WriteBatch::default();
@@ -310,6 +332,24 @@ mod tests {
         // And from a position between them.
         let (r1, _) = store.index_changes(0, 1).unwrap()[0].clone();
         assert_eq!(record_ids(store.index_changes(r1, 10).unwrap()), ["r2"]);
+    }
+
+    #[test]
+    fn a_rebuild_starts_below_an_entry_still_being_committed() {
+        let (_dir, store) = temp_store();
+        store.commit_relaxed(logged(&store, "r1")).unwrap();
+        let r1 = store.last_index_seq().unwrap();
+        assert_eq!(store.committed_index_seq().unwrap(), r1);
+        let second = logged(&store, "r2");
+        store.commit_relaxed(logged(&store, "r3")).unwrap();
+        // r3 is the newest entry, but r2 may still commit below it.
+        assert!(store.last_index_seq().unwrap() > r1);
+        assert_eq!(store.committed_index_seq().unwrap(), r1);
+        store.commit_relaxed(second).unwrap();
+        assert_eq!(
+            store.committed_index_seq().unwrap(),
+            store.last_index_seq().unwrap()
+        );
     }
 
     #[test]
