@@ -118,7 +118,9 @@ pub async fn run(ctx: &Globals, args: IngestArgs) -> anyhow::Result<()> {
         "memctl bench ingest needs the local embedding model and ONNX Runtime: run ./dev.sh fetch-model"
     );
     // The metrics endpoint on a free port: the leak check reads RocksDB's block cache there.
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string();
     let server = LocalServer::start_with(|config| {
         config.sync_writes = false;
         config.metrics_listen = metrics.clone();
@@ -143,7 +145,10 @@ pub async fn run(ctx: &Globals, args: IngestArgs) -> anyhow::Result<()> {
     }
     let idle = if args.idle_seconds > 0 {
         tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
-        Some((args.idle_seconds, ingest_cycles::Reading::take(&metrics).await?))
+        Some((
+            args.idle_seconds,
+            ingest_cycles::Reading::take(&metrics).await?,
+        ))
     } else {
         None
     };

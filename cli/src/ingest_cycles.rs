@@ -54,7 +54,12 @@ impl Reading {
 /// RocksDB's block cache usage from a Prometheus scrape (one cache shared by every column
 /// family, so the largest reading is it).
 fn block_cache_bytes(url: &str) -> Option<u64> {
-    let body = ureq::get(url).call().ok()?.body_mut().read_to_string().ok()?;
+    let body = ureq::get(url)
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
     body.lines()
         .filter(|line| {
             line.starts_with("memd_rocksdb_property{")

@@ -1,5 +1,6 @@
 //! `memctl`: administer a memd server and benchmark it.
 
+mod backup;
 mod bench;
 mod bench_ann;
 mod bench_extract;
@@ -87,6 +88,9 @@ enum Command {
     Indexes,
     /// Check that the server is up and serving (gRPC health); exit 1 if not.
     Health,
+    /// Online backups, their checks and restores.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Retrieval quality evaluations.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -250,6 +254,7 @@ async fn run() {
         Command::Reindex => reindex(&ctx).await,
         Command::Indexes => indexes(&ctx).await,
         Command::Health => health(&ctx).await,
+        Command::Backup(command) => backup::run(&ctx, command).await,
         Command::Bench(cmd) => bench::run(&ctx, cmd).await,
         Command::Eval(cmd) => eval::run(&ctx, cmd).await,
     };

@@ -268,6 +268,15 @@ impl MemdClient {
             .into_inner())
     }
 
+    /// Takes an online backup into `dir`, an absolute path on the server (global admin).
+    pub async fn create_backup(&self, dir: impl Into<String>) -> Result<pb::Backup, Status> {
+        Ok(self
+            .control()
+            .create_backup(pb::CreateBackupRequest { dir: dir.into() })
+            .await?
+            .into_inner())
+    }
+
     pub async fn create_api_key(
         &self,
         name: impl Into<String>,

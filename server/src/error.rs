@@ -65,6 +65,21 @@ impl From<rocksdb::Error> for ServiceError {
     }
 }
 
+impl From<crate::backup::BackupError> for ServiceError {
+    fn from(err: crate::backup::BackupError) -> Self {
+        use crate::backup::BackupError as E;
+        match err {
+            E::InvalidDir(reason) => Self::invalid("dir", reason),
+            // The backup directory is the operator's: what went wrong there is theirs to see.
+            E::NotEmpty(_) | E::Io { .. } => Self::FailedPrecondition(err.to_string()),
+            E::NotABackup(_) => Self::NotFound(err.to_string()),
+            E::Corrupt(_) => Self::DataLoss(err.to_string()),
+            E::Incompatible(_) => Self::FailedPrecondition(err.to_string()),
+            E::Storage(err) => err.into(),
+        }
+    }
+}
+
 impl From<tokio::task::JoinError> for ServiceError {
     fn from(err: tokio::task::JoinError) -> Self {
         Self::Internal(format!("blocking task failed: {err}"))

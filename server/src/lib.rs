@@ -8,6 +8,7 @@
 
 pub mod allocator;
 pub mod auth;
+pub mod backup;
 pub mod budget;
 pub mod config;
 pub mod embedding;

@@ -41,6 +41,11 @@ struct Args {
     /// Log filter, e.g. info or memd_server=debug.
     #[arg(long)]
     log_level: Option<String>,
+    /// Fill the data directory (which must be missing or empty) from this backup, after
+    /// verifying it, then start on it. Starting again with the same flag on the directory it
+    /// filled does nothing more.
+    #[arg(long, value_name = "BACKUP_DIR")]
+    restore_from: Option<PathBuf>,
 }
 
 fn init_tracing(config: &Config) -> anyhow::Result<()> {
@@ -102,6 +107,24 @@ async fn run() -> anyhow::Result<()> {
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     init_tracing(&config)?;
+    if let Some(backup) = &args.restore_from {
+        // Before the port opens: a backup that does not verify stops memd here.
+        use memd_server::backup::{Restored, restore};
+        match restore(backup, &config.data_dir).with_context(|| {
+            format!(
+                "restoring {} into {}",
+                backup.display(),
+                config.data_dir.display()
+            )
+        })? {
+            Restored::Restored(_) => {}
+            Restored::AlreadyRestored(manifest) => tracing::info!(
+                backup_id = %manifest.backup_id,
+                data_dir = %config.data_dir.display(),
+                "the data directory already holds this backup; starting on it"
+            ),
+        }
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

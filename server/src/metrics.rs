@@ -14,13 +14,15 @@ use std::time::Instant;
 use tonic::codegen::http;
 
 /// RocksDB integer properties exported per column family.
-const ROCKSDB_PROPERTIES: [&str; 7] = [
+const ROCKSDB_PROPERTIES: [&str; 8] = [
     "rocksdb.estimate-num-keys",
     "rocksdb.total-sst-files-size",
     "rocksdb.cur-size-all-mem-tables",
     "rocksdb.estimate-pending-compaction-bytes",
     "rocksdb.num-running-compactions",
     "rocksdb.block-cache-usage",
+    // Table readers' memory outside the block cache (grows with the number of SST files).
+    "rocksdb.estimate-table-readers-mem",
     // What `memory_budget_mb` gave the block cache (memtables are charged to it).
     "rocksdb.block-cache-capacity",
 ];

@@ -1,5 +1,6 @@
 //! End-to-end tests: every RPC through the real server and the real client.
 
+mod backup;
 mod bench_ingest;
 mod branches;
 mod durability;

@@ -31,12 +31,17 @@ impl TestServer {
 
     /// Like [`start`](Self::start) with configuration changes.
     pub async fn start_with(change: impl FnOnce(&mut Config)) -> Self {
-        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Self::start_on(tempfile::tempdir().expect("temp dir"), change).await
+    }
+
+    /// Like [`start_with`](Self::start_with) on `dir`, which may hold data (a restored
+    /// backup).
+    pub async fn start_on(dir: tempfile::TempDir, change: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::for_test(dir.path());
         config.admin_key = Some(ADMIN_KEY.into());
         config.sync_writes = false;
         change(&mut config);
-        Self::launch(dir, config).await
+        Self::launch(Arc::new(dir), config).await
     }
 
     async fn launch(dir: Arc<tempfile::TempDir>, config: Config) -> Self {

@@ -271,4 +271,23 @@ impl pb::control_service_server::ControlService for ControlApi {
         };
         Ok(Response::new(status))
     }
+
+    async fn create_backup(&self, request: Request<pb::CreateBackupRequest>) -> Reply<pb::Backup> {
+        principal(&request)?.require_global_admin()?;
+        let pb::CreateBackupRequest { dir } = request.into_inner();
+        validate::server_dir("dir", &dir)?;
+        let store = self.store.clone();
+        let path = std::path::PathBuf::from(&dir);
+        let manifest = blocking(move || Ok(crate::backup::create(&store, &path)?)).await?;
+        Ok(Response::new(pb::Backup {
+            backup_id: manifest.backup_id.clone(),
+            dir,
+            sequence: manifest.sequence,
+            memd_version: manifest.memd_version.clone(),
+            storage_format_version: manifest.storage_format_version,
+            created_at: manifest.created_at.clone(),
+            file_count: manifest.files.len() as i64,
+            total_bytes: manifest.total_bytes() as i64,
+        }))
+    }
 }

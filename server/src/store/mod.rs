@@ -14,6 +14,7 @@ pub mod page;
 mod actors;
 mod apikeys;
 mod changes;
+mod checkpoint;
 mod commit;
 mod events;
 mod expiry;
@@ -35,6 +36,10 @@ pub use record_writes::{ItemResult, NewRecord, RecordEdit};
 pub use records::{RecordChange, RecordListing};
 pub use sessions::{SessionTransition, SessionView};
 pub use vectors::VectorWrite;
+
+/// The on-disk format's version: raised when a change to the key layout or the value codec
+/// means an older memd cannot read the data. Backups record it; a restore refuses a newer one.
+pub const FORMAT_VERSION: u32 = 1;
 
 use crate::error::{Result, ServiceError};
 use crate::time::now_us;

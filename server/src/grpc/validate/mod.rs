@@ -404,6 +404,25 @@ pub fn api_key_policy(policy: Option<pb::ApiKeyPolicy>) -> Result<StoredPolicy> 
     })
 }
 
+/// Longest server path a request may name (Linux's PATH_MAX).
+const MAX_PATH_BYTES: usize = 4096;
+
+/// A directory on the server's filesystem (`CreateBackup.dir`): absolute, no NUL, bounded.
+pub fn server_dir(field: &str, dir: &str) -> Result<()> {
+    let reason = if dir.is_empty() {
+        "is required"
+    } else if dir.len() > MAX_PATH_BYTES {
+        "must be at most 4096 bytes"
+    } else if dir.contains('\0') {
+        "must not contain NUL"
+    } else if !std::path::Path::new(dir).is_absolute() {
+        "must be an absolute path on the server"
+    } else {
+        return Ok(());
+    };
+    Err(ServiceError::invalid(field, reason))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
