@@ -11,24 +11,18 @@
 
 use crate::Globals;
 use crate::bench::{DataDir, LocalServer};
+use crate::memd_process::{Memd, memd_path};
 use crate::proc_stats::{self, ProcessMemory};
 use crate::{bench_ingest, locomo};
 use anyhow::Context;
 use clap::Args;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
+use std::time::Duration;
 
 /// Where the conversations are when no directory is given (the loaded case is skipped when
 /// absent).
 const DEFAULT_DIR: &str = "../shared/data/locomo";
-/// Longest wait for SERVING.
-const GIVE_UP: Duration = Duration::from_secs(600);
-/// Between health polls.
-const POLL: Duration = Duration::from_millis(5);
 /// How long after SERVING memory and threads are read a second time (background work that
 /// starts once serving has settled by then).
 const SETTLE: Duration = Duration::from_secs(3);
@@ -95,18 +89,7 @@ pub async fn run(ctx: &Globals, args: StartupArgs) -> anyhow::Result<()> {
         "memctl bench startup starts memd itself: leave out --endpoint"
     );
     anyhow::ensure!((1..=50).contains(&args.runs), "--runs must be 1-50");
-    let memd = match args.memd {
-        Some(path) => path,
-        None => std::env::current_exe()?
-            .parent()
-            .context("memctl's own path has no directory")?
-            .join("memd"),
-    };
-    anyhow::ensure!(
-        memd.is_file(),
-        "no memd binary at {} (build it with cargo build --release -p memd-server, or give --memd)",
-        memd.display()
-    );
+    let memd = memd_path(args.memd)?;
     let model = memd_server::embedding::local_files().context(
         "memctl bench startup needs the local embedding model and ONNX Runtime: run ./dev.sh fetch-model",
     )?;
@@ -169,98 +152,18 @@ async fn start(
     data_dir: &Path,
     model: Option<&(PathBuf, PathBuf)>,
 ) -> anyhow::Result<Run> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let log = tempfile::NamedTempFile::new()?;
-    let mut command = tokio::process::Command::new(memd);
-    command
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--metrics-listen", "off", "--http-listen", "off"])
-        .args(["--log-format", "json", "--data-dir"])
-        .arg(data_dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(log.reopen()?)
-        .kill_on_drop(true);
-    match model {
-        Some((model_dir, runtime)) => command
-            .env("MEMD_EMBEDDING_MODEL_DIR", model_dir)
-            .env("MEMD_ONNXRUNTIME_PATH", runtime),
-        None => command.env("MEMD_EMBEDDING_MODEL", "off"),
-    };
-    let started = Instant::now();
-    let mut child = command.spawn().context("starting memd")?;
-    let pid = child.id().context("memd exited at once")?;
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let failed = |what: String| {
-        let log = std::fs::read_to_string(log.path()).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        anyhow::anyhow!("{what}; memd's log ends:\n{}", tail.join("\n"))
-    };
-    let mut first_answer = None;
-    let serving = loop {
-        if let Some(status) = child.try_wait()? {
-            return Err(failed(format!("memd exited ({status}) before serving")));
-        }
-        let answer = health(&endpoint).await;
-        let now = started.elapsed().as_secs_f64();
-        if answer.is_some() {
-            first_answer.get_or_insert(now);
-        }
-        if answer == Some(ServingStatus::Serving) {
-            break now;
-        }
-        if started.elapsed() > GIVE_UP {
-            return Err(failed(format!("memd was not SERVING after {GIVE_UP:?}")));
-        }
-        tokio::time::sleep(POLL).await;
-    };
-    let at_serving = proc_stats::process_memory(pid)?;
+    let running = Memd::start(memd, data_dir, model, &[]).await?;
+    let at_serving = proc_stats::process_memory(running.pid)?;
     tokio::time::sleep(SETTLE).await;
-    let settled = proc_stats::process_memory(pid)?;
-    stop(&mut child, pid).await?;
+    let settled = proc_stats::process_memory(running.pid)?;
+    let (first_answer, serving) = (running.first_answer, running.serving);
+    running.stop().await?;
     Ok(Run {
-        first_answer: first_answer.unwrap_or(serving),
+        first_answer,
         serving,
         at_serving,
         settled,
     })
-}
-
-/// The server's overall health status, or `None` when nothing answers yet.
-async fn health(endpoint: &str) -> Option<ServingStatus> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-        .ok()?
-        .connect_timeout(Duration::from_millis(50))
-        .timeout(Duration::from_millis(500))
-        .connect()
-        .await
-        .ok()?;
-    let response = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .ok()?;
-    ServingStatus::try_from(response.into_inner().status).ok()
-}
-
-/// SIGTERM, then waits for memd to exit (SIGKILL after a minute).
-async fn stop(child: &mut tokio::process::Child, pid: u32) -> anyhow::Result<()> {
-    let pid = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-        .context("memd's process id")?;
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
-    if tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .is_err()
-    {
-        eprintln!("memctl: memd did not stop within a minute of SIGTERM; killing it");
-        child.kill().await?;
-    }
-    Ok(())
 }
 
 fn report(ctx: &Globals, cases: &[Case]) {

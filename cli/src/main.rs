@@ -8,6 +8,7 @@ mod bench_ingest;
 mod bench_rest;
 mod bench_retrieve;
 mod bench_startup;
+mod chaos;
 mod control;
 mod embed_floor;
 mod eval;
@@ -15,6 +16,7 @@ mod ingest_cycles;
 mod locomo;
 mod longterm;
 mod mcp;
+mod memd_process;
 mod memory;
 mod output;
 mod proc_stats;
@@ -88,6 +90,9 @@ enum Command {
     Indexes,
     /// Check that the server is up and serving (gRPC health); exit 1 if not.
     Health,
+    /// Kill memd with SIGKILL again and again under a mixed workload, checking every
+    /// invariant after each restart.
+    Chaos(chaos::ChaosArgs),
     /// Online backups, their checks and restores.
     #[command(subcommand)]
     Backup(backup::BackupCommand),
@@ -255,6 +260,7 @@ async fn run() {
         Command::Indexes => indexes(&ctx).await,
         Command::Health => health(&ctx).await,
         Command::Backup(command) => backup::run(&ctx, command).await,
+        Command::Chaos(args) => chaos::run(&ctx, args).await,
         Command::Bench(cmd) => bench::run(&ctx, cmd).await,
         Command::Eval(cmd) => eval::run(&ctx, cmd).await,
     };

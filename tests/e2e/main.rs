@@ -3,6 +3,7 @@
 mod backup;
 mod bench_ingest;
 mod branches;
+mod chaos;
 mod durability;
 mod embedding_backlog;
 mod embedding_counts;
