@@ -14,6 +14,8 @@ pub mod config;
 pub mod embedding;
 pub mod error;
 pub mod extraction;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod ids;

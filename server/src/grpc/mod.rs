@@ -3,6 +3,8 @@
 mod context;
 pub mod control;
 pub mod convert;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod memory;
 pub mod metadata_limit;
 mod record_batches;

@@ -56,7 +56,7 @@ pub(super) fn query_text(field: &str, query: &str) -> Result<String> {
 }
 
 /// Metadata filters as index conditions; comparison operators are not available yet.
-fn metadata_matches(filters: &[pb::RecordMetadataFilter]) -> Result<Vec<MetadataMatch>> {
+pub(super) fn metadata_matches(filters: &[pb::RecordMetadataFilter]) -> Result<Vec<MetadataMatch>> {
     use pb::RecordMetadataOperator as Op;
     filters
         .iter()

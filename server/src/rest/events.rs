@@ -199,8 +199,12 @@ async fn empty_if_memory_exists<T: Default>(
     Ok(T::default())
 }
 
-pub async fn create_event(ctx: &Ctx<'_>, memory_id: String) -> Reply {
-    let input: CreateEventInput = shapes::parse(&ctx.body)?;
+/// The gRPC request a REST CreateEvent body stands for.
+pub(crate) fn create_event_request(
+    memory_id: String,
+    body: &[u8],
+) -> Result<pb::CreateEventRequest, AwsError> {
+    let input: CreateEventInput = shapes::parse(body)?;
     if input.extraction_config.is_some() {
         return Err(AwsError::unsupported(
             "extractionConfig",
@@ -218,7 +222,7 @@ pub async fn create_event(ctx: &Ctx<'_>, memory_id: String) -> Reply {
         .enumerate()
         .map(|(i, item)| payload_in(i, item))
         .collect::<Result<_, _>>()?;
-    let request = pb::CreateEventRequest {
+    Ok(pb::CreateEventRequest {
         memory_id,
         actor_id: input.actor_id,
         session_id: input.session_id.unwrap_or_default(),
@@ -231,7 +235,11 @@ pub async fn create_event(ctx: &Ctx<'_>, memory_id: String) -> Reply {
         metadata: metadata_in(input.metadata).into_iter().collect(),
         client_token: input.client_token.unwrap_or_default(),
         extraction_mode: extraction_mode as i32,
-    };
+    })
+}
+
+pub async fn create_event(ctx: &Ctx<'_>, memory_id: String) -> Reply {
+    let request = create_event_request(memory_id, &ctx.body)?;
     let reply = ctx
         .api
         .memory

@@ -10,6 +10,8 @@
 
 mod errors;
 mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 mod jobs;
 mod memories;
