@@ -218,10 +218,7 @@ mod tests {
                     .map(|c| (&c.message, String::from_utf8_lossy(&c.input)))
                     .collect::<Vec<_>>()
             );
-            assert!(
-                campaign.executions >= runs.min(200),
-                "{name}: {campaign:?}"
-            );
+            assert!(campaign.executions >= runs.min(200), "{name}: {campaign:?}");
         }
     }
 
