@@ -44,6 +44,14 @@ pub struct Config {
     pub memory_budget_mb: usize,
     /// RocksDB's block cache, memtables included (default: its share of `memory_budget_mb`).
     pub block_cache_mb: Option<usize>,
+    /// Requests per second each API key may make, as a token bucket (0: unlimited). The
+    /// bootstrap admin key and development mode are not limited.
+    pub key_requests_per_second: u32,
+    /// How many requests a key may make at once above its rate (0: one second's worth).
+    pub key_request_burst: u32,
+    /// Searches and context assemblies (RetrieveMemoryRecords, SearchEvents, GetContext)
+    /// each API key may have running at once (0: unlimited).
+    pub key_concurrent_searches: u32,
     /// Actors whose extraction jobs run at the same time (0: one per CPU core).
     pub extraction_workers: usize,
     /// Run the in-process extraction workers (off: jobs queue up until they are turned on).
@@ -189,6 +197,9 @@ impl Default for Config {
             change_retention_hours: 24,
             memory_budget_mb: 128,
             block_cache_mb: None,
+            key_requests_per_second: 0,
+            key_request_burst: 0,
+            key_concurrent_searches: 0,
             extraction_workers: 0,
             extraction_enabled: true,
             extraction_nice: 10,
@@ -247,7 +258,7 @@ pub struct Overrides {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-const ENV_KEYS: [&str; 40] = [
+const ENV_KEYS: [&str; 43] = [
     "listen",
     "data_dir",
     "metrics_listen",
@@ -258,6 +269,9 @@ const ENV_KEYS: [&str; 40] = [
     "tls_cert_path",
     "tls_key_path",
     "session_sweep_interval_ms",
+    "key_requests_per_second",
+    "key_request_burst",
+    "key_concurrent_searches",
     "change_retention_hours",
     "memory_budget_mb",
     "block_cache_mb",
@@ -383,6 +397,15 @@ impl Config {
     /// Whether no admin key is configured (anonymous callers act as admin).
     pub fn dev_mode(&self) -> bool {
         self.admin_key.as_deref().is_none_or(str::is_empty)
+    }
+
+    /// The per-key quotas.
+    pub fn limit_settings(&self) -> crate::auth::LimitSettings {
+        crate::auth::LimitSettings {
+            requests_per_second: self.key_requests_per_second,
+            burst: self.key_request_burst,
+            concurrent_searches: self.key_concurrent_searches,
+        }
     }
 
     /// The metrics address, `None` when disabled.

@@ -39,6 +39,13 @@ pub enum ServiceError {
     /// Too much work is queued (e.g. query embeddings); retry later.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A per-key quota refused the request; `retry_after` travels as a google.rpc.RetryInfo
+    /// detail.
+    #[error("{message}")]
+    Throttled {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// A storage or runtime failure; the detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -99,7 +106,9 @@ impl From<ServiceError> for Status {
             ServiceError::OutOfRange(_) => Code::OutOfRange,
             ServiceError::Unimplemented(_) => Code::Unimplemented,
             ServiceError::Unavailable(_) => Code::Unavailable,
-            ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ServiceError::ResourceExhausted(_) | ServiceError::Throttled { .. } => {
+                Code::ResourceExhausted
+            }
             ServiceError::Internal(_) => Code::Internal,
         };
         match err {
@@ -111,6 +120,17 @@ impl From<ServiceError> for Status {
             ServiceError::DataLoss(detail) => {
                 tracing::error!(%detail, "undecodable stored value");
                 Status::new(code, "stored data is unreadable")
+            }
+            ServiceError::Throttled {
+                message,
+                retry_after,
+            } => {
+                use tonic_types::{ErrorDetails, StatusExt};
+                Status::with_error_details(
+                    code,
+                    message,
+                    ErrorDetails::with_retry_info(Some(retry_after)),
+                )
             }
             other => Status::new(code, other.to_string()),
         }

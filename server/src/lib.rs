@@ -94,7 +94,10 @@ impl Server {
             memtable_bytes: budget.memtable_bytes,
         };
         let store = Arc::new(Store::open(&config.data_dir, &options)?);
-        let auth = Arc::new(Authenticator::load(&store, config.admin_key.as_deref())?);
+        let auth = Arc::new(
+            Authenticator::load(&store, config.admin_key.as_deref())?
+                .with_limits(auth::Limits::new(config.limit_settings())),
+        );
         warn_of_retired_llm_settings(&store)?;
         // Embeddings first: where they stand holds the index log back from being trimmed.
         // A model that cannot be loaded (no ONNX Runtime, no network for a hub model) leaves
@@ -203,6 +206,7 @@ impl Server {
         };
 
         let metrics = metrics::Metrics::new();
+        metrics.register(Box::new(auth.limits().refusals()));
         let mut background = Vec::new();
         if let Some(addr) = config.metrics_addr()? {
             let metrics_listener =
@@ -276,6 +280,7 @@ impl Server {
             workers.clone(),
             retrieval.clone(),
             draining,
+            auth.clone(),
         ));
         let mut http_local = None;
         if let Some(addr) = config.http_addr()? {

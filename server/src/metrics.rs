@@ -295,6 +295,13 @@ impl Metrics {
     }
 
     /// The extraction counters (for the worker pool).
+    /// Adds a collector owned elsewhere (the per-key quotas' refusals).
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        if let Err(err) = self.registry.register(collector) {
+            tracing::warn!(%err, "registering a metric failed");
+        }
+    }
+
     pub fn extraction(&self) -> ExtractionMetrics {
         self.extraction.clone()
     }

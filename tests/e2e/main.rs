@@ -15,6 +15,7 @@ mod llm;
 mod locomo;
 mod memories;
 mod ops;
+mod quotas;
 mod records;
 mod retrieval;
 mod security;

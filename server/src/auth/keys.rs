@@ -4,6 +4,7 @@
 //! 190 bits of randomness, so a fast hash is the right tool (slow password hashes exist for
 //! low-entropy human passwords). Keys are cached in memory and written through.
 
+use super::limits::Limits;
 use super::policy::Principal;
 use crate::error::{Result, ServiceError};
 use crate::ids::random_suffix;
@@ -31,6 +32,7 @@ pub struct Authenticator {
     mode: AuthMode,
     admin_sha256: Option<[u8; 32]>,
     keys: RwLock<HashMap<String, StoredApiKey>>,
+    limits: Limits,
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -57,7 +59,18 @@ impl Authenticator {
             mode,
             admin_sha256,
             keys: RwLock::new(keys),
+            limits: Limits::default(),
         })
+    }
+
+    /// The same, with per-key quotas.
+    pub fn with_limits(self, limits: Limits) -> Self {
+        Self { limits, ..self }
+    }
+
+    /// The per-key quotas (see [`Limits`]).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Development or enforced.
@@ -195,6 +208,7 @@ impl tonic::service::Interceptor for AuthInterceptor {
             None => None,
         };
         let principal = self.0.authenticate(header.as_deref())?;
+        self.0.limits.admit(&principal)?;
         request.extensions_mut().insert(principal);
         Ok(request)
     }

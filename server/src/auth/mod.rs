@@ -4,9 +4,11 @@
 //! resolved (see [`policy`]). Missing principal means denied: the path fails closed.
 
 mod keys;
+mod limits;
 mod policy;
 
 pub use keys::{AuthInterceptor, AuthMode, Authenticator};
+pub use limits::{LimitSettings, Limits};
 pub use policy::Principal;
 
 use crate::error::{Result, ServiceError};

@@ -3,7 +3,7 @@
 use super::{
     blocking, context, convert, record_batches, records, request_hash, search, validate, watch,
 };
-use crate::auth::{Principal, principal};
+use crate::auth::{Authenticator, Principal, principal};
 use crate::error::ServiceError;
 use crate::extraction::ExtractionWorkers;
 use crate::ids;
@@ -24,6 +24,8 @@ pub struct MemoryApi {
     /// Becomes true when the server starts draining: watch streams then end (resumably),
     /// since they would otherwise hold the shutdown open forever.
     draining: tokio::sync::watch::Receiver<bool>,
+    /// Caps each key's concurrent searches.
+    auth: Arc<Authenticator>,
 }
 
 impl MemoryApi {
@@ -32,12 +34,14 @@ impl MemoryApi {
         workers: ExtractionWorkers,
         retrieval: Arc<Retrieval>,
         draining: tokio::sync::watch::Receiver<bool>,
+        auth: Arc<Authenticator>,
     ) -> Self {
         Self {
             store,
             workers,
             retrieval,
             draining,
+            auth,
         }
     }
 }
@@ -422,6 +426,7 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         request: Request<pb::RetrieveMemoryRecordsRequest>,
     ) -> Reply<pb::RetrieveMemoryRecordsResponse> {
         let caller = principal(&request)?;
+        let _slot = self.auth.limits().search(&caller)?;
         let found = search::retrieve(
             self.store.clone(),
             self.retrieval.clone(),
@@ -437,6 +442,7 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         request: Request<pb::SearchEventsRequest>,
     ) -> Reply<pb::SearchEventsResponse> {
         let caller = principal(&request)?;
+        let _slot = self.auth.limits().search(&caller)?;
         let found = search::search_events(
             self.store.clone(),
             self.retrieval.clone(),
@@ -452,6 +458,7 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         request: Request<pb::GetContextRequest>,
     ) -> Reply<pb::GetContextResponse> {
         let caller = principal(&request)?;
+        let _slot = self.auth.limits().search(&caller)?;
         let found = context::get_context(
             self.store.clone(),
             self.retrieval.clone(),

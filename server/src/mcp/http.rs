@@ -98,6 +98,10 @@ impl Endpoint {
             );
             Box::new(response)
         })?;
+        self.auth
+            .limits()
+            .admit(&principal)
+            .map_err(|err| Box::new(refusal(StatusCode::TOO_MANY_REQUESTS, &err.to_string())))?;
         let scope = scope(request, &principal)
             .map_err(|message| Box::new(refusal(StatusCode::BAD_REQUEST, &message)))?;
         Ok(Caller { principal, scope })

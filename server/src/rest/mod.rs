@@ -119,6 +119,7 @@ impl RestApi {
                 )
             })?;
         let (principal, region) = self.authenticate(parts, &body)?;
+        self.auth.limits().admit(&principal)?;
         let route = router::route(&parts.method, parts.uri.path())?;
         let query = parts
             .uri
