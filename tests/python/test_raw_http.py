@@ -75,3 +75,32 @@ def test_rest_requests_are_counted_in_metrics():
         assert "memd_rest_request_duration_seconds_bucket" in scrape
     finally:
         server.close()
+
+
+def test_a_flooding_key_is_throttled_over_rest_and_counted():
+    server = Memd(
+        extra_env={"MEMD_KEY_REQUESTS_PER_SECOND": "2", "MEMD_KEY_REQUEST_BURST": "3"},
+        metrics=True,
+    )
+    try:
+        noisy, quiet = server.create_key(), server.create_key()
+        codes = [
+            requests.post(
+                f"{server.http}/memories/", data="{}", headers={"authorization": f"Bearer {noisy.secret}"}
+            ).status_code
+            for _ in range(20)
+        ]
+        assert codes.count(200) >= 3 and 429 in codes, codes
+        refused = requests.post(
+            f"{server.http}/memories/", data="{}", headers={"authorization": f"Bearer {noisy.secret}"}
+        )
+        assert error(refused)[:2] == (429, "ThrottledException")
+        assert "key_requests_per_second" in error(refused)[2]
+        # Another key is not held back by the flood.
+        calm = requests.post(f"{server.http}/memories/", data="{}", headers={"authorization": f"Bearer {quiet.secret}"})
+        assert calm.status_code == 200
+        scrape = requests.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
+        assert f'memd_quota_refusals_total{{key_id="{noisy.key_id}",limit="requests"}}' in scrape, scrape
+        assert f'key_id="{quiet.key_id}"' not in scrape
+    finally:
+        server.close()
