@@ -34,6 +34,9 @@ pub enum BenchCommand {
     /// The real memd binary from process start to health answering and to SERVING (empty
     /// directory with and without the model, LoCoMo loaded), with its memory and threads.
     Startup(crate::bench_startup::StartupArgs),
+    /// The real memd binary under a realistic mix at half its capacity for a long time:
+    /// throughput, p50/p99, RSS, open files, data size and index lag per minute.
+    Soak(crate::bench_soak::SoakArgs),
 }
 
 #[derive(Debug, Args)]
@@ -400,6 +403,7 @@ pub async fn run(ctx: &Globals, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Rest(args) => return crate::bench_rest::run(ctx, args).await,
         BenchCommand::Ingest(args) => return crate::bench_ingest::run(ctx, args).await,
         BenchCommand::Startup(args) => return crate::bench_startup::run(ctx, args).await,
+        BenchCommand::Soak(args) => return crate::bench_soak::run(ctx, args).await,
     };
     anyhow::ensure!(
         args.concurrency.iter().all(|&c| c > 0),

@@ -7,6 +7,7 @@ mod bench_extract;
 mod bench_ingest;
 mod bench_rest;
 mod bench_retrieve;
+mod bench_soak;
 mod bench_startup;
 mod chaos;
 mod control;
