@@ -6,7 +6,10 @@
 //!
 //! The mix, per client: appends to sessions of 20 turns (new session after each, so
 //! sessions keep ending and being extracted), record searches (hybrid), event searches,
-//! GetContext, listings, deletes of its own earlier events, record writes.
+//! GetContext, listings, deletes of its own earlier events, record writes. Each client keeps
+//! at most [`WINDOW`] events and [`RECORD_WINDOW`] records, deleting its oldest beyond that,
+//! so the data reaches a steady size early and an upward trend in latency or memory is
+//! memd's, not the data's growth (the vectors of every event are held in memory).
 
 use crate::Globals;
 use crate::bench::Stats;
@@ -32,8 +35,9 @@ pub struct SoakArgs {
     /// Operations per second (default: half of the capacity measured first).
     #[arg(long)]
     rate: Option<f64>,
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 8)]
+    /// Concurrent clients (enough that half the capacity is reachable while some of them
+    /// wait on searches).
+    #[arg(long, default_value_t = 16)]
     clients: usize,
     /// Seconds the capacity is measured for.
     #[arg(long, default_value_t = 20)]
@@ -45,6 +49,11 @@ pub struct SoakArgs {
     #[arg(long)]
     memd: Option<PathBuf>,
 }
+
+/// Events each client keeps (older ones are deleted).
+const WINDOW: usize = 1000;
+/// Records each client writes and keeps.
+const RECORD_WINDOW: usize = 100;
 
 const OPS: [&str; 7] = [
     "append",
@@ -72,7 +81,8 @@ struct Client {
     rng: StdRng,
     turn: usize,
     session: usize,
-    events: Vec<(String, String)>,
+    events: std::collections::VecDeque<(String, String)>,
+    records: std::collections::VecDeque<String>,
     /// The session of the last append (listing a session before its first event is
     /// NOT_FOUND).
     last_session: Option<String>,
@@ -81,6 +91,17 @@ struct Client {
 impl Client {
     /// One operation of the mix; its name.
     async fn step(&mut self) -> (&'static str, Result<(), tonic::Status>) {
+        if self.events.len() > WINDOW {
+            return self.delete_oldest().await;
+        }
+        if self.records.len() > RECORD_WINDOW {
+            let record_id = self.records.pop_front().unwrap_or_default();
+            let result = self
+                .client
+                .delete_memory_record(&self.memory_id, record_id)
+                .await;
+            return ("delete", result);
+        }
         let roll = self.rng.random_range(0..100);
         let session = format!("s{}", self.session);
         let query = [
@@ -108,7 +129,7 @@ impl Client {
                 };
                 let result = self.client.create_event(request).await.map(|e| {
                     self.last_session = Some(session.clone());
-                    self.events.push((session, e.event_id));
+                    self.events.push_back((session, e.event_id));
                 });
                 ("append", result)
             }
@@ -159,17 +180,7 @@ impl Client {
                 };
                 ("list", self.client.list_events(request).await.map(drop))
             }
-            95..98 if !self.events.is_empty() => {
-                let i = self.rng.random_range(0..self.events.len());
-                let (session_id, event_id) = self.events.swap_remove(i);
-                let request = pb::DeleteEventRequest {
-                    memory_id: self.memory_id.clone(),
-                    actor_id: self.actor.clone(),
-                    session_id,
-                    event_id,
-                };
-                ("delete", self.client.delete_event(request).await)
-            }
+            95..98 if !self.events.is_empty() => self.delete_oldest().await,
             _ => {
                 let record = pb::MemoryRecordInput {
                     namespace: format!("/soak/{}", self.actor),
@@ -180,10 +191,30 @@ impl Client {
                     .client
                     .batch_create_memory_records(&self.memory_id, vec![record])
                     .await
-                    .map(drop);
+                    .map(|results| {
+                        if let Some(item) = results.into_iter().find(|r| r.code == 0) {
+                            self.records.push_back(item.memory_record_id);
+                        }
+                    });
                 ("write_record", result)
             }
         }
+    }
+}
+
+impl Client {
+    /// Deletes the client's oldest event.
+    async fn delete_oldest(&mut self) -> (&'static str, Result<(), tonic::Status>) {
+        let Some((session_id, event_id)) = self.events.pop_front() else {
+            return ("delete", Ok(()));
+        };
+        let request = pb::DeleteEventRequest {
+            memory_id: self.memory_id.clone(),
+            actor_id: self.actor.clone(),
+            session_id,
+            event_id,
+        };
+        ("delete", self.client.delete_event(request).await)
     }
 }
 
@@ -323,7 +354,8 @@ pub async fn run(ctx: &Globals, args: SoakArgs) -> anyhow::Result<()> {
             rng: StdRng::seed_from_u64(i as u64),
             turn: 0,
             session: 0,
-            events: Vec::new(),
+            events: Default::default(),
+            records: Default::default(),
             last_session: None,
         });
     }
