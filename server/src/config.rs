@@ -44,6 +44,9 @@ pub struct Config {
     pub memory_budget_mb: usize,
     /// RocksDB's block cache, memtables included (default: its share of `memory_budget_mb`).
     pub block_cache_mb: Option<usize>,
+    /// The only directory `CreateBackup` may write under (unset: online backups are off, so
+    /// no API key can make memd write anywhere the operator did not choose).
+    pub backup_dir: Option<PathBuf>,
     /// Requests per second each API key may make, as a token bucket (0: unlimited). The
     /// bootstrap admin key and development mode are not limited.
     pub key_requests_per_second: u32,
@@ -197,6 +200,7 @@ impl Default for Config {
             change_retention_hours: 24,
             memory_budget_mb: 128,
             block_cache_mb: None,
+            backup_dir: None,
             key_requests_per_second: 0,
             key_request_burst: 0,
             key_concurrent_searches: 0,
@@ -258,7 +262,7 @@ pub struct Overrides {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-const ENV_KEYS: [&str; 43] = [
+const ENV_KEYS: [&str; 44] = [
     "listen",
     "data_dir",
     "metrics_listen",
@@ -269,6 +273,7 @@ const ENV_KEYS: [&str; 43] = [
     "tls_cert_path",
     "tls_key_path",
     "session_sweep_interval_ms",
+    "backup_dir",
     "key_requests_per_second",
     "key_request_burst",
     "key_concurrent_searches",

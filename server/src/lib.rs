@@ -273,6 +273,7 @@ impl Server {
             indexer.reindex_handle(),
             retrieval.clone(),
             llm,
+            config.backup_dir.clone(),
         ));
         let (draining_tx, draining) = watch::channel(false);
         let memory_api = Arc::new(MemoryApi::new(

@@ -145,7 +145,12 @@ struct Acked {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_under_write_load_restores_what_was_acknowledged_before_it() {
-    let server = TestServer::start_with(with_embeddings).await;
+    let backups = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(|config| {
+        with_embeddings(config);
+        config.backup_dir = Some(backups.path().to_path_buf());
+    })
+    .await;
     let admin = server.admin().await;
     let memory_id = create_memory(&admin, "backed-up", None).await.memory_id;
     seed(&admin, &memory_id).await;
@@ -187,7 +192,6 @@ async fn a_backup_under_write_load_restores_what_was_acknowledged_before_it() {
     while acked.lock().unwrap().before.len() < 300 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let backups = tempfile::tempdir().unwrap();
     let backup_dir = backups.path().join("b1");
     phase.store(1, Ordering::SeqCst);
     let backup = admin
@@ -278,8 +282,8 @@ fn largest_sst(dir: &Path) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn a_damaged_backup_is_refused_and_nothing_is_written() {
-    let server = TestServer::start().await;
     let backups = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(|c| c.backup_dir = Some(backups.path().into())).await;
     let good = backups.path().join("good");
     small_backup(&server, &good).await;
     let restore_into = |name: &str| backups.path().join(name);
@@ -357,9 +361,9 @@ async fn a_damaged_backup_is_refused_and_nothing_is_written() {
 
 #[tokio::test]
 async fn backups_and_restores_check_their_directories() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
     let backups = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(|c| c.backup_dir = Some(backups.path().into())).await;
+    let admin = server.admin().await;
     let dir = backups.path().join("b");
     let memory_id = small_backup(&server, &dir).await;
 
@@ -368,6 +372,38 @@ async fn backups_and_restores_check_their_directories() {
         admin.create_backup("relative/backup").await,
         Code::InvalidArgument,
         "absolute",
+    );
+    // Only inside the operator's backup_dir: not elsewhere, not out of it through '..', and
+    // nowhere when it is unset.
+    let outside = tempfile::tempdir().unwrap();
+    assert_status(
+        admin
+            .create_backup(outside.path().join("b").to_str().unwrap())
+            .await,
+        Code::InvalidArgument,
+        "inside backup_dir",
+    );
+    assert!(!outside.path().join("b").exists());
+    let escape = format!("{}/../escaped", backups.path().display());
+    assert_status(
+        admin.create_backup(escape).await,
+        Code::InvalidArgument,
+        "'..'",
+    );
+    assert_status(
+        admin.create_backup(backups.path().to_str().unwrap()).await,
+        Code::InvalidArgument,
+        "inside backup_dir",
+    );
+    let unconfigured = TestServer::start().await;
+    assert_status(
+        unconfigured
+            .admin()
+            .await
+            .create_backup(backups.path().join("x").to_str().unwrap())
+            .await,
+        Code::FailedPrecondition,
+        "backup_dir",
     );
     // Into a directory that holds something: refused, and what is there is kept.
     assert_status(

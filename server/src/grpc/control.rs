@@ -22,6 +22,8 @@ pub struct ControlApi {
     reindex: ReindexHandle,
     retrieval: Arc<Retrieval>,
     llm: Arc<LlmEndpoints>,
+    /// `backup_dir`: where CreateBackup may write (`None`: nowhere).
+    backup_root: Option<std::path::PathBuf>,
 }
 
 impl ControlApi {
@@ -32,6 +34,7 @@ impl ControlApi {
         reindex: ReindexHandle,
         retrieval: Arc<Retrieval>,
         llm: Arc<LlmEndpoints>,
+        backup_root: Option<std::path::PathBuf>,
     ) -> Self {
         Self {
             store,
@@ -39,6 +42,7 @@ impl ControlApi {
             reindex,
             retrieval,
             llm,
+            backup_root,
         }
     }
 }
@@ -276,8 +280,21 @@ impl pb::control_service_server::ControlService for ControlApi {
         principal(&request)?.require_global_admin()?;
         let pb::CreateBackupRequest { dir } = request.into_inner();
         validate::server_dir("dir", &dir)?;
-        let store = self.store.clone();
         let path = std::path::PathBuf::from(&dir);
+        let Some(root) = &self.backup_root else {
+            return Err(ServiceError::FailedPrecondition(
+                "online backups are off: the operator sets backup_dir (MEMD_BACKUP_DIR) to the directory they may be written under".into(),
+            )
+            .into());
+        };
+        if !path.starts_with(root) || path == *root {
+            return Err(ServiceError::invalid(
+                "dir",
+                format!("must be a directory inside backup_dir ({})", root.display()),
+            )
+            .into());
+        }
+        let store = self.store.clone();
         let manifest = blocking(move || Ok(crate::backup::create(&store, &path)?)).await?;
         Ok(Response::new(pb::Backup {
             backup_id: manifest.backup_id.clone(),

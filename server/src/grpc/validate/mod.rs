@@ -417,6 +417,11 @@ pub fn server_dir(field: &str, dir: &str) -> Result<()> {
         "must not contain NUL"
     } else if !std::path::Path::new(dir).is_absolute() {
         "must be an absolute path on the server"
+    } else if std::path::Path::new(dir)
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        "must not contain '..'"
     } else {
         return Ok(());
     };
