@@ -8,7 +8,8 @@ use futures::TryStreamExt;
 use memd_client::{MemdClient, pb};
 use memd_server::backup::{self, BackupError, Restored};
 use memd_tests::{
-    ADMIN_KEY, TestServer, create_memory, memctl_binary, memd_binary, text_event, with_embeddings,
+    ADMIN_KEY, TestServer, create_memory, memctl_binary, memd_binary, settled, text_event,
+    with_embeddings,
 };
 use std::collections::HashSet;
 use std::path::Path;
@@ -24,19 +25,6 @@ const FACTS: [&str; 4] = [
     "The warehouse in Porto ships orders every Tuesday.",
     "Ann is allergic to peanuts.",
 ];
-
-/// Waits until both indexes have applied every change and no re-embedding runs.
-async fn settled(client: &MemdClient) {
-    for _ in 0..2400 {
-        let status = client.index_status().await.unwrap();
-        if status.keyword_pending == 0 && status.vectors_pending == 0 && !status.vectors_rebuilding
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the indexes never caught up");
-}
 
 /// What a few searches answer, compared before and after a restore: records in rank order
 /// (the load writes no records, so the records index's statistics are the same in both),

@@ -3,7 +3,7 @@
 //! filter applies inside the vector search, and the embeddings survive restarts.
 
 use memd_client::{MemdClient, pb};
-use memd_tests::{TestServer, create_memory, with_embeddings};
+use memd_tests::{TestServer, create_memory, settled, with_embeddings};
 use std::time::Duration;
 
 const FACTS: [(&str, &str, &str); 6] = [
@@ -513,20 +513,6 @@ async fn records_only_embedding_keeps_event_search_on_keywords() {
         status.embedding_model.ends_with(":records-only"),
         "{status:?}"
     );
-}
-
-/// Waits until both indexes have applied every change (up to two minutes: embedding a few
-/// hundred records takes seconds, far longer on a loaded 2-core machine).
-async fn settled(client: &MemdClient) {
-    for _ in 0..2400 {
-        let status = client.index_status().await.unwrap();
-        if status.keyword_pending == 0 && status.vectors_pending == 0 && !status.vectors_rebuilding
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the indexes never caught up");
 }
 
 #[tokio::test]

@@ -358,3 +358,16 @@ pub async fn spawn_memd_until(
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, endpoint)
 }
+
+/// Waits until both search indexes have applied every change and no re-embedding runs.
+pub async fn settled(client: &MemdClient) {
+    for _ in 0..2400 {
+        let status = client.index_status().await.expect("index status");
+        if status.keyword_pending == 0 && status.vectors_pending == 0 && !status.vectors_rebuilding
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the indexes never caught up");
+}

@@ -173,14 +173,9 @@ pub async fn run(ctx: &Globals, args: ChaosArgs) -> anyhow::Result<()> {
             }
         };
         let client = MemdClient::connect(server.endpoint.clone(), Some(admin_key.clone())).await?;
-        let mut check = checks::Check {
-            client: &client,
-            memory_id: &memory_id,
-            ledger: &ledger,
-            workers: args.clients,
-            semantic: model.is_some(),
-            violations: std::mem::take(&mut workload::lock(&ledger).unexpected),
-        };
+        let mut check =
+            checks::Check::new(&client, &memory_id, &ledger, args.clients, model.is_some());
+        check.violations = std::mem::take(&mut workload::lock(&ledger).unexpected);
         check.retry().await;
         check.events_of(cycle).await;
         check.records_of(cycle).await;
@@ -216,14 +211,8 @@ pub async fn run(ctx: &Globals, args: ChaosArgs) -> anyhow::Result<()> {
     let mut last = Vec::new();
     if restart_failed.is_none() {
         let client = MemdClient::connect(server.endpoint.clone(), Some(admin_key)).await?;
-        let mut check = checks::Check {
-            client: &client,
-            memory_id: &memory_id,
-            ledger: &ledger,
-            workers: args.clients,
-            semantic: model.is_some(),
-            violations: Vec::new(),
-        };
+        let mut check =
+            checks::Check::new(&client, &memory_id, &ledger, args.clients, model.is_some());
         for cycle in 0..cycles.len() {
             check.events_of(cycle).await;
             check.records_of(cycle).await;
