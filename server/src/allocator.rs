@@ -62,18 +62,3 @@ pub fn heap() -> Option<Heap> {
         None
     }
 }
-
-/// Returns the free memory the arenas hold to the system (`malloc_trim(0)`), for a process
-/// that has just dropped a lot (a deleted memory). Returns whether anything was released.
-#[allow(unsafe_code)]
-pub fn trim() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: malloc_trim only releases free pages; it has no preconditions.
-        unsafe { libc::malloc_trim(0) == 1 }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
-    }
-}
