@@ -22,6 +22,7 @@ mod memory;
 mod output;
 mod proc_stats;
 mod strategies;
+mod transfer;
 mod watch;
 mod worker;
 
@@ -97,6 +98,11 @@ enum Command {
     /// Online backups, their checks and restores.
     #[command(subcommand)]
     Backup(backup::BackupCommand),
+    /// Write one memory (configuration, sessions, events, records with history) to a JSON
+    /// Lines file.
+    Export(transfer::ExportArgs),
+    /// Create a memory from a file `memctl export` wrote (on this or another server).
+    Import(transfer::ImportArgs),
     /// Retrieval quality evaluations.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -261,6 +267,8 @@ async fn run() {
         Command::Indexes => indexes(&ctx).await,
         Command::Health => health(&ctx).await,
         Command::Backup(command) => backup::run(&ctx, command).await,
+        Command::Export(args) => transfer::export(&ctx, args).await,
+        Command::Import(args) => transfer::import(&ctx, args).await,
         Command::Chaos(args) => chaos::run(&ctx, args).await,
         Command::Bench(cmd) => bench::run(&ctx, cmd).await,
         Command::Eval(cmd) => eval::run(&ctx, cmd).await,

@@ -8,3 +8,5 @@ pub mod v1 {
 
 /// Encoded `FileDescriptorSet` of the memd.v1 protos (for tonic-reflection).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("memd_descriptor");
+
+pub mod json;

@@ -24,6 +24,7 @@ mod semantic;
 mod sessions;
 mod startup;
 mod tls;
+mod transfer;
 mod watch;
 mod workers;
 
