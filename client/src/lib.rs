@@ -176,12 +176,12 @@ impl MemdClient {
         self.control.clone()
     }
 
-    /// The raw MemoryService stub.
     /// The raw ExtractionWorkerService client (lease, heartbeat, complete).
     pub fn workers(&self) -> WorkerClient {
         self.workers.clone()
     }
 
+    /// The raw MemoryService stub.
     pub fn memory(&self) -> MemoryClient {
         self.memory.clone()
     }

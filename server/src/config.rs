@@ -55,6 +55,14 @@ pub struct Config {
     /// Searches and context assemblies (RetrieveMemoryRecords, SearchEvents, GetContext)
     /// each API key may have running at once (0: unlimited).
     pub key_concurrent_searches: u32,
+    /// The longest a unary request may run before its work stops and it is answered
+    /// DEADLINE_EXCEEDED (0: only clients' own deadlines). Clients' shorter `grpc-timeout`s
+    /// apply as well; CreateBackup is bound by the client's deadline only.
+    pub request_timeout_seconds: u64,
+    /// On SIGTERM, how long in-flight requests may finish before they are abandoned and
+    /// memd flushes and exits (queued extraction jobs are durable and resume at the next
+    /// start).
+    pub shutdown_grace_seconds: u64,
     /// Actors whose extraction jobs run at the same time (0: one per CPU core).
     pub extraction_workers: usize,
     /// Run the in-process extraction workers (off: jobs queue up until they are turned on).
@@ -204,6 +212,8 @@ impl Default for Config {
             key_requests_per_second: 0,
             key_request_burst: 0,
             key_concurrent_searches: 0,
+            request_timeout_seconds: 60,
+            shutdown_grace_seconds: 10,
             extraction_workers: 0,
             extraction_enabled: true,
             extraction_nice: 10,
@@ -262,7 +272,7 @@ pub struct Overrides {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-const ENV_KEYS: [&str; 44] = [
+const ENV_KEYS: [&str; 46] = [
     "listen",
     "data_dir",
     "metrics_listen",
@@ -277,6 +287,8 @@ const ENV_KEYS: [&str; 44] = [
     "key_requests_per_second",
     "key_request_burst",
     "key_concurrent_searches",
+    "request_timeout_seconds",
+    "shutdown_grace_seconds",
     "change_retention_hours",
     "memory_budget_mb",
     "block_cache_mb",
@@ -411,6 +423,12 @@ impl Config {
             burst: self.key_request_burst,
             concurrent_searches: self.key_concurrent_searches,
         }
+    }
+
+    /// The server's own limit on a unary request (`None`: clients' deadlines only).
+    pub fn request_timeout(&self) -> Option<std::time::Duration> {
+        (self.request_timeout_seconds > 0)
+            .then(|| std::time::Duration::from_secs(self.request_timeout_seconds))
     }
 
     /// The metrics address, `None` when disabled.

@@ -46,6 +46,10 @@ pub enum ServiceError {
         message: String,
         retry_after: std::time::Duration,
     },
+    /// The request's deadline (the client's or `request_timeout_seconds`) passed; its work
+    /// stopped.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// A storage or runtime failure; the detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -109,6 +113,7 @@ impl From<ServiceError> for Status {
             ServiceError::ResourceExhausted(_) | ServiceError::Throttled { .. } => {
                 Code::ResourceExhausted
             }
+            ServiceError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ServiceError::Internal(_) => Code::Internal,
         };
         match err {

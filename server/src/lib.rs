@@ -11,6 +11,7 @@ pub mod auth;
 pub mod backup;
 pub mod budget;
 pub mod config;
+pub mod deadline;
 pub mod embedding;
 pub mod error;
 pub mod extraction;
@@ -207,6 +208,8 @@ impl Server {
 
         let metrics = metrics::Metrics::new();
         metrics.register(Box::new(auth.limits().refusals()));
+        let deadlines = deadline::DeadlineLayer::new(config.request_timeout());
+        metrics.register(Box::new(deadlines.exceeded.clone()));
         let mut background = Vec::new();
         if let Some(addr) = config.metrics_addr()? {
             let metrics_listener =
@@ -297,6 +300,7 @@ impl Server {
                 control: control_api.clone(),
                 auth: auth.clone(),
                 metrics: metrics.clone(),
+                request_timeout: config.request_timeout(),
             };
             // MCP requests in flight end with the listener.
             let mcp_shutdown = tokio_util::sync::CancellationToken::new();
@@ -359,9 +363,13 @@ impl Server {
         let http = http_local.map_or_else(|| "off".to_string(), |a| a.to_string());
         tracing::info!(listen = %local, http_listen = %http, tls = config.tls_cert_path.is_some(), data_dir = %config.data_dir.display(), "memd serving");
         let drain_health = health.clone();
-        let result = builder
+        // When the shutdown signal came: in-flight work gets `shutdown_grace_seconds` from then.
+        let (signalled_tx, signalled) = watch::channel(None::<tokio::time::Instant>);
+        let grace = Duration::from_secs(config.shutdown_grace_seconds);
+        let serving = builder
             .layer(metrics::MetricsLayer(metrics))
             .layer(grpc::metadata_limit::MetadataLimitLayer)
+            .layer(deadlines)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -370,7 +378,11 @@ impl Server {
             .add_service(extraction_workers)
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
-                tracing::info!("shutting down: draining in-flight requests");
+                let _ = signalled_tx.send(Some(tokio::time::Instant::now()));
+                tracing::info!(
+                    grace_seconds = grace.as_secs(),
+                    "shutting down: draining in-flight requests"
+                );
                 // Watch streams never finish on their own: tell them to end.
                 let _ = draining_tx.send(true);
                 drain_health
@@ -382,12 +394,42 @@ impl Server {
                 drain_health
                     .set_not_serving::<ExtractionWorkerServiceServer<WorkerApi>>()
                     .await;
-            })
-            .await;
+            });
+        let grace_over = {
+            let mut signalled = signalled.clone();
+            async move {
+                let Ok(at) = signalled.wait_for(Option::is_some).await.map(|at| *at) else {
+                    return std::future::pending().await;
+                };
+                tokio::time::sleep_until(at.unwrap_or_else(tokio::time::Instant::now) + grace).await
+            }
+        };
+        let result = tokio::select! {
+            result = serving => result,
+            () = grace_over => {
+                tracing::warn!(
+                    grace_seconds = grace.as_secs(),
+                    "gRPC requests still running after shutdown_grace_seconds: abandoning them"
+                );
+                Ok(())
+            }
+        };
 
+        // Background work (the REST listener's requests, an extraction job's LLM call) gets
+        // what is left of the grace period; what outlasts it is abandoned (jobs are durable).
         let _ = stop_tx.send(true);
-        for task in background {
-            let _ = task.await;
+        let abandon_at = signalled.borrow().unwrap_or_else(tokio::time::Instant::now) + grace;
+        for mut task in background {
+            if tokio::time::timeout_at(abandon_at, &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    grace_seconds = grace.as_secs(),
+                    "background work still running after shutdown_grace_seconds: abandoning it"
+                );
+                task.abort();
+            }
         }
         let _ = tokio::task::spawn_blocking(move || {
             indexer.stop();

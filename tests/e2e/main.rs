@@ -4,6 +4,7 @@ mod backup;
 mod bench_ingest;
 mod branches;
 mod chaos;
+mod deadlines;
 mod durability;
 mod embedding_backlog;
 mod embedding_counts;

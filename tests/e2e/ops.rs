@@ -117,7 +117,7 @@ async fn the_memory_budget_bounds_rocksdbs_block_cache() {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -126,7 +126,7 @@ fn free_port() -> u16 {
 }
 
 /// The text of `/metrics` on the metrics port.
-async fn scrape(port: u16) -> String {
+pub(crate) async fn scrape(port: u16) -> String {
     // The metrics listener may open a moment after the gRPC port.
     let mut conn = None;
     for _ in 0..100 {

@@ -107,8 +107,14 @@ fn serve(mut embed: EmbedFn, requests: &Mutex<Receiver<Request>>) {
                     Err(_) => break,
                 }
             }
+            // A caller that stopped waiting (its deadline passed, its client went away) gets
+            // no embedding: the model's time goes to those still waiting.
+            batch.retain(|request| !request.reply.is_closed());
             batch
         };
+        if batch.is_empty() {
+            continue;
+        }
         let texts: Vec<&str> = batch.iter().map(|r| r.text.as_str()).collect();
         match embed(&texts) {
             Ok(vectors) => {

@@ -115,6 +115,7 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
             request_hash: hash,
             extract: validate::extraction_mode(extraction_mode)?,
         };
+        crate::deadline::check("the event was written")?;
         let store = self.store.clone();
         // Its own task: once queued for commit, an append must finish (and release its
         // locks) even if the client goes away.

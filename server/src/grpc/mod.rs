@@ -17,11 +17,17 @@ pub mod workers;
 use crate::error::Result;
 use sha2::{Digest, Sha256};
 
-/// Runs blocking store work on tokio's blocking pool.
+/// Runs blocking store work on tokio's blocking pool, unless the request's deadline passes
+/// before a thread takes it up.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(work).await?
+    let deadline = crate::deadline::current();
+    tokio::task::spawn_blocking(move || {
+        crate::deadline::check_at(deadline, "its storage work started")?;
+        work()
+    })
+    .await?
 }
 
 /// Identity of a request for idempotency: SHA-256 of its deterministic protobuf encoding

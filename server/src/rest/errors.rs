@@ -78,6 +78,7 @@ impl From<tonic::Status> for AwsError {
             Code::PermissionDenied => Self::new("AccessDeniedException", 403, message),
             Code::ResourceExhausted => Self::new("ThrottledException", 429, message),
             Code::Unavailable => Self::new("ServiceUnavailableException", 503, message),
+            Code::DeadlineExceeded => Self::new("RequestTimeoutException", 504, message),
             _ => Self::new("ServiceException", 500, message),
         }
     }

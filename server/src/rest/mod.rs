@@ -44,6 +44,8 @@ pub struct RestApi {
     pub control: Arc<ControlApi>,
     pub auth: Arc<Authenticator>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `request_timeout_seconds` (REST clients send no deadline of their own).
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 /// One authenticated request on its way through an operation.
@@ -82,7 +84,9 @@ impl RestApi {
         // Unknown paths share one label, so labels stay bounded.
         let operation =
             router::route(&parts.method, parts.uri.path()).map_or("unknown", |route| route.name());
-        let outcome = self.respond(&parts, body).await;
+        let outcome = crate::deadline::run(self.request_timeout, self.respond(&parts, body))
+            .await
+            .unwrap_or_else(|exceeded| Err(exceeded.into()));
         let code = outcome.as_ref().map_or_else(|err| err.code, |_| "OK");
         self.metrics
             .observe_rest(operation, code, started.elapsed().as_secs_f64());

@@ -282,10 +282,16 @@ fn hits(fused: Vec<(String, f32)>) -> Vec<RecordHit> {
         .collect()
 }
 
+/// Runs one stage of a search on the blocking pool, unless the request's deadline has passed.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(work).await?
+    let deadline = crate::deadline::current();
+    tokio::task::spawn_blocking(move || {
+        crate::deadline::check_at(deadline, "the next search stage")?;
+        work()
+    })
+    .await?
 }
 
 /// Semantic search over records with every filter of `search` inside the scan.
