@@ -37,6 +37,9 @@ pub enum BenchCommand {
     /// The real memd binary under a realistic mix at half its capacity for a long time:
     /// throughput, p50/p99, RSS, open files, data size and index lag per minute.
     Soak(crate::bench_soak::SoakArgs),
+    /// Noisy tenants: a quiet tenant's latency alone and while another key floods, with
+    /// per-key quotas and without.
+    Tenants(crate::bench_tenants::TenantsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -404,6 +407,7 @@ pub async fn run(ctx: &Globals, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => return crate::bench_ingest::run(ctx, args).await,
         BenchCommand::Startup(args) => return crate::bench_startup::run(ctx, args).await,
         BenchCommand::Soak(args) => return crate::bench_soak::run(ctx, args).await,
+        BenchCommand::Tenants(args) => return crate::bench_tenants::run(ctx, args).await,
     };
     anyhow::ensure!(
         args.concurrency.iter().all(|&c| c > 0),

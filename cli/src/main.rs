@@ -9,6 +9,7 @@ mod bench_rest;
 mod bench_retrieve;
 mod bench_soak;
 mod bench_startup;
+mod bench_tenants;
 mod chaos;
 mod control;
 mod embed_floor;
