@@ -110,11 +110,8 @@ async fn fill(client: &MemdClient) -> String {
     panic!("the facts were never extracted");
 }
 
-/// Every event of a memory by (actor, session), oldest first, without its ids; branch roots
-/// named by their root's text.
-async fn events(client: &MemdClient, memory_id: &str) -> Vec<(String, String, String)> {
-    let mut out = vec![];
-    let mut texts = HashMap::new();
+/// Every event of the test's actors, by actor and session, oldest first.
+async fn all_events(client: &MemdClient, memory_id: &str) -> Vec<pb::Event> {
     let mut all = vec![];
     for actor in ["ann", "bob"] {
         let sessions: Vec<pb::Session> = client
@@ -127,19 +124,33 @@ async fn events(client: &MemdClient, memory_id: &str) -> Vec<(String, String, St
                 .all_events(pb::ListEventsRequest {
                     memory_id: memory_id.into(),
                     actor_id: actor.into(),
-                    session_id: session.session_id.clone(),
+                    session_id: session.session_id,
                     include_payloads: true,
                     ..Default::default()
                 })
                 .try_collect()
                 .await
                 .unwrap();
-            for event in listed {
-                texts.insert(event.event_id.clone(), text_of(&event).to_owned());
-                all.push(event);
-            }
+            all.extend(listed);
         }
     }
+    all
+}
+
+/// Each event's text by its id.
+fn texts(events: &[pb::Event]) -> HashMap<String, String> {
+    events
+        .iter()
+        .map(|e| (e.event_id.clone(), text_of(e).to_owned()))
+        .collect()
+}
+
+/// Every event of a memory by (actor, session), oldest first, without its ids; branch roots
+/// named by their root's text.
+async fn events(client: &MemdClient, memory_id: &str) -> Vec<(String, String, String)> {
+    let all = all_events(client, memory_id).await;
+    let texts = texts(&all);
+    let mut out = vec![];
     for event in all {
         let branch = match &event.branch {
             Some(b) if !b.name.is_empty() => {
@@ -159,30 +170,7 @@ async fn events(client: &MemdClient, memory_id: &str) -> Vec<(String, String, St
 /// Every live record without its ids and server times; sources named by their events' text,
 /// and each record's history texts oldest first.
 async fn records(client: &MemdClient, memory_id: &str) -> Vec<String> {
-    let mut texts = HashMap::new();
-    for actor in ["ann", "bob"] {
-        let sessions: Vec<pb::Session> = client
-            .all_sessions(memory_id, actor)
-            .try_collect()
-            .await
-            .unwrap();
-        for session in sessions {
-            let listed: Vec<pb::Event> = client
-                .all_events(pb::ListEventsRequest {
-                    memory_id: memory_id.into(),
-                    actor_id: actor.into(),
-                    session_id: session.session_id,
-                    include_payloads: true,
-                    ..Default::default()
-                })
-                .try_collect()
-                .await
-                .unwrap();
-            for event in listed {
-                texts.insert(event.event_id.clone(), text_of(&event).to_owned());
-            }
-        }
-    }
+    let texts = texts(&all_events(client, memory_id).await);
     let mut out = vec![];
     for record in memory_records(client, memory_id, "").await {
         let mut history = client
