@@ -55,6 +55,13 @@ pub struct Config {
     /// Searches and context assemblies (RetrieveMemoryRecords, SearchEvents, GetContext)
     /// each API key may have running at once (0: unlimited).
     pub key_concurrent_searches: u32,
+    /// Request bytes (protobuf size, on every transport) each API key may send per second,
+    /// as a token bucket holding one second's worth (0: unlimited).
+    pub key_bytes_per_second: u32,
+    /// Requests per second into one memory, whichever keys make them (0: unlimited).
+    pub memory_requests_per_second: u32,
+    /// Request bytes per second into one memory, whichever keys send them (0: unlimited).
+    pub memory_bytes_per_second: u32,
     /// The longest a unary request may run before its work stops and it is answered
     /// DEADLINE_EXCEEDED (0: only clients' own deadlines). Clients' shorter `grpc-timeout`s
     /// apply as well; CreateBackup is bound by the client's deadline only.
@@ -212,6 +219,9 @@ impl Default for Config {
             key_requests_per_second: 0,
             key_request_burst: 0,
             key_concurrent_searches: 0,
+            key_bytes_per_second: 0,
+            memory_requests_per_second: 0,
+            memory_bytes_per_second: 0,
             request_timeout_seconds: 60,
             shutdown_grace_seconds: 10,
             extraction_workers: 0,
@@ -272,7 +282,7 @@ pub struct Overrides {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-const ENV_KEYS: [&str; 46] = [
+const ENV_KEYS: [&str; 49] = [
     "listen",
     "data_dir",
     "metrics_listen",
@@ -287,6 +297,9 @@ const ENV_KEYS: [&str; 46] = [
     "key_requests_per_second",
     "key_request_burst",
     "key_concurrent_searches",
+    "key_bytes_per_second",
+    "memory_requests_per_second",
+    "memory_bytes_per_second",
     "request_timeout_seconds",
     "shutdown_grace_seconds",
     "change_retention_hours",
@@ -422,6 +435,9 @@ impl Config {
             requests_per_second: self.key_requests_per_second,
             burst: self.key_request_burst,
             concurrent_searches: self.key_concurrent_searches,
+            bytes_per_second: self.key_bytes_per_second,
+            memory_requests_per_second: self.memory_requests_per_second,
+            memory_bytes_per_second: self.memory_bytes_per_second,
         }
     }
 

@@ -46,6 +46,10 @@ pub enum ServiceError {
         message: String,
         retry_after: std::time::Duration,
     },
+    /// The data directory's filesystem is full: writes are refused until space is freed;
+    /// reads go on. The detail (RocksDB's message) is logged, not sent.
+    #[error("storage is full: {0}")]
+    StorageFull(String),
     /// The request's deadline (the client's or `request_timeout_seconds`) passed; its work
     /// stopped.
     #[error("{0}")]
@@ -72,7 +76,11 @@ impl ServiceError {
 
 impl From<rocksdb::Error> for ServiceError {
     fn from(err: rocksdb::Error) -> Self {
-        Self::Internal(format!("rocksdb: {err}"))
+        if crate::store::space::is_no_space(&err) {
+            Self::StorageFull(err.into_string())
+        } else {
+            Self::Internal(format!("rocksdb: {err}"))
+        }
     }
 }
 
@@ -110,9 +118,9 @@ impl From<ServiceError> for Status {
             ServiceError::OutOfRange(_) => Code::OutOfRange,
             ServiceError::Unimplemented(_) => Code::Unimplemented,
             ServiceError::Unavailable(_) => Code::Unavailable,
-            ServiceError::ResourceExhausted(_) | ServiceError::Throttled { .. } => {
-                Code::ResourceExhausted
-            }
+            ServiceError::ResourceExhausted(_)
+            | ServiceError::Throttled { .. }
+            | ServiceError::StorageFull(_) => Code::ResourceExhausted,
             ServiceError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ServiceError::Internal(_) => Code::Internal,
         };
@@ -125,6 +133,16 @@ impl From<ServiceError> for Status {
             ServiceError::DataLoss(detail) => {
                 tracing::error!(%detail, "undecodable stored value");
                 Status::new(code, "stored data is unreadable")
+            }
+            ServiceError::StorageFull(detail) => {
+                use tonic_types::{ErrorDetails, StatusExt};
+                tracing::warn!(%detail, "write refused: storage is full");
+                // RocksDB looks for free space every five seconds (see store::space).
+                Status::with_error_details(
+                    code,
+                    "the server's storage is full: writes are refused until disk space is freed (reads still work); retry later",
+                    ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(5))),
+                )
             }
             ServiceError::Throttled {
                 message,

@@ -207,7 +207,9 @@ impl Server {
         };
 
         let metrics = metrics::Metrics::new();
-        metrics.register(Box::new(auth.limits().refusals()));
+        for refusals in auth.limits().refusals() {
+            metrics.register(Box::new(refusals));
+        }
         let deadlines = deadline::DeadlineLayer::new(config.request_timeout());
         metrics.register(Box::new(deadlines.exceeded.clone()));
         let mut background = Vec::new();

@@ -77,6 +77,8 @@ pub struct Metrics {
     /// Events left unembedded after waiting longer than `embedding_max_lag_seconds`.
     skipped_events: prometheus::IntCounter,
     vectors_rebuilding: prometheus::IntGauge,
+    /// 1 while writes are refused because the data directory's disk is full.
+    storage_full: prometheus::IntGauge,
     /// Documents embedded since start (`kind` = event | record | record_again), copied from
     /// the embedding thread's own counters at each scrape.
     embedded: IntCounterVec,
@@ -213,6 +215,11 @@ impl Metrics {
             "1 while every record and event is being embedded anew",
         )
         .expect("valid metric");
+        let storage_full = prometheus::IntGauge::new(
+            "memd_storage_full",
+            "1 while writes are refused because the data directory's filesystem is full (the last write failed for lack of space)",
+        )
+        .expect("valid metric");
         let embedded = IntCounterVec::new(
             Opts::new(
                 "memd_embedded_documents_total",
@@ -264,6 +271,7 @@ impl Metrics {
             Box::new(index_lag.clone()),
             Box::new(skipped_events.clone()),
             Box::new(vectors_rebuilding.clone()),
+            Box::new(storage_full.clone()),
             Box::new(embedded.clone()),
             Box::new(embedding_seconds.clone()),
             Box::new(extraction.jobs.clone()),
@@ -287,6 +295,7 @@ impl Metrics {
             index_lag,
             skipped_events,
             vectors_rebuilding,
+            storage_full,
             embedded,
             embedding_seconds,
             extraction,
@@ -294,7 +303,6 @@ impl Metrics {
         })
     }
 
-    /// The extraction counters (for the worker pool).
     /// Adds a collector owned elsewhere (the per-key quotas' refusals).
     pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
         if let Err(err) = self.registry.register(collector) {
@@ -302,6 +310,7 @@ impl Metrics {
         }
     }
 
+    /// The extraction counters (for the worker pool).
     pub fn extraction(&self) -> ExtractionMetrics {
         self.extraction.clone()
     }
@@ -338,6 +347,7 @@ impl Metrics {
                 .with_label_values(&[cf, &property])
                 .set(value as i64);
         }
+        self.storage_full.set(i64::from(store.storage_full()));
         if let Some(heap) = crate::allocator::heap() {
             for (state, bytes) in [("in_use", heap.in_use), ("free_held", heap.free)] {
                 self.heap.with_label_values(&[state]).set(bytes as i64);

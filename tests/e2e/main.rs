@@ -5,6 +5,7 @@ mod bench_ingest;
 mod branches;
 mod chaos;
 mod deadlines;
+mod disk_full;
 mod durability;
 mod embedding_backlog;
 mod embedding_counts;

@@ -100,3 +100,140 @@ async fn a_flooding_key_is_throttled_and_others_are_not() {
         .await
         .unwrap();
 }
+
+/// Appends `texts` into `memory_id` as `actor`; returns how many were accepted and the
+/// first refusal.
+async fn flood(
+    client: &MemdClient,
+    memory_id: &str,
+    actor: &str,
+    texts: impl IntoIterator<Item = String>,
+) -> (usize, Option<tonic::Status>) {
+    let mut accepted = 0;
+    let mut refusal = None;
+    for text in texts {
+        match client
+            .create_event(text_event(memory_id, actor, "s", &text))
+            .await
+        {
+            Ok(_) => accepted += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                refusal.get_or_insert(status);
+            }
+        }
+    }
+    (accepted, refusal)
+}
+
+async fn stored_events(client: &MemdClient, memory_id: &str, actor: &str) -> usize {
+    use futures::TryStreamExt;
+    client
+        .all_events(pb::ListEventsRequest {
+            memory_id: memory_id.into(),
+            actor_id: actor.into(),
+            session_id: "s".into(),
+            ..Default::default()
+        })
+        .try_collect::<Vec<_>>()
+        .await
+        .map_or(0, |events| events.len())
+}
+
+/// Two keys writing into one memory share its request rate; a key on another memory does
+/// not notice, and what was refused was not stored.
+#[tokio::test]
+async fn a_flooded_memory_is_throttled_whichever_key_writes() {
+    let server = TestServer::start_with(|config| config.memory_requests_per_second = 10).await;
+    let admin = server.admin().await;
+    let busy = create_memory(&admin, "busy", None).await.memory_id;
+    let calm = create_memory(&admin, "calm", None).await.memory_id;
+    let first = server
+        .client(Some(&tenant_key(&admin, &busy, "first").await))
+        .await;
+    let second = server
+        .client(Some(&tenant_key(&admin, &busy, "second").await))
+        .await;
+    let other = server
+        .client(Some(&tenant_key(&admin, &calm, "other").await))
+        .await;
+
+    // A key without access to the busy memory cannot use up its quota.
+    for i in 0..30 {
+        let status = other
+            .create_event(text_event(
+                &busy,
+                "acme/other",
+                "s",
+                &format!("intruder {i}"),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
+    let texts = |who: &str| {
+        (0..15)
+            .map(move |i| format!("{who} {i}"))
+            .collect::<Vec<_>>()
+    };
+    let (a, _) = flood(&first, &busy, "acme/first", texts("first")).await;
+    let (b, refusal) = flood(&second, &busy, "acme/second", texts("second")).await;
+    // One bucket of 10 for both keys, plus what refilled meanwhile.
+    assert!((10..=20).contains(&(a + b)), "{a} + {b} of 30 accepted");
+    let refusal = refusal.expect("the memory's flood was refused");
+    assert!(
+        refusal.message().contains("memory_requests_per_second"),
+        "{refusal:?}"
+    );
+    assert!(refusal.get_details_retry_info().is_some(), "{refusal:?}");
+    assert_eq!(stored_events(&admin, &busy, "acme/first").await, a);
+    assert_eq!(stored_events(&admin, &busy, "acme/second").await, b);
+
+    let (calm_accepted, calm_refusal) =
+        flood(&other, &calm, "acme/other", texts("calm")[..8].to_vec()).await;
+    assert_eq!(
+        (calm_accepted, calm_refusal.map(|s| s.to_string())),
+        (8, None)
+    );
+}
+
+/// A key over its bytes per second is refused, while small requests from another key pass.
+#[tokio::test]
+async fn a_key_sending_too_many_bytes_is_throttled() {
+    let server = TestServer::start_with(|config| config.key_bytes_per_second = 20_000).await;
+    let admin = server.admin().await;
+    let memory_id = create_memory(&admin, "bytes", None).await.memory_id;
+    let bulky = server
+        .client(Some(&tenant_key(&admin, &memory_id, "bulky").await))
+        .await;
+    let small = server
+        .client(Some(&tenant_key(&admin, &memory_id, "small").await))
+        .await;
+    let padding = "x".repeat(4_000);
+    let (accepted, refusal) = flood(
+        &bulky,
+        &memory_id,
+        "acme/bulky",
+        (0..20).map(|i| format!("{i} {padding}")),
+    )
+    .await;
+    // 20 kB a second of ~4 kB requests: about five, plus what refilled meanwhile.
+    assert!((4..=12).contains(&accepted), "{accepted} of 20 accepted");
+    let refusal = refusal.expect("the bulky key was refused");
+    assert!(
+        refusal.message().contains("key_bytes_per_second"),
+        "{refusal:?}"
+    );
+    assert_eq!(
+        stored_events(&admin, &memory_id, "acme/bulky").await,
+        accepted
+    );
+    let (small_accepted, _) = flood(
+        &small,
+        &memory_id,
+        "acme/small",
+        (0..20).map(|i| format!("small {i}")),
+    )
+    .await;
+    assert_eq!(small_accepted, 20);
+}

@@ -32,7 +32,7 @@ pub struct Authenticator {
     mode: AuthMode,
     admin_sha256: Option<[u8; 32]>,
     keys: RwLock<HashMap<String, StoredApiKey>>,
-    limits: Limits,
+    limits: Arc<Limits>,
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -59,13 +59,16 @@ impl Authenticator {
             mode,
             admin_sha256,
             keys: RwLock::new(keys),
-            limits: Limits::default(),
+            limits: Arc::default(),
         })
     }
 
     /// The same, with per-key quotas.
     pub fn with_limits(self, limits: Limits) -> Self {
-        Self { limits, ..self }
+        Self {
+            limits: Arc::new(limits),
+            ..self
+        }
     }
 
     /// The per-key quotas (see [`Limits`]).
@@ -116,7 +119,8 @@ impl Authenticator {
         Ok(Principal::with_policy(
             key.key_id.clone(),
             key.policy.as_ref().unwrap_or(&StoredPolicy::default()),
-        ))
+        )
+        .limited_by(self.limits.clone()))
     }
 
     /// The SigV4 secret access key and principal of the key whose id is `access_key_id`;
@@ -140,7 +144,8 @@ impl Authenticator {
         let principal = Principal::with_policy(
             key.key_id.clone(),
             key.policy.as_ref().unwrap_or(&StoredPolicy::default()),
-        );
+        )
+        .limited_by(self.limits.clone());
         Ok(Some((key.signing_secret.clone(), principal)))
     }
 

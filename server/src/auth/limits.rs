@@ -1,9 +1,17 @@
-//! Per-key quotas, so that one tenant's flood cannot starve another: a request rate per API
-//! key (a token bucket: `key_requests_per_second`, `key_request_burst`) checked when a
-//! request is authenticated, on gRPC, REST and MCP alike, and a cap on the searches each key
-//! may have running at once (`key_concurrent_searches`). Refusals are RESOURCE_EXHAUSTED
-//! with how long to wait, and are counted per key and limit. The bootstrap admin key and
-//! development mode are not limited (they are the operator).
+//! Quotas, so that one tenant's flood cannot starve another. Per API key: a request rate (a
+//! token bucket: `key_requests_per_second`, `key_request_burst`) checked when a request is
+//! authenticated, on gRPC, REST and MCP alike; a rate of request bytes
+//! (`key_bytes_per_second`); and a cap on the searches a key may have running at once
+//! (`key_concurrent_searches`). Per memory, whichever key calls: a request rate
+//! (`memory_requests_per_second`) and a rate of request bytes (`memory_bytes_per_second`).
+//! Bytes are the request's protobuf size, whatever the transport, and are charged once the
+//! request is decoded, which is also when its memory is known ([`super::principal`]). The
+//! byte and per-memory buckets hold one second's worth; a request larger than that costs a
+//! full bucket rather than never passing.
+//!
+//! Refusals are RESOURCE_EXHAUSTED with how long to wait (a google.rpc.RetryInfo detail),
+//! counted per key or memory and limit. The bootstrap admin key and development mode are not
+//! limited (they are the operator).
 
 use super::Principal;
 use crate::error::ServiceError;
@@ -11,6 +19,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -18,9 +27,56 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// The quotas' settings (0: unlimited).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LimitSettings {
+    /// Requests per second per key, with `burst` of them at once (0: the rate).
     pub requests_per_second: u32,
     pub burst: u32,
+    /// Searches (and contexts) one key may have running at once.
     pub concurrent_searches: u32,
+    /// Request bytes per second per key.
+    pub bytes_per_second: u32,
+    /// Requests per second into one memory, from every key together.
+    pub memory_requests_per_second: u32,
+    /// Request bytes per second into one memory, from every key together.
+    pub memory_bytes_per_second: u32,
+}
+
+/// Charges between sweeps of idle buckets: per-memory buckets are keyed by whatever memory
+/// id a caller names, so buckets indistinguishable from fresh ones are dropped now and then.
+const SWEEP_EVERY: u64 = 4096;
+
+/// A token bucket per key (an API key id or a memory id) that one charge may take many
+/// tokens from.
+struct Bucket {
+    limiter: DefaultKeyedRateLimiter<String>,
+    capacity: NonZeroU32,
+}
+
+impl Bucket {
+    /// `rate` tokens a second, holding one second's worth; `None` when `rate` is 0.
+    fn per_second(rate: u32) -> Option<Self> {
+        let rate = NonZeroU32::new(rate)?;
+        Some(Self {
+            limiter: RateLimiter::keyed(Quota::per_second(rate)),
+            capacity: rate,
+        })
+    }
+
+    /// Takes `tokens` (at most a full bucket) from `key`'s bucket, or says how long until
+    /// they would be there.
+    fn take(&self, key: &str, tokens: usize) -> Result<(), Duration> {
+        let n = u32::try_from(tokens)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .map_or(NonZeroU32::MIN, |n| n.min(self.capacity));
+        match self.limiter.check_key_n(&key.to_owned(), n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(not_until
+                .wait_time_from(DefaultClock::default().now())
+                .max(Duration::from_millis(1))),
+            // n is at most the capacity, so this cannot happen; refusing would be wrong.
+            Err(_) => Ok(()),
+        }
+    }
 }
 
 /// Each key's search slots.
@@ -30,14 +86,23 @@ type SearchSlots = Mutex<HashMap<String, Arc<Semaphore>>>;
 pub struct Limits {
     requests: Option<DefaultKeyedRateLimiter<String>>,
     searches: Option<(u32, SearchSlots)>,
+    key_bytes: Option<Bucket>,
+    memory_requests: Option<Bucket>,
+    memory_bytes: Option<Bucket>,
+    charges: AtomicU64,
     refused: prometheus::IntCounterVec,
+    memory_refused: prometheus::IntCounterVec,
 }
 
 impl std::fmt::Debug for Limits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rate = |bucket: &Option<Bucket>| bucket.as_ref().map(|b| b.capacity);
         f.debug_struct("Limits")
             .field("requests", &self.requests.is_some())
             .field("searches", &self.searches.as_ref().map(|(n, _)| n))
+            .field("key_bytes", &rate(&self.key_bytes))
+            .field("memory_requests", &rate(&self.memory_requests))
+            .field("memory_bytes", &rate(&self.memory_bytes))
             .finish()
     }
 }
@@ -59,20 +124,91 @@ impl Limits {
         Self {
             requests,
             searches,
+            key_bytes: Bucket::per_second(settings.bytes_per_second),
+            memory_requests: Bucket::per_second(settings.memory_requests_per_second),
+            memory_bytes: Bucket::per_second(settings.memory_bytes_per_second),
+            charges: AtomicU64::new(0),
             refused: prometheus::IntCounterVec::new(
                 prometheus::Opts::new(
                     "memd_quota_refusals_total",
-                    "Requests refused with RESOURCE_EXHAUSTED by a per-key quota (limit = requests | searches)",
+                    "Requests refused with RESOURCE_EXHAUSTED by a per-key quota (limit = requests | bytes | searches)",
                 ),
                 &["key_id", "limit"],
+            )
+            .expect("valid metric"),
+            memory_refused: prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "memd_memory_quota_refusals_total",
+                    "Requests refused with RESOURCE_EXHAUSTED by a per-memory quota (limit = requests | bytes)",
+                ),
+                &["memory_id", "limit"],
             )
             .expect("valid metric"),
         }
     }
 
-    /// The refusal counter, for the metrics registry.
-    pub fn refusals(&self) -> prometheus::IntCounterVec {
-        self.refused.clone()
+    /// The refusal counters, for the metrics registry.
+    pub fn refusals(&self) -> [prometheus::IntCounterVec; 2] {
+        [self.refused.clone(), self.memory_refused.clone()]
+    }
+
+    /// Charges a decoded request of `bytes` into `memory_id` ("" for none) to the caller's
+    /// byte bucket and to the memory's request and byte buckets.
+    pub fn charge(
+        &self,
+        principal: &Principal,
+        memory_id: &str,
+        bytes: usize,
+    ) -> Result<(), ServiceError> {
+        let Some(key_id) = &principal.key_id else {
+            return Ok(());
+        };
+        if self.charges.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            for bucket in [&self.memory_requests, &self.memory_bytes]
+                .into_iter()
+                .flatten()
+            {
+                bucket.limiter.retain_recent();
+            }
+        }
+        if let Some(bucket) = &self.key_bytes {
+            bucket.take(key_id, bytes).map_err(|wait| {
+                self.refused.with_label_values(&[key_id, "bytes"]).inc();
+                throttled(
+                    format!("api key {key_id} is over its request bytes (key_bytes_per_second)"),
+                    wait,
+                )
+            })?;
+        }
+        if memory_id.is_empty() {
+            return Ok(());
+        }
+        for (bucket, tokens, limit, setting) in [
+            (
+                &self.memory_requests,
+                1,
+                "requests",
+                "memory_requests_per_second",
+            ),
+            (
+                &self.memory_bytes,
+                bytes,
+                "bytes",
+                "memory_bytes_per_second",
+            ),
+        ] {
+            let Some(bucket) = bucket else { continue };
+            bucket.take(memory_id, tokens).map_err(|wait| {
+                self.memory_refused
+                    .with_label_values(&[memory_id, limit])
+                    .inc();
+                throttled(
+                    format!("memory {memory_id} is over its request {limit} ({setting})"),
+                    wait,
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Takes one request from the caller's bucket; refused with the wait until the next.
@@ -83,13 +219,10 @@ impl Limits {
         limiter.check_key(key_id).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             self.refused.with_label_values(&[key_id, "requests"]).inc();
-            ServiceError::Throttled {
-                message: format!(
-                    "api key {key_id} is over its request rate (key_requests_per_second); retry in {} ms",
-                    wait.as_millis().max(1)
-                ),
-                retry_after: wait.max(Duration::from_millis(1)),
-            }
+            throttled(
+                format!("api key {key_id} is over its request rate (key_requests_per_second)"),
+                wait.max(Duration::from_millis(1)),
+            )
         })
     }
 
@@ -123,6 +256,14 @@ impl Limits {
     }
 }
 
+/// A refusal that says how long to wait, in its message and as a RetryInfo detail.
+fn throttled(reason: String, wait: Duration) -> ServiceError {
+    ServiceError::Throttled {
+        message: format!("{reason}; retry in {} ms", wait.as_millis().max(1)),
+        retry_after: wait,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,7 +278,7 @@ mod tests {
         let limits = Limits::new(LimitSettings {
             requests_per_second: 1,
             burst: 3,
-            concurrent_searches: 0,
+            ..Default::default()
         });
         let (a, b) = (key("ka"), key("kb"));
         for _ in 0..3 {
@@ -155,8 +296,7 @@ mod tests {
             limits.admit(&operator).unwrap();
         }
         assert_eq!(
-            limits
-                .refusals()
+            limits.refusals()[0]
                 .with_label_values(&["ka", "requests"])
                 .get(),
             1
@@ -179,5 +319,70 @@ mod tests {
         assert!(limits.search(&key("kb")).unwrap().is_some());
         drop(first);
         assert!(limits.search(&a).unwrap().is_some());
+    }
+
+    #[test]
+    fn bytes_are_charged_per_key_and_a_request_larger_than_the_bucket_still_passes() {
+        let limits = Limits::new(LimitSettings {
+            bytes_per_second: 1000,
+            ..Default::default()
+        });
+        let (a, b) = (key("ka"), key("kb"));
+        limits.charge(&a, "", 600).unwrap();
+        match limits.charge(&a, "", 600) {
+            Err(ServiceError::Throttled {
+                retry_after,
+                message,
+            }) => {
+                assert!(message.contains("key_bytes_per_second"), "{message}");
+                assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(1));
+            }
+            other => panic!("1200 bytes in a second passed a 1000-byte bucket: {other:?}"),
+        }
+        // Another key has its own bucket; a request bigger than a whole bucket costs one.
+        limits.charge(&b, "", 50_000).unwrap();
+        assert!(limits.charge(&b, "", 1).is_err());
+        for _ in 0..10 {
+            limits.charge(&Principal::superuser(), "", 50_000).unwrap();
+        }
+        assert_eq!(
+            limits.refusals()[0]
+                .with_label_values(&["ka", "bytes"])
+                .get(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_memory_is_limited_whichever_key_calls() {
+        let limits = Limits::new(LimitSettings {
+            memory_requests_per_second: 2,
+            memory_bytes_per_second: 10_000,
+            ..Default::default()
+        });
+        let (a, b) = (key("ka"), key("kb"));
+        limits.charge(&a, "m1", 10).unwrap();
+        limits.charge(&b, "m1", 10).unwrap();
+        match limits.charge(&a, "m1", 10) {
+            Err(ServiceError::Throttled { message, .. }) => {
+                assert!(message.contains("memory m1"), "{message}");
+                assert!(message.contains("memory_requests_per_second"), "{message}");
+            }
+            other => panic!("a third request into m1 passed: {other:?}"),
+        }
+        // Other memories, and requests naming none, are not held back by m1.
+        limits.charge(&a, "m2", 10).unwrap();
+        limits.charge(&a, "", 10).unwrap();
+        // The byte bucket refuses on its own.
+        limits.charge(&a, "m3", 9_000).unwrap();
+        match limits.charge(&b, "m3", 9_000) {
+            Err(ServiceError::Throttled { message, .. }) => {
+                assert!(message.contains("memory_bytes_per_second"), "{message}")
+            }
+            other => panic!("18 kB into m3 passed a 10 kB bucket: {other:?}"),
+        }
+        let refused = &limits.refusals()[1];
+        assert_eq!(refused.with_label_values(&["m1", "requests"]).get(), 1);
+        assert_eq!(refused.with_label_values(&["m3", "bytes"]).get(), 1);
     }
 }

@@ -13,6 +13,9 @@ pub struct Principal {
     pub key_id: Option<String>,
     /// `None` grants everything.
     policy: Option<Policy>,
+    /// The quotas this caller's requests are charged to, once decoded (see
+    /// [`super::principal`]); `None` for the operator.
+    limits: Option<std::sync::Arc<super::Limits>>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +69,7 @@ impl Principal {
         Self {
             key_id: None,
             policy: None,
+            limits: None,
         }
     }
 
@@ -90,7 +94,30 @@ impl Principal {
         Self {
             key_id: Some(key_id),
             policy: Some(policy),
+            limits: None,
         }
+    }
+
+    /// The same caller, its requests charged to `limits`.
+    pub fn limited_by(self, limits: std::sync::Arc<super::Limits>) -> Self {
+        Self {
+            limits: Some(limits),
+            ..self
+        }
+    }
+
+    /// Charges a decoded request to the caller's byte quota and its memory's quotas. A
+    /// memory outside the key's policy is not charged: the request is about to be denied,
+    /// and a key must not be able to use up another tenant's quota.
+    pub fn charge(&self, request: &impl super::MemoryScoped) -> Result<()> {
+        let Some(limits) = &self.limits else {
+            return Ok(());
+        };
+        let memory_id = match (&self.policy, request.memory_id()) {
+            (Some(policy), id) if policy.allows_memory(id) => id,
+            _ => "",
+        };
+        limits.charge(self, memory_id, request.encoded_len())
     }
 
     fn denied(&self, what: String) -> ServiceError {

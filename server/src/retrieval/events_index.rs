@@ -176,6 +176,11 @@ impl EventIndex {
         self.inner.commit(applied)
     }
 
+    /// Drops what was not committed and restarts the writer (see [`TantivyIndex::rollback`]).
+    pub fn rollback(&self) -> Result<()> {
+        self.inner.rollback()
+    }
+
     /// The best `limit` events of one actor for the query, within sessions and times.
     pub fn search(&self, search: &EventSearch) -> Result<Vec<EventHit>> {
         let f = self.fields;

@@ -266,6 +266,11 @@ impl RecordIndex {
         self.inner.commit(applied)
     }
 
+    /// Drops what was not committed and restarts the writer (see [`TantivyIndex::rollback`]).
+    pub fn rollback(&self) -> Result<()> {
+        self.inner.rollback()
+    }
+
     /// Drops every document (before a rebuild).
     pub fn clear(&self) -> Result<()> {
         self.inner.clear()

@@ -60,6 +60,12 @@ impl Indexes {
         self.records.commit(applied)?;
         self.events.commit(applied)
     }
+
+    /// Both indexes back to their last commits, with working writers.
+    fn rollback(&self) -> Result<()> {
+        self.records.rollback()?;
+        self.events.rollback()
+    }
 }
 
 /// Applies what the log held when called, after the indexes' positions, and returns the
@@ -182,6 +188,14 @@ fn rebuild_both(store: &Store, indexes: &Indexes, cursors: &LogCursors) -> Resul
     Ok((applied, (records, events)))
 }
 
+/// Rolls both indexes back after a failed write, logging (the next round retries) when
+/// even that fails.
+fn restart_writers(indexes: &Indexes) {
+    if let Err(err) = indexes.rollback() {
+        tracing::warn!(%err, "restarting the index writers failed; retrying");
+    }
+}
+
 /// The indexing thread: opens the indexes, brings them in line with RocksDB, then follows the
 /// index log until stopped.
 #[derive(Debug)]
@@ -236,6 +250,10 @@ impl Indexer {
                                     counts
                                 },
                             );
+                            if rebuilt.is_err() {
+                                // Back to the last commits, which `applied` still names.
+                                restart_writers(&indexes);
+                            }
                             let _ = reply.send(rebuilt);
                             continue;
                         }
@@ -246,7 +264,13 @@ impl Indexer {
                     }
                     match catch_up(&store, &indexes, &cursors, Some(applied), Some(applied)) {
                         Ok(position) => applied = position,
-                        Err(err) => tracing::warn!(%err, "indexing failed; retrying"),
+                        Err(err) => {
+                            // A failed write (a full disk) leaves tantivy's writers dead:
+                            // restart them; the next round replays from `applied`, which
+                            // both indexes have committed.
+                            tracing::warn!(%err, "indexing failed; retrying");
+                            restart_writers(&indexes);
+                        }
                     }
                 }
             })

@@ -218,6 +218,15 @@ impl TantivyIndex {
         self.reader.reload().map_err(error)
     }
 
+    /// Drops what was added since the last commit and starts a fresh writer. After a failed
+    /// write (a full disk) tantivy's writer threads have stopped and the writer refuses
+    /// every document; this makes it usable again, and the caller replays from the last
+    /// committed position.
+    pub fn rollback(&self) -> Result<()> {
+        self.writer().rollback().map_err(error)?;
+        Ok(())
+    }
+
     /// Drops every document (before a rebuild).
     pub fn clear(&self) -> Result<()> {
         self.writer().delete_all_documents().map_err(error)?;

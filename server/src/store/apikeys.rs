@@ -15,12 +15,12 @@ impl Store {
 
     /// Stores a new or updated key.
     pub fn put_api_key(&self, key: &StoredApiKey) -> Result<()> {
-        self.db.put_cf_opt(
+        self.space.track(self.db.put_cf_opt(
             self.cf(cf::API_KEYS),
             key.key_id.as_bytes(),
             codec::encode(key),
             &self.write_opts,
-        )?;
+        ))?;
         Ok(())
     }
 

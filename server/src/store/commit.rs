@@ -16,6 +16,7 @@
 //! A group is atomic as a whole: on a write error every request in it fails and none of them
 //! is written.
 
+use super::space::DiskSpace;
 use crate::error::{Result, ServiceError};
 use rocksdb::{DB, WriteBatch, WriteOptions};
 use std::sync::Arc;
@@ -65,7 +66,7 @@ impl Batch {
 
 struct Pending {
     batch: Batch,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), rocksdb::Error>>,
 }
 
 /// Handle to the committer thread. Dropping it lets the thread finish the queued groups
@@ -78,6 +79,7 @@ pub struct Committer {
     sync: bool,
     /// Writes in progress (the committer's group and an inline write).
     writing: Arc<AtomicUsize>,
+    space: Arc<DiskSpace>,
 }
 
 impl Drop for Committer {
@@ -90,8 +92,9 @@ impl Drop for Committer {
 }
 
 impl Committer {
-    /// Starts the committer thread writing to `db`, with an fsync per write when `sync`.
-    pub fn start(db: Arc<DB>, sync: bool) -> Self {
+    /// Starts the committer thread writing to `db`, with an fsync per write when `sync`;
+    /// outcomes are noted in `space`.
+    pub fn start(db: Arc<DB>, sync: bool, space: Arc<DiskSpace>) -> Self {
         let (queue, pending) = mpsc::channel::<Pending>();
         let writing = Arc::new(AtomicUsize::new(0));
         let thread = {
@@ -108,6 +111,7 @@ impl Committer {
             db,
             sync,
             writing,
+            space,
         }
     }
 
@@ -123,7 +127,7 @@ impl Committer {
             batch.apply(&self.db, &mut write);
             let outcome = self.db.write_opt(write, &write_options(self.sync));
             self.writing.fetch_sub(1, Ordering::AcqRel);
-            return outcome.map_err(|err| ServiceError::Internal(format!("rocksdb write: {err}")));
+            return self.space.track(outcome);
         }
         let (done, outcome) = oneshot::channel();
         self.queue
@@ -132,10 +136,7 @@ impl Committer {
             .send(Pending { batch, done })
             .map_err(|_| ServiceError::Internal("committer thread is gone".into()))?;
         match outcome.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(ServiceError::Internal(format!(
-                "rocksdb group write: {err}"
-            ))),
+            Ok(outcome) => self.space.track(outcome),
             Err(_) => Err(ServiceError::Internal("committer dropped a request".into())),
         }
     }
@@ -168,9 +169,7 @@ fn run(
             batch.apply(db, &mut write);
             waiters.push(done);
         }
-        let outcome = db
-            .write_opt(write, write_opts)
-            .map_err(|err| err.to_string());
+        let outcome = db.write_opt(write, write_opts);
         writing.fetch_sub(1, Ordering::AcqRel);
         for done in waiters {
             // A waiter that gave up (cancelled request) just misses the news.
@@ -193,7 +192,7 @@ mod tests {
             opts.create_if_missing(true);
             opts.create_missing_column_families(true);
             let db = Arc::new(DB::open_cf(&opts, dir.path(), ["t"]).unwrap());
-            let committer = Arc::new(Committer::start(db.clone(), sync));
+            let committer = Arc::new(Committer::start(db.clone(), sync, Arc::default()));
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(4)
                 .build()

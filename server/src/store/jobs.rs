@@ -400,12 +400,12 @@ impl Store {
         }
         // An expired lease nobody took over yet is still the worker's to extend.
         job.lease_until_us = now_us + lease_us;
-        self.db.put_cf_opt(
+        self.space.track(self.db.put_cf_opt(
             self.cf(cf::JOBS),
             &job_key,
             codec::encode(&job),
             &self.write_opts,
-        )?;
+        ))?;
         Ok(true)
     }
 }

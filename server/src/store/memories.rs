@@ -97,12 +97,12 @@ impl Store {
         let _gate = self.memory_gate.blocking_write();
         let mut memory = (*self.memory(memory_id)?).clone();
         change(&mut memory)?;
-        self.db.put_cf_opt(
+        self.space.track(self.db.put_cf_opt(
             self.cf(cf::MEMORIES),
             memory_id.as_bytes(),
             codec::encode(&memory),
             &self.write_opts,
-        )?;
+        ))?;
         Ok(self.cache_memory(memory))
     }
 

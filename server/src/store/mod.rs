@@ -10,6 +10,7 @@
 pub mod codec;
 pub mod keys;
 pub mod page;
+pub mod space;
 
 mod actors;
 mod apikeys;
@@ -92,6 +93,8 @@ pub struct Store {
     write_opts: WriteOptions,
     /// Group commit for appends (see [`commit`]).
     committer: commit::Committer,
+    /// Whether the disk was full at the last write (see [`space`]).
+    space: Arc<space::DiskSpace>,
     /// Memory configurations by id, loaded at open and kept in step with every change.
     memories: RwLock<HashMap<String, Arc<StoredMemory>>>,
     /// Expiry horizon per memory, shared with the compaction filter.
@@ -221,8 +224,10 @@ impl Store {
             opts
         };
         let (transitions, _) = broadcast::channel(4096);
+        let space = Arc::new(space::DiskSpace::default());
         let store = Self {
-            committer: commit::Committer::start(db.clone(), options.sync_writes),
+            committer: commit::Committer::start(db.clone(), options.sync_writes, space.clone()),
+            space,
             db,
             write_opts: write_opts(),
             memories: RwLock::default(),
@@ -263,7 +268,8 @@ impl Store {
 
     /// Commits one request's changes atomically, with the configured durability.
     fn commit(&self, batch: WriteBatch) -> Result<()> {
-        self.db.write_opt(batch, &self.write_opts)?;
+        self.space
+            .track(self.db.write_opt(batch, &self.write_opts))?;
         self.changes_committed();
         Ok(())
     }
@@ -273,7 +279,7 @@ impl Store {
     fn commit_relaxed(&self, batch: WriteBatch) -> Result<()> {
         let mut opts = WriteOptions::default();
         opts.set_sync(false);
-        self.db.write_opt(batch, &opts)?;
+        self.space.track(self.db.write_opt(batch, &opts))?;
         self.changes_committed();
         Ok(())
     }
@@ -348,6 +354,11 @@ impl Store {
             .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
         self.db.flush_wal(true)?;
         Ok(())
+    }
+
+    /// Whether the last write failed because the disk is full (see [`space`]).
+    pub fn storage_full(&self) -> bool {
+        self.space.is_full()
     }
 
     /// Integer RocksDB properties per column family, for metrics.
