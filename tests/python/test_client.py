@@ -81,6 +81,26 @@ def test_errors_carry_their_code(memd, client):
         client.session(memory_id, "dora").ping()
 
 
+def test_a_throttled_call_says_how_long_to_wait():
+    server = Memd(extra_env={"MEMD_KEY_REQUESTS_PER_SECOND": "2", "MEMD_KEY_REQUEST_BURST": "2"})
+    try:
+        admin = memd_client(server)
+        memory_id = admin.create_memory(unique("quota")).memory_id
+        key = admin.create_api_key("busy", memories=[memory_id], actions=["read", "write"])
+        with memd_client(server, key.secret) as busy:
+            with pytest.raises(md.ResourceExhausted) as err:
+                for i in range(20):
+                    busy.create_event(memory_id, "ann", "s", [f"turn {i}"])
+            assert "key_requests_per_second" in err.value.details
+            assert err.value.retry_after is not None and 0 < err.value.retry_after <= 1.0
+        # Other failures carry no delay; the operator is not limited.
+        with pytest.raises(md.NotFound) as missing:
+            admin.get_session(memory_id, "nobody", "nothing")
+        assert missing.value.retry_after is None
+    finally:
+        server.close()
+
+
 def answers(client, memory_id):
     """Whether memd answers `client` (a cheap read)."""
     try:
