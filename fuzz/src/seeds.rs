@@ -189,6 +189,15 @@ fn built_in(target: &str) -> Vec<Vec<u8>> {
             "Remember that I'm allergic to peanuts! Please always book aisle seats for me.",
             "We met two days ago; next Friday I start at Acme as a data engineer.",
         ]),
+        "grpc_timeout" => texts(&[
+            "5S",
+            "250m",
+            "1n",
+            "99999999H",
+            "100000000S",
+            "1x",
+            "5\u{e9}",
+        ]),
         _ => Vec::new(),
     }
 }

@@ -57,10 +57,11 @@ pub async fn scope<F: Future>(deadline: Option<Instant>, work: F) -> F::Output {
 /// Runs `work` under a deadline `limit` from now (`None`: no deadline): `Err` when it passed
 /// first, and `work` is dropped where it stands.
 pub async fn run<F: Future>(limit: Option<Duration>, work: F) -> Result<F::Output> {
-    let Some(limit) = limit else {
+    // A limit too far off to be an instant (99999999H is 11,000 years) is no limit.
+    let Some((limit, deadline)) = limit.and_then(|l| Some((l, Instant::now().checked_add(l)?)))
+    else {
         return Ok(work.await);
     };
-    let deadline = Instant::now() + limit;
     tokio::time::timeout_at(deadline, DEADLINE.scope(deadline, work))
         .await
         .map_err(|_| {
@@ -69,6 +70,21 @@ pub async fn run<F: Future>(limit: Option<Duration>, work: F) -> Result<F::Outpu
                 limit.as_millis()
             ))
         })
+}
+
+/// A request's limit: the earlier of the client's `grpc-timeout` (ignored when malformed)
+/// and the server's.
+pub fn request_limit(
+    grpc_timeout: Option<&http::HeaderValue>,
+    server: Option<Duration>,
+) -> Option<Duration> {
+    let client = grpc_timeout
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout);
+    match (client, server) {
+        (Some(c), Some(s)) => Some(c.min(s)),
+        (c, s) => c.or(s),
+    }
 }
 
 /// Parses a `grpc-timeout` header value: up to 8 digits and a unit (H, M, S, m, u, n).
@@ -146,19 +162,11 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path().to_owned();
-        let client = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout);
         let server = self
             .layer
             .limit
             .filter(|_| !NO_SERVER_LIMIT.contains(&path.as_str()));
-        let limit = match (client, server) {
-            (Some(c), Some(s)) => Some(c.min(s)),
-            (c, s) => c.or(s),
-        };
+        let limit = request_limit(request.headers().get("grpc-timeout"), server);
         let work = self.inner.call(request);
         let exceeded = self.layer.exceeded.clone();
         Box::pin(async move {
@@ -196,6 +204,30 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_earlier_of_the_client_and_the_server_limit_applies() {
+        let header = |v: &str| http::HeaderValue::from_str(v).unwrap();
+        let minute = Some(Duration::from_secs(60));
+        assert_eq!(
+            request_limit(Some(&header("5S")), minute),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(request_limit(Some(&header("2H")), minute), minute);
+        assert_eq!(
+            request_limit(Some(&header("2H")), None),
+            Some(Duration::from_secs(7200))
+        );
+        // A malformed header is ignored, not an error.
+        assert_eq!(request_limit(Some(&header("soon")), minute), minute);
+        assert_eq!(request_limit(None, None), None);
+    }
+
+    #[tokio::test]
+    async fn a_limit_too_far_off_for_an_instant_is_no_limit() {
+        let limit = Some(Duration::from_secs(u64::MAX));
+        assert_eq!(run(limit, async { 7 }).await.unwrap(), 7);
+    }
 
     #[test]
     fn grpc_timeouts_parse_like_the_spec_says() {

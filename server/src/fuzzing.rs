@@ -25,7 +25,21 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("rest_route", crate::rest::fuzzing::route),
     ("rest_create_event", crate::rest::fuzzing::create_event_body),
     ("extractor", extractor),
+    ("grpc_timeout", grpc_timeout),
 ];
+
+/// A `grpc-timeout` header as a client sends it, combined with a server limit, then turned
+/// into a deadline as [`crate::deadline::run`] does.
+pub fn grpc_timeout(data: &[u8]) {
+    let Ok(header) = tonic::codegen::http::HeaderValue::from_bytes(data) else {
+        return;
+    };
+    for server in [None, Some(std::time::Duration::from_secs(60))] {
+        if let Some(limit) = crate::deadline::request_limit(Some(&header), server) {
+            let _ = std::time::Instant::now().checked_add(limit);
+        }
+    }
+}
 
 /// A metadata filter value: a number or an RFC 3339 time.
 pub fn metadata_value(data: &[u8]) {
