@@ -334,9 +334,69 @@ const ENV_KEYS: [&str; 49] = [
     "log_level",
 ];
 
+/// `MEMD_*` variables that belong to memd's clients and tools (memctl, the test harnesses,
+/// dev.sh), not to the server, which ignores them. Any other `MEMD_*` variable that names no
+/// setting is a start-up error: a misspelt `MEMD_SYNC_WRITE=true` must not leave writes
+/// unsynced without a word.
+const CLIENT_VARIABLES: [&str; 11] = [
+    "MEMD_ENDPOINT",
+    "MEMD_API_KEY",
+    "MEMD_CONFIG",
+    "MEMD_MCP_MEMORY",
+    "MEMD_MCP_ACTOR",
+    "MEMD_MCP_SESSION",
+    "MEMD_MCP_NAMESPACE",
+    "MEMD_BIN",
+    "MEMD_CACHE",
+    "MEMD_LOCOMO_DIR",
+    "MEMD_FUZZ_RUNS",
+];
+
+/// Prefixes of client and tool variables (the LLM tests' endpoint and key).
+const CLIENT_PREFIXES: [&str; 1] = ["MEMD_TEST_"];
+
+/// Refuses a `MEMD_*` variable among `names` that is neither a setting nor a client's,
+/// suggesting the setting it most likely misspells.
+pub fn check_variables<S: AsRef<str>>(
+    names: impl IntoIterator<Item = S>,
+) -> Result<(), ConfigError> {
+    let mut unknown = Vec::new();
+    for name in names {
+        let name = name.as_ref();
+        let Some(key) = name.strip_prefix("MEMD_") else {
+            continue;
+        };
+        let key = key.to_ascii_lowercase();
+        if ENV_KEYS.contains(&key.as_str())
+            || CLIENT_VARIABLES.contains(&name)
+            || CLIENT_PREFIXES.iter().any(|p| name.starts_with(p))
+        {
+            continue;
+        }
+        let closest = ENV_KEYS
+            .iter()
+            .map(|k| (strsim::levenshtein(k, &key), k))
+            .min()
+            .filter(|(distance, _)| *distance <= 3)
+            .map(|(_, k)| format!(" (did you mean MEMD_{}?)", k.to_ascii_uppercase()))
+            .unwrap_or_default();
+        unknown.push(format!("{name}{closest}"));
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError(format!(
+        "unknown environment variable{} {}: memd has no such setting (the settings are in docs/operations.md); unset it or correct the name",
+        if unknown.len() > 1 { "s" } else { "" },
+        unknown.join(", ")
+    )))
+}
+
 impl Config {
-    /// Layers defaults, `file`, `MEMD_*` variables and `overrides`, then validates.
+    /// Layers defaults, `file`, `MEMD_*` variables and `overrides`, then validates. A
+    /// `MEMD_*` variable that is no setting (see [`check_variables`]) is an error.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        check_variables(std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()))?;
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.is_file() {
@@ -487,6 +547,30 @@ impl Config {
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment's own error type
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_memd_variable_is_refused_with_the_setting_it_misspells() {
+        check_variables([
+            "PATH",
+            "MEMD_SYNC_WRITES",
+            "MEMD_ENDPOINT",
+            "MEMD_TEST_LLM_URL",
+        ])
+        .unwrap();
+        let err = check_variables(["HOME", "MEMD_SYNC_WRITE", "MEMD_LISTEN"]).unwrap_err();
+        assert!(
+            err.0
+                .contains("MEMD_SYNC_WRITE (did you mean MEMD_SYNC_WRITES?)"),
+            "{err}"
+        );
+        let err = check_variables(["MEMD_WHATEVER_THIS_IS", "MEMD_DATADIR"]).unwrap_err();
+        assert!(
+            err.0.contains(
+                "variables MEMD_WHATEVER_THIS_IS, MEMD_DATADIR (did you mean MEMD_DATA_DIR?)"
+            ),
+            "{err}"
+        );
+    }
 
     #[test]
     fn layers_apply_in_order() {

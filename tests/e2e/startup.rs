@@ -137,3 +137,26 @@ async fn the_port_answers_health_while_memd_opens() {
     let status = client.index_status().await.unwrap();
     assert!(!status.embedding_model.starts_with("off"), "{status:?}");
 }
+
+/// A misspelt `MEMD_*` variable stops memd at start-up, naming it and the setting it
+/// misspells, instead of being silently ignored.
+#[tokio::test]
+async fn a_misspelt_memd_variable_stops_memd_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(memd_tests::memd_binary())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+        .args(["--http-listen", "off"])
+        .env("MEMD_ADMIN_KEY", ADMIN_KEY)
+        .env("MEMD_SYNC_WRITE", "true")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "memd started: {stderr}");
+    assert!(
+        stderr.contains("MEMD_SYNC_WRITE (did you mean MEMD_SYNC_WRITES?)"),
+        "{stderr}"
+    );
+}
