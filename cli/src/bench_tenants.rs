@@ -104,15 +104,16 @@ struct FloodOutcome {
     other: BTreeMap<String, u64>,
 }
 
-/// The quiet tenant at `rate` for `seconds`, each operation timed from when it was due.
+/// The quiet tenant at `rate` for `seconds`, each operation timed from when it was due; its
+/// failures by "code: message".
 async fn quiet_phase(
     tenant: &Tenant,
     rate: f64,
     seconds: u64,
     mode: pb::SearchMode,
-) -> (Stats, u64) {
+) -> (Stats, BTreeMap<String, u64>) {
     let latencies = Arc::new(Mutex::new(Vec::new()));
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let errors = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let total = (rate * seconds as f64) as u64;
@@ -129,8 +130,12 @@ async fn quiet_phase(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(took),
-                Err(_) => {
-                    errors.fetch_add(1, Ordering::Relaxed);
+                Err(s) => {
+                    *errors
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(format!("{:?}: {}", s.code(), s.message()))
+                        .or_default() += 1;
                 }
             }
         }));
@@ -141,7 +146,7 @@ async fn quiet_phase(
     let latencies = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
     (
         Stats::from(latencies, start.elapsed()),
-        errors.load(Ordering::Relaxed),
+        std::mem::take(&mut *errors.lock().unwrap_or_else(|e| e.into_inner())),
     )
 }
 
@@ -352,10 +357,12 @@ pub async fn run(ctx: &Globals, args: TenantsArgs) -> anyhow::Result<()> {
         "quiet errors",
     ]);
     let ms = |v: &Value| format!("{:.2}", v.as_f64().unwrap_or(f64::NAN) / 1000.0);
+    let count = |v: &Value| -> u64 {
+        v.as_object()
+            .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
+    };
     for run in &runs {
-        let other: u64 = run["flood_other_errors"]
-            .as_object()
-            .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+        let other = count(&run["flood_other_errors"]);
         table.add_row([
             if run["quotas"] == true {
                 format!("{}/s, {} searches", args.key_rate, args.key_searches)
@@ -372,20 +379,27 @@ pub async fn run(ctx: &Globals, args: TenantsArgs) -> anyhow::Result<()> {
             other.to_string(),
             format!(
                 "{} / {}",
-                run["quiet_alone_errors"], run["quiet_flooded_errors"]
+                count(&run["quiet_alone_errors"]),
+                count(&run["quiet_flooded_errors"])
             ),
         ]);
     }
     println!("{table}");
     for run in &runs {
-        if let Some(other) = run["flood_other_errors"]
-            .as_object()
-            .filter(|m| !m.is_empty())
-        {
-            println!(
-                "flood errors other than RESOURCE_EXHAUSTED (quotas {}): {other:?}",
-                run["quotas"]
-            );
+        for (field, what) in [
+            (
+                "flood_other_errors",
+                "flood errors other than RESOURCE_EXHAUSTED",
+            ),
+            ("quiet_alone_errors", "quiet tenant's errors alone"),
+            (
+                "quiet_flooded_errors",
+                "quiet tenant's errors while flooded",
+            ),
+        ] {
+            if let Some(errors) = run[field].as_object().filter(|m| !m.is_empty()) {
+                println!("{what} (quotas {}): {errors:?}", run["quotas"]);
+            }
         }
     }
     Ok(())
