@@ -169,6 +169,7 @@ where
         let limit = request_limit(request.headers().get("grpc-timeout"), server);
         let work = self.inner.call(request);
         let exceeded = self.layer.exceeded.clone();
+        let started = std::time::Instant::now();
         Box::pin(async move {
             // One label per RPC: paths come from the fixed service definitions, and anything
             // else (unknown paths) shares one.
@@ -188,6 +189,14 @@ where
                         == Some(code.to_string().as_bytes())
                     {
                         count();
+                    }
+                    // A quota refusal waits out its delay here, where the time left before
+                    // the deadline is known.
+                    if let Some(delay) = crate::auth::retry_after(
+                        response.headers().get(crate::auth::RETRY_AFTER_HEADER),
+                    ) {
+                        let left = limit.map(|l| l.saturating_sub(started.elapsed()));
+                        crate::auth::hold(delay, left).await;
                     }
                     Ok(response)
                 }

@@ -149,11 +149,18 @@ impl From<ServiceError> for Status {
                 retry_after,
             } => {
                 use tonic_types::{ErrorDetails, StatusExt};
-                Status::with_error_details(
+                let mut status = Status::with_error_details(
                     code,
                     message,
                     ErrorDetails::with_retry_info(Some(retry_after)),
-                )
+                );
+                // For the layers that hold a refusal back (crate::auth::hold).
+                if let Ok(ms) = retry_after.as_millis().to_string().parse() {
+                    status
+                        .metadata_mut()
+                        .insert(crate::auth::RETRY_AFTER_HEADER, ms);
+                }
+                status
             }
             other => Status::new(code, other.to_string()),
         }

@@ -43,26 +43,15 @@ async fn a_flooding_key_is_throttled_and_others_are_not() {
         .client(Some(&tenant_key(&admin, &memory_id, "quiet").await))
         .await;
 
-    let mut accepted = 0;
-    let mut refusal = None;
-    for i in 0..60 {
-        match noisy
-            .create_event(text_event(
-                &memory_id,
-                "acme/noisy",
-                "s",
-                &format!("flood {i}"),
-            ))
-            .await
-        {
-            Ok(_) => accepted += 1,
-            Err(status) => {
-                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-                refusal.get_or_insert(status);
-            }
-        }
-    }
-    // The burst, plus what refilled while the flood ran (60 calls take well under a second).
+    let (accepted, refusal) = flood(
+        &noisy,
+        &memory_id,
+        "acme/noisy",
+        (0..60).map(|i| format!("flood {i}")),
+    )
+    .await;
+    // The burst, plus what refilled while the flood ran (60 concurrent calls: the refusals are
+    // held for their retry delay, under a second).
     assert!((10..=20).contains(&accepted), "{accepted} of 60 accepted");
     let refusal = refusal.expect("the flood was refused");
     assert!(
@@ -101,21 +90,24 @@ async fn a_flooding_key_is_throttled_and_others_are_not() {
         .unwrap();
 }
 
-/// Appends `texts` into `memory_id` as `actor`; returns how many were accepted and the
-/// first refusal.
+/// Appends `texts` into `memory_id` as `actor`, all at once (refusals are held for their retry
+/// delay, so one after another a flood could never outrun the quota); returns how many were
+/// accepted and the first refusal.
 async fn flood(
     client: &MemdClient,
     memory_id: &str,
     actor: &str,
     texts: impl IntoIterator<Item = String>,
 ) -> (usize, Option<tonic::Status>) {
+    let calls = texts.into_iter().map(|text| {
+        let client = client.clone();
+        let request = text_event(memory_id, actor, "s", &text);
+        async move { client.create_event(request).await }
+    });
     let mut accepted = 0;
     let mut refusal = None;
-    for text in texts {
-        match client
-            .create_event(text_event(memory_id, actor, "s", &text))
-            .await
-        {
+    for outcome in futures::future::join_all(calls).await {
+        match outcome {
             Ok(_) => accepted += 1,
             Err(status) => {
                 assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -236,4 +228,45 @@ async fn a_key_sending_too_many_bytes_is_throttled() {
     )
     .await;
     assert_eq!(small_accepted, 20);
+}
+
+/// A client that ignores the retry delay and asks again at once cannot spin on refusals: each
+/// refusal is held for its delay, so the next call finds the bucket refilled. One after
+/// another, at most about every other call of such a client is refused (without the hold,
+/// every call past the burst would be).
+#[tokio::test]
+async fn refusals_are_held_so_a_client_ignoring_the_delay_cannot_spin() {
+    let server = TestServer::start_with(|config| {
+        config.key_requests_per_second = 5;
+        config.key_request_burst = 10;
+    })
+    .await;
+    let admin = server.admin().await;
+    let memory_id = create_memory(&admin, "held", None).await.memory_id;
+    let eager = server
+        .client(Some(&tenant_key(&admin, &memory_id, "eager").await))
+        .await;
+    let (mut accepted, mut refused) = (0, 0);
+    for i in 0..40 {
+        match eager
+            .create_event(text_event(
+                &memory_id,
+                "acme/eager",
+                "s",
+                &format!("again {i}"),
+            ))
+            .await
+        {
+            Ok(_) => accepted += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "the quota never refused");
+    assert!(
+        refused <= accepted,
+        "{refused} refused against {accepted} accepted: refusals were not held"
+    );
 }

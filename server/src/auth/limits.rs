@@ -256,6 +256,39 @@ impl Limits {
     }
 }
 
+/// The response header a quota refusal carries its retry delay in, in milliseconds: what
+/// [`hold`] reads.
+pub const RETRY_AFTER_HEADER: &str = "memd-retry-after-ms";
+
+/// The longest a refusal is held back.
+const MAX_HOLD: Duration = Duration::from_secs(1);
+/// The least: at a high rate the delay until the next token is a few milliseconds, and a
+/// client sending on many streams at once would still refuse-loop thousands of times a
+/// second (measured: 5k/s from 32 streams at 200/s with the bare delay).
+const MIN_HOLD: Duration = Duration::from_millis(100);
+
+/// The retry delay a response's [`RETRY_AFTER_HEADER`] value says.
+pub fn retry_after(header: Option<&tonic::codegen::http::HeaderValue>) -> Option<Duration> {
+    let ms: u64 = header?.to_str().ok()?.parse().ok()?;
+    Some(Duration::from_millis(ms))
+}
+
+/// Holds a quota refusal back for its retry delay (at least 100 ms, at most a second, and
+/// never past the caller's deadline, `left`) before it is sent. A refusal does no work, but a client that
+/// ignores the delay and asks again at once would otherwise turn refusals into a tight loop
+/// whose CPU the other tenants need (docs/reliability.md, noisy tenants); held, each of its
+/// connections asks at most as fast as the quota refills. Waiting costs a timer, not a thread.
+pub async fn hold(delay: Duration, left: Option<Duration>) {
+    let mut delay = delay.clamp(MIN_HOLD, MAX_HOLD);
+    if let Some(left) = left {
+        // Answer before the deadline, so the caller still hears why.
+        delay = delay.min(left.saturating_sub(Duration::from_millis(20)));
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
+
 /// A refusal that says how long to wait, in its message and as a RetryInfo detail.
 fn throttled(reason: String, wait: Duration) -> ServiceError {
     ServiceError::Throttled {

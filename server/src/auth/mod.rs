@@ -8,7 +8,7 @@ mod limits;
 mod policy;
 
 pub use keys::{AuthInterceptor, AuthMode, Authenticator};
-pub use limits::{LimitSettings, Limits};
+pub use limits::{LimitSettings, Limits, RETRY_AFTER_HEADER, hold, retry_after};
 pub use policy::Principal;
 
 use crate::error::{Result, ServiceError};

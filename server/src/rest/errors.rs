@@ -14,6 +14,9 @@ pub struct AwsError {
     pub code: &'static str,
     pub status: u16,
     pub message: String,
+    /// A quota refusal's retry delay: the response is held back for it (see
+    /// [`crate::auth::hold`]).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl AwsError {
@@ -22,6 +25,7 @@ impl AwsError {
             code,
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -64,7 +68,13 @@ impl AwsError {
 impl From<tonic::Status> for AwsError {
     fn from(status: tonic::Status) -> Self {
         let message = status.message().to_string();
-        match status.code() {
+        let retry_after = crate::auth::retry_after(
+            status
+                .metadata()
+                .as_ref()
+                .get(crate::auth::RETRY_AFTER_HEADER),
+        );
+        let mut err = match status.code() {
             Code::InvalidArgument | Code::OutOfRange | Code::Unimplemented => {
                 Self::new("ValidationException", 400, rest_field_names(&message))
             }
@@ -80,7 +90,9 @@ impl From<tonic::Status> for AwsError {
             Code::Unavailable => Self::new("ServiceUnavailableException", 503, message),
             Code::DeadlineExceeded => Self::new("RequestTimeoutException", 504, message),
             _ => Self::new("ServiceException", 500, message),
-        }
+        };
+        err.retry_after = retry_after;
+        err
     }
 }
 

@@ -87,6 +87,16 @@ impl RestApi {
         let outcome = crate::deadline::run(self.request_timeout, self.respond(&parts, body))
             .await
             .unwrap_or_else(|exceeded| Err(exceeded.into()));
+        if let Err(AwsError {
+            retry_after: Some(delay),
+            ..
+        }) = &outcome
+        {
+            let left = self
+                .request_timeout
+                .map(|limit| limit.saturating_sub(started.elapsed()));
+            crate::auth::hold(*delay, left).await;
+        }
         let code = outcome.as_ref().map_or_else(|err| err.code, |_| "OK");
         self.metrics
             .observe_rest(operation, code, started.elapsed().as_secs_f64());
