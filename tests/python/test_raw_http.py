@@ -107,3 +107,31 @@ def test_a_flooding_key_is_throttled_over_rest_and_counted():
         assert f'key_id="{quiet.key_id}"' not in scrape
     finally:
         server.close()
+
+
+def test_mcp_over_http_refuses_a_flooding_key_with_its_delay():
+    server = Memd(extra_env={"MEMD_KEY_REQUESTS_PER_SECOND": "1", "MEMD_KEY_REQUEST_BURST": "1"})
+    try:
+        noisy = server.create_key()
+        initialize = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+        }
+
+        def call(_):
+            return requests.post(
+                f"{server.http}/mcp",
+                json=initialize,
+                headers={"authorization": f"Bearer {noisy.secret}", "accept": "application/json, text/event-stream"},
+            )
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            responses = list(pool.map(call, range(8)))
+        refused = [r for r in responses if r.status_code == 429]
+        assert refused, [r.status_code for r in responses]
+        assert "key_requests_per_second" in refused[0].json()["error"]["message"]
+        assert int(refused[0].headers["memd-retry-after-ms"]) > 0 and int(refused[0].headers["retry-after"]) >= 1
+    finally:
+        server.close()

@@ -273,6 +273,16 @@ pub fn retry_after(header: Option<&tonic::codegen::http::HeaderValue>) -> Option
     Some(Duration::from_millis(ms))
 }
 
+/// Adds a refusal's delay to an HTTP response (REST, MCP): HTTP's `Retry-After` in whole
+/// seconds, rounded up, and [`RETRY_AFTER_HEADER`] in milliseconds.
+pub fn insert_retry_headers(headers: &mut tonic::codegen::http::HeaderMap, delay: Duration) {
+    use tonic::codegen::http::{HeaderValue, header};
+    let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    headers.insert(RETRY_AFTER_HEADER, HeaderValue::from(ms));
+}
+
 /// Holds a quota refusal back for its retry delay (at least 100 ms, at most a second, and
 /// never past the caller's deadline, `left`) before it is sent. A refusal does no work, but a client that
 /// ignores the delay and asks again at once would otherwise turn refusals into a tight loop

@@ -8,7 +8,9 @@ mod limits;
 mod policy;
 
 pub use keys::{AuthInterceptor, AuthMode, Authenticator};
-pub use limits::{LimitSettings, Limits, RETRY_AFTER_HEADER, hold, retry_after};
+pub use limits::{
+    LimitSettings, Limits, RETRY_AFTER_HEADER, hold, insert_retry_headers, retry_after,
+};
 pub use policy::Principal;
 
 use crate::error::{Result, ServiceError};

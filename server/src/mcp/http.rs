@@ -74,7 +74,16 @@ impl Endpoint {
     pub async fn handle(&self, mut request: Request<Body>) -> Response<Body> {
         let caller = match self.caller(&request) {
             Ok(caller) => caller,
-            Err(refusal) => return *refusal,
+            Err(refusal) => {
+                // A quota refusal waits out its delay, as on gRPC and REST (auth::hold).
+                let delay = crate::auth::retry_after(
+                    refusal.headers().get(crate::auth::RETRY_AFTER_HEADER),
+                );
+                if let Some(delay) = delay {
+                    crate::auth::hold(delay, None).await;
+                }
+                return *refusal;
+            }
         };
         request.extensions_mut().insert(caller);
         match self.service.clone().oneshot(request).await {
@@ -98,10 +107,30 @@ impl Endpoint {
             );
             Box::new(response)
         })?;
-        self.auth
-            .limits()
-            .admit(&principal)
-            .map_err(|err| Box::new(refusal(StatusCode::TOO_MANY_REQUESTS, &err.to_string())))?;
+        self.auth.limits().admit(&principal).map_err(|err| {
+            let mut response = refusal(StatusCode::TOO_MANY_REQUESTS, &err.to_string());
+            if let crate::error::ServiceError::Throttled { retry_after, .. } = err {
+                crate::auth::insert_retry_headers(response.headers_mut(), retry_after);
+            }
+            Box::new(response)
+        })?;
+        self.auth.limits().admit(&principal).map_err(|err| {
+            let mut response = refusal(StatusCode::TOO_MANY_REQUESTS, &err.to_string());
+            if let crate::error::ServiceError::Throttled { retry_after, .. } = err {
+                let headers = response.headers_mut();
+                headers.insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(
+                        retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+                    ),
+                );
+                headers.insert(
+                    crate::auth::RETRY_AFTER_HEADER,
+                    HeaderValue::from(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX)),
+                );
+            }
+            Box::new(response)
+        })?;
         let scope = scope(request, &principal)
             .map_err(|message| Box::new(refusal(StatusCode::BAD_REQUEST, &message)))?;
         Ok(Caller { principal, scope })

@@ -61,15 +61,7 @@ impl AwsError {
         headers.insert("content-type", HeaderValue::from_static("application/json"));
         headers.insert("x-amzn-errortype", HeaderValue::from_static(self.code));
         if let Some(delay) = self.retry_after {
-            // HTTP's own header counts whole seconds; memd's says the milliseconds.
-            headers.insert(
-                "retry-after",
-                HeaderValue::from(delay.as_secs() + u64::from(delay.subsec_nanos() > 0)),
-            );
-            headers.insert(
-                crate::auth::RETRY_AFTER_HEADER,
-                HeaderValue::from(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
-            );
+            crate::auth::insert_retry_headers(headers, delay);
         }
         response
     }
