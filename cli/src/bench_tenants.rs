@@ -41,6 +41,9 @@ pub struct TenantsArgs {
     /// Run memd without the embedding model (keyword search only).
     #[arg(long)]
     keyword_only: bool,
+    /// Only the run with quotas (skip the comparison run without).
+    #[arg(long)]
+    quotas_only: bool,
     /// The memd binary (default: `memd` beside this memctl).
     #[arg(long)]
     memd: Option<PathBuf>,
@@ -56,6 +59,28 @@ struct Tenant {
     memory_id: String,
 }
 
+/// What a tenant connects with.
+#[derive(Clone)]
+struct Credentials {
+    endpoint: String,
+    secret: String,
+    memory_id: String,
+}
+
+impl Credentials {
+    async fn connect(&self) -> anyhow::Result<Tenant> {
+        Ok(Tenant {
+            client: MemdClient::connect(self.endpoint.clone(), Some(self.secret.clone())).await?,
+            memory_id: self.memory_id.clone(),
+        })
+    }
+}
+
+/// Whether operation `n` of [`Tenant::step`] is an append (else a search).
+fn is_append(n: u64) -> bool {
+    n % 5 < 3
+}
+
 impl Tenant {
     /// One operation: 60% appends, 40% hybrid (or keyword) record searches.
     async fn step(&self, n: u64, mode: pb::SearchMode) -> Result<(), tonic::Status> {
@@ -66,7 +91,7 @@ impl Tenant {
             "allergic to peanuts",
         ];
         let topic = TOPICS[(n % 4) as usize];
-        if n % 5 < 3 {
+        if is_append(n) {
             let text = format!("Turn {n}: I sorted out the {topic} with my manager today.");
             self.client
                 .create_event(pb::CreateEventRequest {
@@ -104,15 +129,28 @@ struct FloodOutcome {
     other: BTreeMap<String, u64>,
 }
 
-/// The quiet tenant at `rate` for `seconds`, each operation timed from when it was due; its
-/// failures by "code: message".
-async fn quiet_phase(
-    tenant: &Tenant,
-    rate: f64,
-    seconds: u64,
-    mode: pb::SearchMode,
-) -> (Stats, BTreeMap<String, u64>) {
-    let latencies = Arc::new(Mutex::new(Vec::new()));
+/// One quiet phase: latencies over all operations and by kind, and failures by
+/// "code: message".
+struct Phase {
+    all: Stats,
+    appends: Stats,
+    searches: Stats,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Phase {
+    fn json(&self) -> Value {
+        let mut all = self.all.json();
+        all["appends"] = self.appends.json();
+        all["searches"] = self.searches.json();
+        all
+    }
+}
+
+/// The quiet tenant at `rate` for `seconds`, each operation timed from when it was due.
+async fn quiet_phase(tenant: &Tenant, rate: f64, seconds: u64, mode: pb::SearchMode) -> Phase {
+    // (operation number, microseconds) of each success.
+    let latencies = Arc::new(Mutex::new(Vec::<(u64, u32)>::new()));
     let errors = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
@@ -129,7 +167,7 @@ async fn quiet_phase(
                 Ok(()) => latencies
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push(took),
+                    .push((n, took)),
                 Err(s) => {
                     *errors
                         .lock()
@@ -143,11 +181,22 @@ async fn quiet_phase(
     for task in tasks {
         let _ = task.await;
     }
+    let measured = start.elapsed();
     let latencies = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
-    (
-        Stats::from(latencies, start.elapsed()),
-        std::mem::take(&mut *errors.lock().unwrap_or_else(|e| e.into_inner())),
-    )
+    let of = |appends: Option<bool>| {
+        let picked = latencies
+            .iter()
+            .filter(|(n, _)| appends.is_none_or(|a| is_append(*n) == a))
+            .map(|&(_, took)| took)
+            .collect();
+        Stats::from(picked, measured)
+    };
+    Phase {
+        all: of(None),
+        appends: of(Some(true)),
+        searches: of(Some(false)),
+        errors: std::mem::take(&mut *errors.lock().unwrap_or_else(|e| e.into_inner())),
+    }
 }
 
 /// The noisy tenant's clients, flat out until `stop`, ignoring retry delays.
@@ -185,7 +234,7 @@ fn flood(
 }
 
 /// A memory with a key that may use only it, seeded with turns.
-async fn tenant(admin: &MemdClient, endpoint: &str, name: &str) -> anyhow::Result<Tenant> {
+async fn tenant(admin: &MemdClient, endpoint: &str, name: &str) -> anyhow::Result<Credentials> {
     let memory_id = admin
         .create_memory(pb::CreateMemoryRequest {
             name: name.into(),
@@ -207,18 +256,46 @@ async fn tenant(admin: &MemdClient, endpoint: &str, name: &str) -> anyhow::Resul
             },
         )
         .await?;
-    let client = MemdClient::connect(endpoint.to_owned(), Some(key.secret)).await?;
-    let tenant = Tenant { client, memory_id };
     // Seeded through the admin: the quiet key's quota is for the measurement.
     let seeding = Tenant {
         client: admin.clone(),
-        memory_id: tenant.memory_id.clone(),
+        memory_id: memory_id.clone(),
     };
     for n in 0..SEED_TURNS as u64 {
         // Appends only (n % 5 < 3 picks an append): multiples of 5 are appends.
         seeding.step(n * 5, pb::SearchMode::Keyword).await?;
     }
-    Ok(tenant)
+    Ok(Credentials {
+        endpoint: endpoint.to_owned(),
+        secret: key.secret,
+        memory_id,
+    })
+}
+
+/// The quiet tenant's phases (warm-up, alone, then flooded from `flood_started` on) on a
+/// runtime and a connection of its own, on its own thread: the flood's clients run in this
+/// process too, and sharing their runtime would time the load generator's queue, not memd.
+fn quiet_thread(
+    credentials: Credentials,
+    args: (f64, u64, pb::SearchMode),
+    flood_started: tokio::sync::oneshot::Receiver<()>,
+    alone_done: tokio::sync::oneshot::Sender<()>,
+) -> std::thread::JoinHandle<anyhow::Result<[Phase; 2]>> {
+    let (rate, seconds, mode) = args;
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let quiet = credentials.connect().await?;
+            let _ = quiet_phase(&quiet, rate, 2, mode).await;
+            let alone = quiet_phase(&quiet, rate, seconds, mode).await;
+            let _ = alone_done.send(());
+            flood_started.await?;
+            let flooded = quiet_phase(&quiet, rate, seconds, mode).await;
+            Ok([alone, flooded])
+        })
+    })
 }
 
 /// Waits until both indexes have caught up with the seeded turns.
@@ -263,18 +340,36 @@ async fn run_once(args: &TenantsArgs, quotas: bool) -> anyhow::Result<Value> {
     let server = Memd::start(&memd, dir.path(), model.as_ref(), &env).await?;
     let admin = MemdClient::connect(server.endpoint.clone(), Some(admin_key)).await?;
     let quiet = tenant(&admin, &server.endpoint, "quiet").await?;
-    let noisy = tenant(&admin, &server.endpoint, "noisy").await?;
+    let noisy = tenant(&admin, &server.endpoint, "noisy")
+        .await?
+        .connect()
+        .await?;
     settled(&admin).await?;
 
-    // Warm-up, then the quiet tenant alone.
-    let _ = quiet_phase(&quiet, args.quiet_rate, 2, mode).await;
-    let (alone, alone_errors) = quiet_phase(&quiet, args.quiet_rate, args.seconds, mode).await;
-
+    // Warm-up and the quiet tenant alone, then flooded: on a thread of its own.
+    let (flooding, flood_started) = tokio::sync::oneshot::channel();
+    let (alone_done, alone_finished) = tokio::sync::oneshot::channel();
+    let quiet = quiet_thread(
+        quiet,
+        (args.quiet_rate, args.seconds, mode),
+        flood_started,
+        alone_done,
+    );
+    if alone_finished.await.is_err() {
+        // The thread ended before its first phase did: its error says why.
+        quiet
+            .join()
+            .map_err(|_| anyhow::anyhow!("the quiet tenant's thread panicked"))??;
+        anyhow::bail!("the quiet tenant's thread ended early");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let flooders = flood(&noisy, args.flood_clients, stop.clone(), mode);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let flood_started = Instant::now();
-    let (flooded, flooded_errors) = quiet_phase(&quiet, args.quiet_rate, args.seconds, mode).await;
+    let _ = flooding.send(());
+    let [alone, flooded] = tokio::task::spawn_blocking(move || quiet.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the quiet tenant's thread panicked"))??;
     let flood_seconds = flood_started.elapsed().as_secs_f64() + 1.0;
     stop.store(true, Ordering::Relaxed);
     let mut outcome = FloodOutcome::default();
@@ -288,7 +383,7 @@ async fn run_once(args: &TenantsArgs, quotas: bool) -> anyhow::Result<Value> {
     }
     server.stop().await?;
 
-    let ratio = flooded.p99_us / alone.p99_us;
+    let ratio = flooded.all.p99_us / alone.all.p99_us;
     Ok(json!({
         "quotas": quotas,
         "settings": if quotas {
@@ -297,9 +392,9 @@ async fn run_once(args: &TenantsArgs, quotas: bool) -> anyhow::Result<Value> {
             json!("none")
         },
         "quiet_alone": alone.json(),
-        "quiet_alone_errors": alone_errors,
+        "quiet_alone_errors": alone.errors,
         "quiet_flooded": flooded.json(),
-        "quiet_flooded_errors": flooded_errors,
+        "quiet_flooded_errors": flooded.errors,
         "quiet_p99_ratio": (ratio * 100.0).round() / 100.0,
         "flood_served_per_second": (outcome.served as f64 / flood_seconds).round(),
         "flood_refused_per_second": (outcome.refused as f64 / flood_seconds).round(),
@@ -321,7 +416,12 @@ pub async fn run(ctx: &Globals, args: TenantsArgs) -> anyhow::Result<()> {
         "--quiet-rate must stay under --key-rate, or the quiet tenant is throttled too"
     );
     let mut runs = Vec::new();
-    for quotas in [true, false] {
+    let modes: &[bool] = if args.quotas_only {
+        &[true]
+    } else {
+        &[true, false]
+    };
+    for &quotas in modes {
         runs.push(run_once(&args, quotas).await?);
     }
     let report = json!({
@@ -351,6 +451,8 @@ pub async fn run(ctx: &Globals, args: TenantsArgs) -> anyhow::Result<()> {
         "quiet p50 flooded ms",
         "quiet p99 flooded ms",
         "p99 ratio (<= 2)",
+        "p99 appends alone / flooded ms",
+        "p99 searches alone / flooded ms",
         "flood served/s",
         "flood refused/s",
         "flood other errors",
@@ -374,6 +476,16 @@ pub async fn run(ctx: &Globals, args: TenantsArgs) -> anyhow::Result<()> {
             ms(&run["quiet_flooded"]["p50_us"]),
             ms(&run["quiet_flooded"]["p99_us"]),
             run["quiet_p99_ratio"].to_string(),
+            format!(
+                "{} / {}",
+                ms(&run["quiet_alone"]["appends"]["p99_us"]),
+                ms(&run["quiet_flooded"]["appends"]["p99_us"])
+            ),
+            format!(
+                "{} / {}",
+                ms(&run["quiet_alone"]["searches"]["p99_us"]),
+                ms(&run["quiet_flooded"]["searches"]["p99_us"])
+            ),
             run["flood_served_per_second"].to_string(),
             run["flood_refused_per_second"].to_string(),
             other.to_string(),

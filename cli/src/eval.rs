@@ -4,9 +4,13 @@
 //! date), extraction is awaited, then every question of categories 1-4 is asked through
 //! RetrieveMemoryRecords and, separately, SearchEvents; a question's recall@k is the share of
 //! its evidence turns that the top k records cite as sources (or that are among the top k
-//! events). Without --endpoint an in-process server is used.
+//! events). Beside turn recall it reports answer rank (MRR, hit@1, hit@3: where the first
+//! result holding the answer sits, `answer_rank`) for records, facts alone and events, and
+//! both measures for BM25 over the raw turns without memd, computed in the same run. Without
+//! --endpoint an in-process server is used.
 
 use crate::Globals;
+use crate::answer_rank::{RankTable, RawTurns, rank};
 use crate::bench::LocalServer;
 use crate::locomo::{
     Conversation, Question, conversation_files, create_memory, drained, ingest, session_count,
@@ -72,6 +76,8 @@ struct ModeReport {
     mode: pb::SearchMode,
     recall: RecallTable,
     event_recall: RecallTable,
+    /// Answer rank of all records, of facts alone, and of events.
+    answers: AnswerRanks,
     latencies: Vec<f64>,
     event_latencies: Vec<f64>,
 }
@@ -90,12 +96,7 @@ impl ModeReport {
     }
 
     fn json(&self, ks: &[usize]) -> Value {
-        let of = |table: &RecallTable, category: u64| -> Value {
-            ks.iter()
-                .map(|&k| (format!("recall@{k}"), json!(mean(table, category, k))))
-                .collect::<serde_json::Map<_, _>>()
-                .into()
-        };
+        let of = |table: &RecallTable, category: u64| recall_json(table, category, ks);
         let by_category = |table: &RecallTable| -> Value {
             (1..=4)
                 .map(|c| (c.to_string(), of(table, c)))
@@ -107,6 +108,7 @@ impl ModeReport {
         json!({
             "questions": self.questions(),
             "mode": self.mode.as_str_name(),
+            "answer_rank": self.answers.json(),
             "overall": of(&self.recall, 0),
             "by_category": by_category(&self.recall),
             "latency_ms": {"p50": p50, "p95": p95, "p99": p99},
@@ -117,6 +119,102 @@ impl ModeReport {
             },
         })
     }
+}
+
+/// Answer rank by retriever.
+#[derive(Default)]
+struct AnswerRanks {
+    records: RankTable,
+    facts: RankTable,
+    events: RankTable,
+}
+
+impl AnswerRanks {
+    fn json(&self) -> Value {
+        json!({
+            "records": self.records.json(),
+            "facts": self.facts.json(),
+            "events": self.events.json(),
+        })
+    }
+}
+
+/// BM25 over each conversation's raw turns, no memd: turn recall and answer rank.
+struct Baseline {
+    recall: RecallTable,
+    answers: RankTable,
+}
+
+impl Baseline {
+    fn measure(conversations: &[Conversation], ks: &[usize]) -> anyhow::Result<Self> {
+        let top = *ks.iter().max().expect("checked non-empty");
+        let mut baseline = Self {
+            recall: RecallTable::new(),
+            answers: RankTable::default(),
+        };
+        for conversation in conversations {
+            let turns = RawTurns::new(
+                conversation
+                    .turns
+                    .iter()
+                    .map(|(id, (_, text))| (id.as_str(), text.as_str())),
+            )?;
+            for question in &conversation.questions {
+                let found = turns.search(&question.text, top)?;
+                for &k in ks {
+                    let hits = found
+                        .iter()
+                        .take(k)
+                        .filter(|id| question.evidence.contains(*id))
+                        .count();
+                    let share = hits as f64 / question.evidence.len() as f64;
+                    add(&mut baseline.recall, question.category, k, share);
+                }
+                if !question.answer.is_empty() {
+                    let texts = found.iter().map(|id| turn_text(conversation, id));
+                    baseline
+                        .answers
+                        .add(question.category, rank(texts, &question.answer));
+                }
+            }
+        }
+        Ok(baseline)
+    }
+
+    fn json(&self, ks: &[usize]) -> Value {
+        json!({
+            "overall": recall_json(&self.recall, 0, ks),
+            "by_category": (1..=4)
+                .map(|c| (c.to_string(), recall_json(&self.recall, c, ks)))
+                .collect::<serde_json::Map<_, _>>(),
+            "answer_rank": self.answers.json(),
+        })
+    }
+}
+
+/// `{"recall@k": ...}` of one category.
+fn recall_json(table: &RecallTable, category: u64, ks: &[usize]) -> Value {
+    ks.iter()
+        .map(|&k| (format!("recall@{k}"), json!(mean(table, category, k))))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// The texts of a search's records, best first.
+fn record_texts(found: &pb::RetrieveMemoryRecordsResponse) -> impl Iterator<Item = &str> {
+    found
+        .memory_records
+        .iter()
+        .filter_map(|r| r.memory_record.as_ref())
+        .map(|r| r.text.as_str())
+}
+
+/// An event's turn text as memd stores it ("Speaker: text"), empty when unknown.
+fn turn_text<'a>(conversation: &'a Conversation, event_id: &str) -> &'a str {
+    conversation
+        .turns
+        .get(event_id)
+        .map_or("", |(_, text)| text.as_str())
 }
 
 fn add(table: &mut RecallTable, category: u64, k: usize, hit: f64) {
@@ -141,16 +239,16 @@ async fn ask(
         mode: mode.proto(),
         recall: RecallTable::new(),
         event_recall: RecallTable::new(),
+        answers: AnswerRanks::default(),
         latencies: Vec::new(),
         event_latencies: Vec::new(),
     };
     for conversation in conversations {
         for question in &conversation.questions {
-            let asked = Instant::now();
-            let found = client
-                .retrieve_memory_records(pb::RetrieveMemoryRecordsRequest {
+            let records = |namespace: String| {
+                client.retrieve_memory_records(pb::RetrieveMemoryRecordsRequest {
                     memory_id: m.to_string(),
-                    namespace: format!("/conversations/{}/", conversation.actor),
+                    namespace,
                     search_criteria: Some(pb::SearchCriteria {
                         search_query: question.text.clone(),
                         top_k: top as i32,
@@ -159,8 +257,11 @@ async fn ask(
                     }),
                     ..Default::default()
                 })
-                .await?;
+            };
+            let asked = Instant::now();
+            let found = records(format!("/conversations/{}/", conversation.actor)).await?;
             report.latencies.push(asked.elapsed().as_secs_f64() * 1e3);
+            let facts = records(format!("/conversations/{}/facts", conversation.actor)).await?;
             let asked = Instant::now();
             let events = client
                 .search_events(pb::SearchEventsRequest {
@@ -205,6 +306,24 @@ async fn ask(
                     .flat_map(|r| &r.source_event_ids)
                     .collect();
                 add(&mut report.recall, question.category, k, share(&cited));
+            }
+            if !question.answer.is_empty() {
+                let answers = &mut report.answers;
+                let category = question.category;
+                answers
+                    .records
+                    .add(category, rank(record_texts(&found), &question.answer));
+                answers
+                    .facts
+                    .add(category, rank(record_texts(&facts), &question.answer));
+                let event_texts = events
+                    .events
+                    .iter()
+                    .filter_map(|e| e.event.as_ref())
+                    .map(|e| turn_text(conversation, &e.event_id));
+                answers
+                    .events
+                    .add(category, rank(event_texts, &question.answer));
             }
             if let Some(out) = trace.as_deref_mut() {
                 let line = trace_line(conversation, question, mode, &found, &events);
@@ -353,6 +472,7 @@ pub async fn run(ctx: &Globals, command: EvalCommand) -> anyhow::Result<()> {
     if let Some(mut trace) = trace {
         std::io::Write::flush(&mut trace)?;
     }
+    let baseline = Baseline::measure(&conversations, &args.k)?;
     match local {
         Some(server) => server.stop().await,
         None if args.memory_id.is_none() => eprintln!(
@@ -367,6 +487,7 @@ pub async fn run(ctx: &Globals, command: EvalCommand) -> anyhow::Result<()> {
         out["ingest_seconds"] = json!(ingested.as_secs_f64());
         out["extraction_seconds"] = json!(extracted.as_secs_f64());
         out["indexed_seconds"] = json!(indexed.as_secs_f64());
+        out["bm25_raw_turns"] = baseline.json(&args.k);
         out["by_mode"] = reports
             .iter()
             .map(|r| (r.mode.as_str_name().to_string(), r.json(&args.k)))
@@ -402,8 +523,51 @@ pub async fn run(ctx: &Globals, command: EvalCommand) -> anyhow::Result<()> {
             }
         }
     }
+    for (c, name) in categories {
+        let mut row = vec![
+            "-".to_string(),
+            "bm25 raw turns (no memd)".to_string(),
+            name.to_string(),
+        ];
+        row.extend(
+            args.k
+                .iter()
+                .map(|&k| format!("{:.3}", mean(&baseline.recall, c, k))),
+        );
+        rows.push(row);
+    }
     let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
     crate::output::table(&headers, rows);
+    let top = args.k.iter().max().copied().unwrap_or_default();
+    println!(
+        "answer rank: the first of the top {top} that holds {:.0}% of the answer's content words",
+        crate::answer_rank::HOLDS_SHARE * 100.0
+    );
+    let mut rows = Vec::new();
+    let mut answer_rows = |mode: &str, search: &str, table: &RankTable| {
+        for (c, name) in categories {
+            let (mrr, hit1, hit3) = table.scores(c);
+            rows.push(vec![
+                mode.to_string(),
+                search.to_string(),
+                name.to_string(),
+                format!("{mrr:.3}"),
+                format!("{hit1:.3}"),
+                format!("{hit3:.3}"),
+            ]);
+        }
+    };
+    for report in &reports {
+        let mode = report.mode.as_str_name().trim_start_matches("SEARCH_MODE_");
+        answer_rows(mode, "records", &report.answers.records);
+        answer_rows(mode, "facts", &report.answers.facts);
+        answer_rows(mode, "events", &report.answers.events);
+    }
+    answer_rows("-", "bm25 raw turns (no memd)", &baseline.answers);
+    crate::output::table(
+        &["MODE", "SEARCH", "CATEGORY", "MRR", "HIT@1", "HIT@3"],
+        rows,
+    );
     println!(
         "{} conversations, {} questions; ingest {:.1} s, extraction done after {:.1} s, indexes after {:.1} s",
         conversations.len(),

@@ -151,7 +151,7 @@ pub fn print(cycles: &[Cycle], idle: Option<(u64, Reading)>) {
         );
         if let Some(growth) = growth(cycles) {
             println!(
-                "RSS after ingest, cycle 2 to cycle {}: {growth:+.0} MiB (a leak grows with every cycle)",
+                "RSS after ingest, cycle 2 to cycle {}: {growth:+.0} MiB (a leak would grow with every cycle)",
                 cycles.len()
             );
         }

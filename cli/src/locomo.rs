@@ -25,6 +25,8 @@ pub(crate) struct Question {
     pub text: String,
     pub category: u64,
     pub evidence: BTreeSet<String>,
+    /// The answer's content words (`answer_rank`): empty when it has none.
+    pub answer: BTreeSet<String>,
 }
 
 fn strategies() -> Vec<pb::MemoryStrategy> {
@@ -169,6 +171,11 @@ pub(crate) async fn ingest(
             text: qa["question"].as_str().unwrap_or_default().to_string(),
             category,
             evidence,
+            answer: crate::answer_rank::content_words(&match &qa["answer"] {
+                Value::String(answer) => answer.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            }),
         });
     }
     Ok(Conversation {

@@ -1,5 +1,6 @@
 //! `memctl`: administer a memd server and benchmark it.
 
+mod answer_rank;
 mod backup;
 mod bench;
 mod bench_ann;

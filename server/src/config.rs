@@ -117,7 +117,7 @@ pub struct Config {
     pub embedding_max_length: usize,
     /// Where downloaded models are kept (default: `<data_dir>/models`).
     pub embedding_cache_dir: Option<PathBuf>,
-    /// Threads embedding search queries, each with its own copy of the model (~110 MB
+    /// Threads embedding search queries, each with its own copy of the model (~60 MiB
     /// resident); 0 (the default): queries go through the indexer's copy, ahead of it.
     pub embedding_query_threads: usize,
     /// Embed raw events as well as records. Off, SearchEvents is keyword-only (SEMANTIC:
