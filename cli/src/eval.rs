@@ -162,12 +162,8 @@ impl Baseline {
             for question in &conversation.questions {
                 let found = turns.search(&question.text, top)?;
                 for &k in ks {
-                    let hits = found
-                        .iter()
-                        .take(k)
-                        .filter(|id| question.evidence.contains(*id))
-                        .count();
-                    let share = hits as f64 / question.evidence.len() as f64;
+                    let returned: BTreeSet<&String> = found.iter().take(k).collect();
+                    let share = evidence_share(question, &returned);
                     add(&mut baseline.recall, question.category, k, share);
                 }
                 if !question.answer.is_empty() {
@@ -190,6 +186,16 @@ impl Baseline {
             "answer_rank": self.answers.json(),
         })
     }
+}
+
+/// The share of the question's evidence turns among `found` (event ids).
+fn evidence_share(question: &Question, found: &BTreeSet<&String>) -> f64 {
+    let hits = question
+        .evidence
+        .iter()
+        .filter(|e| found.contains(e))
+        .count();
+    hits as f64 / question.evidence.len() as f64
 }
 
 /// `{"recall@k": ...}` of one category.
@@ -276,14 +282,7 @@ async fn ask(
             report
                 .event_latencies
                 .push(asked.elapsed().as_secs_f64() * 1e3);
-            let share = |found: &BTreeSet<&String>| {
-                question
-                    .evidence
-                    .iter()
-                    .filter(|e| found.contains(e))
-                    .count() as f64
-                    / question.evidence.len() as f64
-            };
+            let share = |found: &BTreeSet<&String>| evidence_share(question, found);
             for &k in ks {
                 let returned: BTreeSet<&String> = events
                     .events

@@ -7,7 +7,7 @@
 //! [`BATCH`] texts (the least CPU per text) while nobody searches, and
 //! [`BATCH_WHILE_QUERIED`] for a second after any query, so that a search under a heavy
 //! ingest waits for ~2 texts instead of 8 (~10 ms instead of ~40 on 2 cores; `memctl bench
-//! tenants`: a quiet tenant's p99 under another tenant's flood 79 ms -> 26-29 ms) for ~11%
+//! tenants`: a quiet tenant's p99 under another tenant's flood 62-79 ms -> 29-35 ms) for ~11%
 //! more CPU per document meanwhile. The copy is loaded on a thread at `indexing_nice`, so
 //! ONNX Runtime's threads, which inherit that, yield the CPU to request handlers.
 
